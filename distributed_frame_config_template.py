@@ -1,0 +1,1 @@
+fsdf/distributed_frame_config_template.py

@@ -1,0 +1,33 @@
+"""fsdf: turn any plain function into a distributed task.
+
+    from fsdf import task_deco, BrokerEnum
+
+    @task_deco('add_queue', broker_kind=BrokerEnum.PERSISTQUEUE)
+    def add(a, b):
+        return a + b
+
+    add.push(1, b=2)   # publish
+    add.consume()      # consume in background threads
+"""
+from fsdf.enums import BrokerEnum, ConcurrentModeEnum  # noqa: I001  (first: the config file imports it)
+from fsdf.config import load_settings, patch_frame_config, settings
+
+load_settings()
+
+from fsdf.brokers import get_broker  # noqa: E402
+from fsdf.consumer import Consumer  # noqa: E402
+from fsdf.exceptions import (  # noqa: E402
+    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
+from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
+from fsdf.publisher import Publisher  # noqa: E402
+from fsdf.result import AsyncResult  # noqa: E402
+from fsdf.task import TaskFunction, get_consumer, get_publisher, task_deco  # noqa: E402
+
+__version__ = '0.1.0'
+
+__all__ = [
+    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer',
+    'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
+    'MalformedMessageError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker', 'get_consumer',
+    'get_publisher', 'patch_frame_config', 'settings', 'task_deco',
+]

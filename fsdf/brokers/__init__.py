@@ -1,0 +1,51 @@
+"""Broker registry: which module implements each ``BrokerEnum`` kind, imported on first use."""
+from __future__ import annotations
+
+import importlib
+import threading
+
+from fsdf.brokers.base import Broker, Delivery
+from fsdf.enums import BrokerEnum
+from fsdf.exceptions import BrokerNotAvailableError
+
+# kind -> (module, class, pip extra that brings its client library)
+_BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
+    BrokerEnum.LOCAL_PYTHON_QUEUE: ('fsdf.brokers.local_queue', 'LocalQueueBroker', ''),
+    BrokerEnum.PERSISTQUEUE: ('fsdf.brokers.persist_queue', 'PersistQueueBroker', ''),
+}
+_instances: dict[tuple[BrokerEnum, str], Broker] = {}
+_lock = threading.Lock()
+
+
+def built_broker_kinds() -> list[BrokerEnum]:
+    """The broker kinds this version of fsdf implements."""
+    return list(_BUILT)
+
+
+def broker_class(kind: BrokerEnum) -> type[Broker]:
+    """The class behind a broker kind, or a clear error if it is not built or its client is missing."""
+    kind = BrokerEnum(kind)
+    if kind not in _BUILT:
+        built = ', '.join(k.name for k in _BUILT)
+        raise BrokerNotAvailableError(f'broker {kind.name} is not built in fsdf yet; built brokers: {built}')
+    module_name, class_name, extra = _BUILT[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BrokerNotAvailableError(
+            f'broker {kind.name} needs a client library that is not installed ({exc.name}); '
+            f'pip install "fsdf[{extra}]"') from exc
+    return getattr(module, class_name)
+
+
+def get_broker(kind: BrokerEnum, queue_name: str) -> Broker:
+    """The one broker instance of this process for a queue (publishers and consumers share it)."""
+    key = (BrokerEnum(kind), queue_name)
+    with _lock:
+        broker = _instances.get(key)
+        if broker is None or broker._closed.is_set():
+            broker = _instances[key] = broker_class(kind)(queue_name)
+        return broker
+
+
+__all__ = ['Broker', 'Delivery', 'broker_class', 'built_broker_kinds', 'get_broker']

@@ -1,0 +1,125 @@
+"""The one small interface every broker implements, and the behaviour they share."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Optional, Union
+
+Body = Union[str, bytes]
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One fetched message: its raw body and the broker's handle for acking it (hashed by identity)."""
+
+    body: Body
+    tag: Any = None
+
+
+class Broker(ABC):
+    """A queue on one backend: publish, fetch a batch, ack, requeue, dead-letter, count, purge, close.
+
+    One instance serves every publisher and consumer of its queue in a process. Brokers that
+    lend messages to consumers (at-least-once) set ``lease_check_seconds``: while the process
+    consumes, a background thread then calls :meth:`beat` and :meth:`recover_abandoned` on
+    that period, so a dead consumer's messages return to the queue.
+    """
+
+    guarantee: ClassVar[str] = ''
+    """The delivery guarantee, as the README's broker table states it."""
+    lease_check_seconds: ClassVar[float] = 0
+
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        self.consumer_id = f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
+        self.logger = logging.getLogger(f'fsdf.broker.{queue_name}')
+        self._dlq: Optional[Broker] = None
+        self._lease_thread: Optional[threading.Thread] = None
+        self._closed = threading.Event()
+
+    # -- the interface -------------------------------------------------------------------
+    @abstractmethod
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        """Put one message on the queue; returns once the broker has it."""
+
+    def publish_many(self, bodies: list[str]) -> None:
+        """Put many messages on the queue, in as few round trips as the backend allows."""
+        for body in bodies:
+            self.publish(body)
+
+    @abstractmethod
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        """Take up to ``max_count`` messages, waiting up to ``timeout`` s for the first one."""
+
+    @abstractmethod
+    def ack(self, delivery: Delivery) -> None:
+        """The message is settled: remove it for good."""
+
+    @abstractmethod
+    def requeue(self, delivery: Delivery) -> None:
+        """Give a taken message back to the queue, to be fetched again."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Messages waiting in the queue (not counting ones taken by consumers)."""
+
+    @abstractmethod
+    def purge(self) -> None:
+        """Remove every waiting message."""
+
+    def close(self) -> None:
+        """Release connections; the broker is not used again."""
+        self._closed.set()
+
+    # -- shared behaviour ----------------------------------------------------------------
+    def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Give several taken messages back."""
+        for delivery in deliveries:
+            self.requeue(delivery)
+
+    @property
+    def dlq(self) -> 'Broker':
+        """The dead-letter queue ``<queue>_dlq``: an ordinary queue of the same kind."""
+        if self._dlq is None:
+            self._dlq = self.sibling(f'{self.queue_name}_dlq')
+        return self._dlq
+
+    def sibling(self, queue_name: str) -> 'Broker':
+        """Another queue on the same backend and connection settings."""
+        return type(self)(queue_name)
+
+    def dead_letter(self, delivery: Delivery, body: str) -> None:
+        """Move a taken message to the dead-letter queue with ``body`` (which says why), then ack it."""
+        self.dlq.publish(body)
+        self.ack(delivery)
+
+    def start_leases(self) -> None:
+        """Start beating and recovering abandoned messages, if this broker lends messages."""
+        if self.lease_check_seconds and self._lease_thread is None:
+            self.beat()
+            self.recover_abandoned()
+            self._lease_thread = threading.Thread(
+                target=self._lease_loop, name=f'fsdf-lease-{self.queue_name}', daemon=True)
+            self._lease_thread.start()
+
+    def beat(self) -> None:
+        """Say this consumer is alive (brokers with leases override this)."""
+
+    def recover_abandoned(self) -> int:
+        """Return messages held by dead consumers to the queue; how many (brokers with leases override)."""
+        return 0
+
+    def _lease_loop(self) -> None:
+        while not self._closed.wait(self.lease_check_seconds):
+            try:
+                self.beat()
+                recovered = self.recover_abandoned()
+                if recovered:
+                    self.logger.warning('returned %d messages of dead consumers to %r', recovered, self.queue_name)
+            except Exception as exc:  # the backend may be briefly away; try again next period
+                self.logger.warning('lease check on %r failed: %s', self.queue_name, exc)

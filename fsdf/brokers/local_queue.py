@@ -1,0 +1,69 @@
+"""LOCAL_PYTHON_QUEUE: an in-process queue; fast, shared by the threads of one process only."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import ClassVar, Optional
+
+from fsdf.brokers.base import Body, Broker, Delivery
+
+
+class _Channel:
+    """A deque with a condition, so a fetch can take a whole batch under one lock."""
+
+    def __init__(self) -> None:
+        self.items: deque[Body] = deque()
+        self.ready = threading.Condition(threading.Lock())
+
+
+class LocalQueueBroker(Broker):
+    """In-process queue; nothing survives the process."""
+
+    guarantee = 'in-process only; nothing survives exit'
+    _channels: ClassVar[dict[str, _Channel]] = {}
+    _channels_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        with self._channels_lock:
+            self._channel = self._channels.setdefault(queue_name, _Channel())
+
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        channel = self._channel
+        with channel.ready:
+            channel.items.append(body)
+            channel.ready.notify()
+
+    def publish_many(self, bodies: list[str]) -> None:
+        channel = self._channel
+        with channel.ready:
+            channel.items.extend(bodies)
+            channel.ready.notify(len(bodies))
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        channel = self._channel
+        deadline = None
+        with channel.ready:
+            while not channel.items:
+                if deadline is None:
+                    deadline = time.monotonic() + timeout
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                channel.ready.wait(remaining)
+            pop = channel.items.popleft
+            return [Delivery(pop()) for _ in range(min(max_count, len(channel.items)))]
+
+    def ack(self, delivery: Delivery) -> None:
+        """Nothing to do: a fetched message has already left the queue."""
+
+    def requeue(self, delivery: Delivery) -> None:
+        self.publish(delivery.body)
+
+    def count(self) -> int:
+        return len(self._channel.items)
+
+    def purge(self) -> None:
+        with self._channel.ready:
+            self._channel.items.clear()

@@ -1,0 +1,18 @@
+"""The interface every pool implements: run submitted calls, at most ``max_workers`` at once."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+
+class WorkerPool(ABC):
+    """Runs submitted calls with bounded concurrency; a consumer never submits more than it can run."""
+
+    max_workers: int
+
+    @abstractmethod
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` soon; exceptions are the caller's to handle inside ``fn``."""
+
+    def shutdown(self) -> None:
+        """Let idle workers exit; running calls finish on their own."""

@@ -1,0 +1,71 @@
+"""THREADING: a bounded thread pool that grows only while work waits and shrinks when idle."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any, Callable, Optional
+
+from fsdf.concurrency.base import WorkerPool
+
+logger = logging.getLogger('fsdf.pool')
+
+
+class ShrinkableThreadPool(WorkerPool):
+    """Threads start only when a call arrives and none is idle (up to ``max_workers``),
+    and a thread idle for ``keep_alive`` seconds exits."""
+
+    def __init__(self, max_workers: int, keep_alive: float = 30.0, name: str = 'fsdf-worker') -> None:
+        if max_workers < 1:
+            raise ValueError(f'max_workers must be >= 1, got {max_workers}')
+        self.max_workers = max_workers
+        self.keep_alive = keep_alive
+        self.name = name
+        self._work: queue.SimpleQueue[Optional[tuple[Callable[..., Any], tuple]]] = queue.SimpleQueue()
+        # One permit per idle thread: a submit that takes one knows an idle thread will run its call.
+        self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._started = 0
+
+    @property
+    def thread_count(self) -> int:
+        """Threads alive in the pool now."""
+        return self._threads
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._work.put((fn, args))
+        if self._idle.acquire(blocking=False):
+            return
+        with self._lock:
+            if self._threads >= self.max_workers:
+                return
+            self._threads += 1
+            self._started += 1
+            number = self._started
+        threading.Thread(target=self._run, name=f'{self.name}-{number}', daemon=True).start()
+
+    def shutdown(self) -> None:
+        for _ in range(self._threads):
+            self._work.put(None)
+
+    def _run(self) -> None:
+        get = self._work.get
+        while True:
+            try:
+                item = get(timeout=self.keep_alive)
+            except queue.Empty:
+                if self._idle.acquire(blocking=False):
+                    break
+                continue
+            if item is None:
+                self._idle.acquire(blocking=False)
+                break
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException:  # fn handles its own errors; this keeps the thread alive regardless
+                logger.exception('uncaught error in pool call %r', fn)
+            self._idle.release()
+        with self._lock:
+            self._threads -= 1

@@ -1,0 +1,33 @@
+"""fsdf connection settings for this project.
+
+fsdf wrote this file on its first import because the project had none. Edit the values here;
+environment variables ``FSDF_<NAME>`` override them, and ``fsdf.patch_frame_config(NAME=...)``
+overrides both. Set ``FSDF_CONFIG_FILE=0`` to stop fsdf from writing or reading this file.
+"""
+from fsdf.enums import BrokerEnum
+
+# Broker used by tasks that do not pass broker_kind. PERSISTQUEUE (SQLite) needs no server.
+DEFAULT_BROKER_KIND = BrokerEnum.PERSISTQUEUE
+
+# SQLite files of the PERSISTQUEUE broker, one per queue.
+PERSIST_QUEUE_PATH = '~/.fsdf/persist_queue'
+
+# Redis: either a URL or the separate fields (the URL wins when set).
+REDIS_URL = ''
+REDIS_HOST = '127.0.0.1'
+REDIS_PORT = 6379
+REDIS_DB = 0
+REDIS_PASSWORD = ''
+
+RABBITMQ_URL = 'amqp://guest:guest@127.0.0.1:5672/'
+KAFKA_BOOTSTRAP_SERVERS = '127.0.0.1:9092'
+MONGO_CONNECT_URL = 'mongodb://127.0.0.1:27017'
+
+# Where run results and statuses are stored when a task asks for it (sqlite:///path or mongodb://).
+RESULT_STORE_URL = 'sqlite:///~/.fsdf/results.sqlite'
+
+# Folder of the rotating log files written for tasks with create_logger_file=True.
+LOG_PATH = '~/.fsdf/logs'
+
+# On SIGINT/SIGTERM, how long running calls may take to finish before the process exits.
+SHUTDOWN_GRACE_SECONDS = 30

@@ -1,0 +1,18 @@
+"""Exceptions users raise inside tasks, and the errors fsdf raises at them."""
+from __future__ import annotations
+
+
+class ExceptionForRetry(Exception):
+    """Raise inside a task to have it retried now (counts against ``max_retry_times``)."""
+
+
+class ExceptionForRequeue(Exception):
+    """Raise inside a task to give its message back to the broker, to be run again later."""
+
+
+class BrokerNotAvailableError(RuntimeError):
+    """The chosen broker kind is not built yet, or its client library is not installed."""
+
+
+class MalformedMessageError(ValueError):
+    """A message is not JSON, not an object, or does not fit the function's signature."""

@@ -1,0 +1,105 @@
+"""The message: a JSON object of keyword arguments plus the optional reserved key ``extra``."""
+from __future__ import annotations
+
+import inspect
+import json
+import time
+import uuid
+from contextvars import ContextVar
+from typing import Any, Callable, Optional
+
+from fsdf.brokers.base import Body
+from fsdf.exceptions import MalformedMessageError
+
+EXTRA = 'extra'
+# The task id of the call running in this thread or coroutine, so calls it publishes name their parent.
+current_task_id: ContextVar[Optional[str]] = ContextVar('fsdf_current_task_id', default=None)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+_loads = json.loads
+
+
+class CallSignature:
+    """Binds calls to a function's parameters, at publish time and again at consume time."""
+
+    def __init__(self, fn: Callable[..., Any], multi_params: bool = True) -> None:
+        self.signature = inspect.signature(fn)
+        self.multi_params = multi_params
+        self.name = getattr(fn, '__qualname__', repr(fn))
+
+    def arguments_of(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call ``f(*args, **kwargs)`` as keyword arguments; TypeError if it does not fit."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f'{self.name}{self.signature}: {exc}') from None
+        arguments = dict(bound.arguments)
+        for name, param in self.signature.parameters.items():
+            if param.kind is param.VAR_KEYWORD and name in arguments:
+                arguments.update(arguments.pop(name))
+            elif param.kind is param.VAR_POSITIONAL and name in arguments:
+                raise TypeError(f'{self.name}: *{name} cannot be sent in a message; pass keywords')
+        return arguments
+
+    def check_fits(self, arguments: dict[str, Any]) -> None:
+        """Raise TypeError if a message's arguments cannot call the function."""
+        if not self.multi_params:
+            return
+        try:
+            self.signature.bind(**arguments)
+        except TypeError as exc:
+            raise TypeError(f'does not fit {self.name}{self.signature}: {exc}') from None
+
+
+def new_extra(task_id: Optional[str] = None, **fields: Any) -> dict[str, Any]:
+    """The ``extra`` of a newly published message."""
+    now = time.time()
+    extra = {'task_id': task_id or uuid.uuid4().hex, 'publish_time': round(now, 4),
+             'publish_time_format': time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}
+    parent = current_task_id.get()
+    if parent:
+        extra['parent_task_id'] = parent
+    for key, value in fields.items():
+        if value is not None:
+            extra[key] = value
+    return extra
+
+
+def encode(arguments: dict[str, Any], extra: dict[str, Any]) -> str:
+    """A message body; TypeError if an argument is not JSON-serializable."""
+    if EXTRA in arguments:
+        raise TypeError(f"'{EXTRA}' is reserved in fsdf messages and cannot be an argument name")
+    try:
+        return _dumps({**arguments, EXTRA: extra})
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f'task arguments must be JSON-serializable: {exc}') from None
+
+
+def decode(body: Body) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(arguments, extra)`` of a message body; MalformedMessageError if it is not a JSON object."""
+    try:
+        message = _loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessageError(f'not JSON: {exc}') from None
+    if not isinstance(message, dict):
+        raise MalformedMessageError(f'not a JSON object but {type(message).__name__}')
+    extra = message.pop(EXTRA, None)
+    if extra is None:
+        extra = {}
+    elif not isinstance(extra, dict):
+        raise MalformedMessageError(f"'{EXTRA}' is not an object but {type(extra).__name__}")
+    return message, extra
+
+
+def dead_letter_body(body: Body, reason: str, **details: Any) -> str:
+    """The body stored in ``<queue>_dlq``: the original message with ``extra.dead_letter`` saying why.
+
+    A body that is not a JSON object is kept whole as text under ``raw_body``.
+    """
+    try:
+        arguments, extra = decode(body)
+    except MalformedMessageError:
+        text = body.decode('utf-8', 'replace') if isinstance(body, bytes) else body
+        arguments, extra = {'raw_body': text}, {}
+    extra['dead_letter'] = {'reason': reason, 'time': round(time.time(), 4), **details}
+    return _dumps({**arguments, EXTRA: extra})

@@ -1,0 +1,183 @@
+"""Every option a task accepts, in one typed place, with validation and the seed's old spellings."""
+from __future__ import annotations
+
+import difflib
+import logging
+import warnings
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional, Tuple, TypedDict
+
+from fsdf.enums import BrokerEnum, ConcurrentModeEnum
+
+
+@dataclass(frozen=True)
+class FunctionResultStatusPersistanceConfig:
+    """Whether to store each run's status and result, and for how long (seed's name kept)."""
+
+    is_save_status: bool = False
+    is_save_result: bool = False
+    expire_seconds: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """The options of one task queue; ``task_deco`` and ``get_consumer`` take these as keywords.
+
+    Options marked *not built yet* are accepted so seed code runs, and a consumer that uses one
+    logs a warning saying it has no effect yet.
+    """
+
+    broker_kind: Optional[BrokerEnum] = None
+    """Broker to use; None takes ``DEFAULT_BROKER_KIND`` from the config."""
+    concurrent_mode: ConcurrentModeEnum = ConcurrentModeEnum.THREADING
+    """How calls run: THREADING or SINGLE_THREAD (GEVENT, EVENTLET, ASYNC: not built yet)."""
+    concurrent_num: int = 50
+    """Most calls running at once; also bounds how many unacked messages a consumer holds."""
+    specify_concurrent_pool: Any = None
+    """A pool shared by several consumers (from ``fsdf.concurrency``); overrides concurrent_num."""
+    qps: float = 0
+    """Calls started per second, 0 = unlimited. Not built yet."""
+    is_using_distributed_frequency_control: bool = False
+    """Share ``qps`` across all consumers of the queue through Redis. Not built yet."""
+    max_retry_times: int = 3
+    """Retries after a failing run before the message goes to ``<queue>_dlq``."""
+    function_timeout: float = 0
+    """Seconds a run may take, 0 = unlimited. Not built yet."""
+    msg_expire_seconds: float = 0
+    """Discard messages older than this when their turn comes, 0 = never. Not built yet."""
+    do_task_filtering: bool = False
+    """Skip calls whose arguments already ran successfully. Not built yet."""
+    task_filtering_expire_seconds: float = 0
+    """How long a successful call filters its twins, 0 = forever. Not built yet."""
+    is_do_not_run_by_specify_time_effect: bool = False
+    """Turn on the do-not-run window. Not built yet."""
+    do_not_run_by_specify_time: Tuple[str, str] = ('10:00:00', '22:00:00')
+    """The do-not-run window, local ``HH:MM:SS`` start and end. Not built yet."""
+    is_using_rpc_mode: bool = False
+    """Send each result back to the publisher's ``AsyncResult``. Not built yet."""
+    is_send_consumer_heartbeat_to_redis: bool = False
+    """Report this consumer to Redis every few seconds. Not built yet."""
+    function_result_status_persistance_conf: FunctionResultStatusPersistanceConfig = field(
+        default_factory=FunctionResultStatusPersistanceConfig)
+    """Store every run's arguments, result and status. Not built yet."""
+    is_consuming_function_use_multi_params: bool = True
+    """True: the message's keys are the function's parameters; False: it takes one dict."""
+    schedule_tasks_on_main_thread: bool = False
+    """Run the fetch loop in the thread that calls ``consume()``, which then blocks."""
+    log_level: int = logging.INFO
+    """Level of this queue's logger."""
+    logger_prefix: str = ''
+    """Text put before the logger's name, to tell consumers apart."""
+    create_logger_file: bool = False
+    """Also log to a rotating file named after the queue, under ``LOG_PATH``."""
+    is_print_detail_exception: bool = True
+    """Log full tracebacks of failing runs (False: one line)."""
+
+    def __post_init__(self) -> None:
+        if self.broker_kind is not None:
+            object.__setattr__(self, 'broker_kind', _enum_member(BrokerEnum, self.broker_kind, 'broker_kind'))
+        object.__setattr__(self, 'concurrent_mode',
+                           _enum_member(ConcurrentModeEnum, self.concurrent_mode, 'concurrent_mode'))
+        _check(isinstance(self.concurrent_num, int) and self.concurrent_num >= 1,
+               f'concurrent_num must be an int >= 1, got {self.concurrent_num!r}')
+        _check(isinstance(self.max_retry_times, int) and self.max_retry_times >= 0,
+               f'max_retry_times must be an int >= 0, got {self.max_retry_times!r}')
+        for name in ('qps', 'function_timeout', 'msg_expire_seconds', 'task_filtering_expire_seconds'):
+            value = getattr(self, name)
+            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+                   f'{name} must be a number >= 0, got {value!r}')
+        window = self.do_not_run_by_specify_time
+        _check(isinstance(window, (tuple, list)) and len(window) == 2,
+               f'do_not_run_by_specify_time must be (start, end), got {window!r}')
+
+    def not_built_in_use(self) -> list[str]:
+        """Names of options set away from their default that have no effect yet."""
+        defaults = TaskOptions()
+        return [name for name in NOT_BUILT_YET if getattr(self, name) != getattr(defaults, name)]
+
+    def merged(self, **changes: Any) -> 'TaskOptions':
+        """A copy with some options changed, validated like the original."""
+        return replace(self, **normalize_option_names(changes))
+
+
+class TaskOptionsKwargs(TypedDict, total=False):
+    """The keyword form of :class:`TaskOptions`, so editors complete ``task_deco(...)``."""
+
+    broker_kind: BrokerEnum
+    concurrent_mode: ConcurrentModeEnum
+    concurrent_num: int
+    specify_concurrent_pool: Any
+    qps: float
+    is_using_distributed_frequency_control: bool
+    max_retry_times: int
+    function_timeout: float
+    msg_expire_seconds: float
+    do_task_filtering: bool
+    task_filtering_expire_seconds: float
+    is_do_not_run_by_specify_time_effect: bool
+    do_not_run_by_specify_time: Tuple[str, str]
+    is_using_rpc_mode: bool
+    is_send_consumer_heartbeat_to_redis: bool
+    function_result_status_persistance_conf: FunctionResultStatusPersistanceConfig
+    is_consuming_function_use_multi_params: bool
+    schedule_tasks_on_main_thread: bool
+    log_level: int
+    logger_prefix: str
+    create_logger_file: bool
+    is_print_detail_exception: bool
+
+
+# Options accepted for compatibility whose behaviour later issues build.
+NOT_BUILT_YET = (
+    'qps', 'is_using_distributed_frequency_control', 'function_timeout', 'msg_expire_seconds',
+    'do_task_filtering', 'task_filtering_expire_seconds', 'is_do_not_run_by_specify_time_effect',
+    'is_using_rpc_mode', 'is_send_consumer_heartbeat_to_redis',
+    'function_result_status_persistance_conf',
+)
+
+_OLD_SPELLINGS = {
+    'msg_expire_senconds': 'msg_expire_seconds',
+    'is_send_consumer_hearbeat_to_redis': 'is_send_consumer_heartbeat_to_redis',
+    'threads_num': 'concurrent_num',
+}
+OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
+
+
+def normalize_option_names(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Map the seed's old spellings to current names; raise TypeError on unknown names."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == 'msg_schedule_time_intercal':
+            _deprecated(name, 'qps')
+            out.setdefault('qps', 1 / value if value else 0)
+            continue
+        if name in _OLD_SPELLINGS:
+            _deprecated(name, _OLD_SPELLINGS[name])
+            name = _OLD_SPELLINGS[name]
+        if name not in OPTION_NAMES:
+            close = difflib.get_close_matches(name, OPTION_NAMES, n=3, cutoff=0.6)
+            hint = f'; did you mean {" or ".join(close)}?' if close else ''
+            raise TypeError(f'unknown fsdf option {name!r}{hint}')
+        out[name] = value
+    return out
+
+
+def build_options(**kwargs: Any) -> TaskOptions:
+    """Validate keyword options (old spellings included) into a :class:`TaskOptions`."""
+    return TaskOptions(**normalize_option_names(kwargs))
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f'fsdf option {old!r} is deprecated; use {new!r}', DeprecationWarning, stacklevel=4)
+
+
+def _enum_member(enum_cls: Any, value: Any, name: str) -> Any:
+    try:
+        return enum_cls(value)
+    except ValueError:
+        raise ValueError(f'{name} must be one of {[m.name for m in enum_cls]}, got {value!r}') from None
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)

@@ -1,0 +1,65 @@
+"""Graceful stop on SIGINT/SIGTERM: every running consumer stops fetching, gives back what has
+not started and waits (bounded) for running calls; a second signal exits at once."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any, Protocol
+
+
+class Stoppable(Protocol):
+    """What the shutdown handler needs of a consumer."""
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop gracefully."""
+
+
+_running: set[Any] = set()
+_lock = threading.Lock()
+_installed = False
+
+
+def register(consumer: Stoppable) -> None:
+    """Track a started consumer, and install the signal handlers once (from the main thread only)."""
+    global _installed
+    with _lock:
+        _running.add(consumer)
+        if _installed or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                signal.signal(sig, _on_signal)
+        _installed = True
+
+
+def unregister(consumer: Stoppable) -> None:
+    """Forget a stopped consumer."""
+    with _lock:
+        _running.discard(consumer)
+
+
+def stop_all(grace: float | None = None) -> None:
+    """Stop every running consumer of this process, in parallel."""
+    with _lock:
+        consumers = list(_running)
+    threads = [threading.Thread(target=c.stop, args=(grace,), daemon=True) for c in consumers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    global _installed
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _installed = False
+    print(f'fsdf: got {signal.Signals(signum).name}, stopping consumers (send it again to exit at once)',
+          file=sys.stderr)
+    stop_all()
+    if getattr(threading, '_SHUTTING_DOWN', False):
+        return  # the main thread was only waiting for consumer threads, which have now ended
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)

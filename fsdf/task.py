@@ -1,0 +1,104 @@
+"""``task_deco`` and the task function it returns: still a plain function, plus push/consume/drain."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable, Optional, Unpack
+
+from fsdf.consumer import Consumer
+from fsdf.enums import BrokerEnum
+from fsdf.options import TaskOptions, TaskOptionsKwargs, build_options
+from fsdf.publisher import Publisher
+from fsdf.result import AsyncResult
+
+
+class TaskFunction:
+    """A function bound to a queue. Calling it runs it here; ``push`` publishes the call instead."""
+
+    def __init__(self, fn: Callable[..., Any], queue_name: str, options: TaskOptions) -> None:
+        functools.update_wrapper(self, fn)
+        self.function = fn
+        self.queue_name = queue_name
+        self.options = options
+        self._consumer: Optional[Consumer] = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f'<fsdf task {self.function.__qualname__} on queue {self.queue_name!r}>'
+
+    @property
+    def consumer(self) -> Consumer:
+        """The consumer of this task's queue (created on first use; connects to the broker)."""
+        if self._consumer is None:
+            self._consumer = Consumer(self.queue_name, self.function, self.options)
+        return self._consumer
+
+    @property
+    def publisher(self) -> Publisher:
+        """The publisher of this task's queue; it checks calls against the function's signature."""
+        return self.consumer.publisher_of_same_queue
+
+    def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Publish the call ``f(*args, **kwargs)``; TypeError here if it does not fit the signature."""
+        return self.publisher.publish(self.consumer.signature.arguments_of(args, kwargs))
+
+    def pub(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
+            eta: Any = None, priority: Optional[int] = None) -> AsyncResult:
+        """Publish a call given as a dict of keyword arguments."""
+        return self.publisher.publish(msg, task_id=task_id, countdown=countdown, eta=eta, priority=priority)
+
+    def push_many(self, calls: Iterable[Any]) -> list[AsyncResult]:
+        """Publish many calls in batches; each item is a tuple of positional arguments (or one argument)."""
+        arguments_of = self.consumer.signature.arguments_of
+        return self.publisher.publish_many(
+            arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls)
+
+    def pub_many(self, msgs: Iterable[dict[str, Any]]) -> list[AsyncResult]:
+        """Publish many calls given as keyword-argument dicts, in batches."""
+        return self.publisher.publish_many(msgs)
+
+    def consume(self) -> None:
+        """Start consuming in background threads; returns at once."""
+        self.consumer.start_consuming_message()
+
+    def multi_process_consume(self, process_num: int) -> None:
+        """Consume with several processes (not built in this version)."""
+        raise NotImplementedError('multi-process consuming is not built in this version of fsdf')
+
+    def drain(self, timeout: Optional[float] = None) -> int:
+        """Consume until the queue is empty and every taken message is settled; how many were settled."""
+        return self.consumer.drain(timeout)
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop consuming: stop fetching, give back what has not started, wait for running calls."""
+        self.consumer.stop(grace)
+
+    def clear(self) -> None:
+        """Remove every waiting message of the queue."""
+        self.publisher.clear()
+
+    def get_message_count(self) -> int:
+        """Messages waiting in the queue."""
+        return self.publisher.get_message_count()
+
+
+def task_deco(queue_name: str, **options: Unpack[TaskOptionsKwargs]) -> Callable[[Callable[..., Any]], TaskFunction]:
+    """Bind a function to a queue: ``@task_deco('q', qps=5, broker_kind=BrokerEnum.PERSISTQUEUE)``."""
+    task_options = build_options(**options)
+
+    def decorate(fn: Callable[..., Any]) -> TaskFunction:
+        return TaskFunction(fn, queue_name, task_options)
+
+    return decorate
+
+
+def get_consumer(queue_name: str, consuming_function: Callable[..., Any],
+                 **options: Unpack[TaskOptionsKwargs]) -> Consumer:
+    """A consumer without a decorator: ``get_consumer('q', consuming_function=f, qps=2)``."""
+    return Consumer(queue_name, consuming_function, build_options(**options))
+
+
+def get_publisher(queue_name: str, broker_kind: Optional[BrokerEnum] = None) -> Publisher:
+    """A publisher alone, for code that has no function (another service, a bridge from another language)."""
+    return Publisher(queue_name, broker_kind)
