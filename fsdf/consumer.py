@@ -13,6 +13,7 @@ from fsdf import message, shutdown
 from fsdf.brokers import Delivery, get_broker
 from fsdf.concurrency import make_pool
 from fsdf.config import settings
+from fsdf.controls import RunOutcome, build_controls
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.log import EveryNSeconds, get_logger
 from fsdf.options import TaskOptions
@@ -37,6 +38,7 @@ class Consumer:
         self.pool = options.specify_concurrent_pool or make_pool(
             options.concurrent_mode, options.concurrent_num, name=f'fsdf-{queue_name}')
         self.counters = RunCounters()
+        self.controls = build_controls(self)
         self._publisher: Optional[Publisher] = None
         self._slots = threading.Condition()
         self._in_flight = 0           # fetched and not yet settled
@@ -62,6 +64,8 @@ class Consumer:
             self.logger.warning('option %s is not built in this version of fsdf and has no effect yet', name)
         self._stopping.clear()
         self.broker.start_leases()
+        for control in self.controls:
+            control.on_start(self)
         shutdown.register(self)
         self.logger.info('consuming %r on %s with %s x%d', self.queue_name, self.broker_kind.name,
                          self.options.concurrent_mode.name, self.pool.max_workers)
@@ -111,7 +115,9 @@ class Consumer:
         seen_idle = False
         while not self._stopping.is_set():
             free = self._wait_for_free_slots()
-            if not free:
+            for control in self.controls:
+                free = control.before_fetch(free)
+            if not free or self._stopping.is_set():
                 continue
             try:
                 deliveries = self.broker.fetch(free, wait)
@@ -177,27 +183,44 @@ class Consumer:
             self._count('malformed', 'dead_lettered')
             return
         task_id = extra.get('task_id')
-        token = message.current_task_id.set(task_id)
-        try:
-            self._run_with_retries(delivery, arguments, extra, task_id)
-        finally:
-            message.current_task_id.reset(token)
+        outcome = RunOutcome(task_id, arguments, extra, 'succeeded', started=time.time())
+        for control in self.controls:
+            reason = control.skip_reason(arguments, extra)
+            if reason:
+                outcome.status = reason
+                self.broker.ack(delivery)
+                self._count(reason)
+                break
+        else:
+            token = message.current_task_id.set(task_id)
+            try:
+                self._run_with_retries(delivery, outcome)
+            finally:
+                message.current_task_id.reset(token)
+        if self.controls:
+            outcome.finished = time.time()
+            for control in self.controls:
+                control.after_settle(outcome)
 
-    def _run_with_retries(self, delivery: Delivery, arguments: dict, extra: dict, task_id: Any) -> None:
+    def _run_with_retries(self, delivery: Delivery, outcome: RunOutcome) -> None:
         max_retries = self.options.max_retry_times
+        arguments = outcome.arguments
         for attempt in range(max_retries + 1):
+            outcome.retries = attempt
             try:
                 if self.signature.multi_params:
-                    self.function(**arguments)
+                    outcome.result = self.function(**arguments)
                 else:
-                    self.function(arguments)
+                    outcome.result = self.function(arguments)
             except ExceptionForRequeue:
                 self.broker.requeue(delivery)
                 self.counters.add('requeued')
-                self.logger.info('task %s asked to be requeued', task_id)
+                outcome.status = 'requeued'
+                self.logger.info('task %s asked to be requeued', outcome.task_id)
                 return
             except Exception as exc:
-                self._log_failure(task_id, attempt, max_retries, exc)
+                outcome.exception = exc
+                self._log_failure(outcome.task_id, attempt, max_retries, exc)
                 if attempt < max_retries:
                     self.counters.add('retried')
                     continue
@@ -205,7 +228,9 @@ class Consumer:
                                                 exception_message=str(exc), retries=attempt)
                 self.broker.dead_letter(delivery, body)
                 self._count('failed', 'dead_lettered')
+                outcome.status = 'dead_lettered'
                 return
+            outcome.exception = None
             self.broker.ack(delivery)
             self._count('succeeded')
             return

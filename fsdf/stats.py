@@ -15,6 +15,8 @@ class RunCounters:
     requeued: int = 0
     dead_lettered: int = 0
     malformed: int = 0
+    expired: int = 0
+    filtered: int = 0
     settled: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -1,0 +1,45 @@
+"""Shared fixtures. Settings are fixed before fsdf is imported: no config file, SQLite in a temp dir."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+
+_STATE = Path(tempfile.mkdtemp(prefix='fsdf-tests-'))
+os.environ['FSDF_CONFIG_FILE'] = '0'
+os.environ['FSDF_PERSIST_QUEUE_PATH'] = str(_STATE / 'persist_queue')
+os.environ['FSDF_LOG_PATH'] = str(_STATE / 'logs')
+
+import fsdf  # noqa: E402  (after the environment above)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def queue_name(request: pytest.FixtureRequest) -> str:
+    """A queue name no other test uses."""
+    return f'{request.node.name[:40]}_{uuid.uuid4().hex[:8]}'.replace('[', '_').replace(']', '_')
+
+
+@pytest.fixture
+def run_script(tmp_path: Path):
+    """Start a Python script (given as text) in a new process with the test environment; returns Popen."""
+    def start(source: str, *args: str, **popen_kwargs) -> subprocess.Popen:
+        path = tmp_path / f'script_{uuid.uuid4().hex[:6]}.py'
+        path.write_text(textwrap.dedent(source))
+        env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1'}
+        return subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path, **popen_kwargs)
+    return start
+
+
+@pytest.fixture(params=[fsdf.BrokerEnum.LOCAL_PYTHON_QUEUE, fsdf.BrokerEnum.PERSISTQUEUE],
+                ids=['local', 'persist'])
+def embedded_kind(request: pytest.FixtureRequest) -> fsdf.BrokerEnum:
+    """Each broker that needs no server."""
+    return request.param

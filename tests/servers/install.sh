@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install (never start) the servers the test suite runs. The tests start and stop them on loopback.
+set -euo pipefail
+need=()
+# e.g. command -v redis-server >/dev/null || need+=(redis-server)
+if [ ${#need[@]} -gt 0 ]; then
+  # Debian's postinst would start the daemons on all interfaces: forbid that.
+  [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
+fi
