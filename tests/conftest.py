@@ -43,3 +43,16 @@ def run_script(tmp_path: Path):
 def embedded_kind(request: pytest.FixtureRequest) -> fsdf.BrokerEnum:
     """Each broker that needs no server."""
     return request.param
+
+
+@pytest.fixture
+def fsdf_logs(caplog: pytest.LogCaptureFixture):
+    """caplog that also sees fsdf's loggers (they do not propagate to the root logger)."""
+    import logging
+    logger = logging.getLogger('fsdf')
+    logger.addHandler(caplog.handler)
+    caplog.handler.setLevel(logging.DEBUG)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)

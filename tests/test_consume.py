@@ -1,0 +1,173 @@
+"""The consume path on the embedded brokers: results, retries, requeue, dead letters, malformed input."""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from fsdf import BrokerEnum, ExceptionForRequeue, ExceptionForRetry, task_deco
+from fsdf.brokers import get_broker
+
+
+def dead_letters(kind: BrokerEnum, queue_name: str) -> list[dict]:
+    """Every message in ``<queue>_dlq``, parsed, acked."""
+    dlq = get_broker(kind, f'{queue_name}_dlq')
+    out = []
+    while batch := dlq.fetch(100, 0.05):
+        for delivery in batch:
+            out.append(json.loads(delivery.body))
+            dlq.ack(delivery)
+    return out
+
+
+def test_every_pushed_call_runs_once(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8)
+    def record(x):
+        with lock:
+            seen.append(x)
+
+    record.push_many(range(500))
+    assert record.drain(timeout=30) == 500
+    assert sorted(seen) == list(range(500))
+    assert record.consumer.counters.succeeded == 500
+    assert record.get_message_count() == 0
+
+
+def test_message_without_extra_from_another_program(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def add(a, b):
+        seen.append(a + b)
+
+    get_broker(embedded_kind, queue_name).publish('{"a": 3, "b": 6}')
+    assert add.drain(timeout=10) == 1
+    assert seen == [9]
+
+
+def test_retries_then_success(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    attempts = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=3)
+    def flaky(x):
+        attempts.append(x)
+        if len(attempts) == 1:
+            raise ValueError('first time fails')
+        if len(attempts) == 2:
+            raise ExceptionForRetry('asked to retry')
+
+    flaky.push(7)
+    flaky.drain(timeout=10)
+    assert attempts == [7, 7, 7]
+    counters = flaky.consumer.counters
+    assert (counters.retried, counters.succeeded, counters.dead_lettered) == (2, 1, 0)
+    assert dead_letters(embedded_kind, queue_name) == []
+
+
+def test_last_failure_goes_to_the_dead_letter_queue(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    attempts = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=2, is_print_detail_exception=False)
+    def broken(x, y=1):
+        attempts.append(x)
+        raise KeyError('no such thing')
+
+    result = broken.push(5, y=2)
+    assert broken.drain(timeout=10) == 1
+    assert attempts == [5, 5, 5]
+    [letter] = dead_letters(embedded_kind, queue_name)
+    assert letter['x'] == 5 and letter['y'] == 2
+    assert letter['extra']['task_id'] == result.task_id
+    reason = letter['extra']['dead_letter']
+    assert reason['reason'] == 'failed' and reason['exception_type'] == 'KeyError'
+    assert 'no such thing' in reason['exception_message'] and reason['retries'] == 2
+    assert broken.get_message_count() == 0
+
+
+@pytest.mark.parametrize('body, why', [
+    ('not json at all', 'not JSON'),
+    ('[1, 2]', 'not a JSON object but list'),
+    ('"text"', 'not a JSON object but str'),
+    ('{"a": 1}', "missing a required argument: 'b'"),
+    ('{"a": 1, "b": 2, "c": 3}', "unexpected keyword argument 'c'"),
+    ('{"a": 1, "b": 2, "extra": 5}', "'extra' is not an object"),
+])
+def test_malformed_messages_go_to_the_dlq_with_the_reason(queue_name: str, embedded_kind: BrokerEnum,
+                                                          body: str, why: str) -> None:
+    ran = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def add(a, b):
+        ran.append((a, b))
+
+    broker = get_broker(embedded_kind, queue_name)
+    broker.publish(body)
+    add.push(1, 2)  # the consumer keeps going after the bad one
+    assert add.drain(timeout=10) == 2
+    assert ran == [(1, 2)]
+    [letter] = dead_letters(embedded_kind, queue_name)
+    assert letter['extra']['dead_letter']['reason'] == 'malformed'
+    assert why in letter['extra']['dead_letter']['error']
+    if 'argument' in why:
+        assert {k: v for k, v in letter.items() if k != 'extra'} == json.loads(body)
+    else:
+        assert letter['raw_body'] == body  # kept whole, so nothing is lost
+
+
+def test_requeue_gives_the_message_back(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    runs = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=0)
+    def picky(x):
+        runs.append(x)
+        if len(runs) < 3:
+            raise ExceptionForRequeue('not yet')
+
+    picky.push(1)
+    picky.drain(timeout=10)
+    assert runs == [1, 1, 1]
+    assert picky.consumer.counters.requeued == 2 and picky.consumer.counters.succeeded == 1
+    assert dead_letters(embedded_kind, queue_name) == []
+
+
+def test_calls_published_inside_a_task_name_their_parent(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    @task_deco(f'{queue_name}_child', broker_kind=embedded_kind)
+    def child(n):
+        pass
+
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def parent(n):
+        child.push(n)
+
+    parent_id = parent.push(1).task_id
+    parent.drain(timeout=10)
+    [delivery] = child.publisher.broker.fetch(1, 1)
+    assert json.loads(delivery.body)['extra']['parent_task_id'] == parent_id
+
+
+def test_single_dict_parameter_mode(queue_name: str) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, is_consuming_function_use_multi_params=False)
+    def handle(body):
+        seen.append(body)
+
+    handle.pub({'anything': 1, 'goes': [2]})
+    handle.drain(timeout=10)
+    assert seen == [{'anything': 1, 'goes': [2]}]
+
+
+def test_single_thread_mode(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    threads = set()
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)
+    def where(x):
+        threads.add(threading.current_thread().name)
+
+    where.push_many(range(50))
+    assert where.drain(timeout=10) == 50
+    assert threads == {f'fsdf-fetch-{queue_name}'}
