@@ -9,4 +9,6 @@ if [ ! -x .venv/bin/python ]; then
     rm -rf .venv && "$PYTHON" -m venv .venv
   fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${FSDF_EXTRAS:-}]"
+spec="."
+[ -n "${FSDF_EXTRAS:-}" ] && spec=".[${FSDF_EXTRAS}]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec"

@@ -171,3 +171,22 @@ def test_single_thread_mode(queue_name: str, embedded_kind: BrokerEnum) -> None:
     where.push_many(range(50))
     assert where.drain(timeout=10) == 50
     assert threads == {f'fsdf-fetch-{queue_name}'}
+
+
+def test_another_program_publishes_with_plain_sql(queue_name: str) -> None:
+    import sqlite3
+
+    from fsdf import settings
+    seen = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE)
+    def add(a, b):
+        seen.append(a + b)
+
+    add.get_message_count()  # creates the queue's table
+    db = sqlite3.connect(settings.path('PERSIST_QUEUE_PATH') / f'{queue_name}.sqlite')
+    with db:
+        db.execute(f'INSERT INTO "{queue_name}" (data, timestamp, status) '
+                   f"""VALUES ('{{"a": 1, "b": 2}}', strftime('%s','now'), 1)""")
+    db.close()
+    assert add.drain(timeout=10) == 1 and seen == [3]
