@@ -25,9 +25,19 @@ from fsdf.task import TaskFunction, get_consumer, get_publisher, task_deco  # no
 
 __version__ = '0.1.0'
 
+_SCHEDULING = ('fsdf_background_scheduler', 'timing_publish_deco', 'FsdfBackgroundScheduler', 'FsdfBlockingScheduler')
+
+
+def __getattr__(name: str):
+    # apscheduler is imported only by code that schedules, to keep workers quick to start.
+    if name in _SCHEDULING:
+        from fsdf import scheduling
+        return getattr(scheduling, name)
+    raise AttributeError(f'module fsdf has no attribute {name!r}')
+
 __all__ = [
     'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
     'MalformedMessageError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker', 'get_consumer',
-    'get_publisher', 'patch_frame_config', 'settings', 'task_deco',
+    'get_publisher', 'patch_frame_config', 'settings', 'task_deco', *_SCHEDULING,
 ]
