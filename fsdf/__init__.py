@@ -18,6 +18,7 @@ from fsdf.brokers import get_broker  # noqa: E402
 from fsdf.consumer import Consumer  # noqa: E402
 from fsdf.exceptions import (  # noqa: E402
     BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
+from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
 from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
 from fsdf.publisher import Publisher  # noqa: E402
 from fsdf.result import AsyncResult  # noqa: E402
@@ -39,5 +40,6 @@ __all__ = [
     'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
     'MalformedMessageError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker', 'get_consumer',
-    'get_publisher', 'patch_frame_config', 'settings', 'task_deco', *_SCHEDULING,
+    'get_publisher', 'patch_frame_config', 'run_consumer_with_multi_process', 'settings', 'task_deco',
+    *_SCHEDULING,
 ]

@@ -62,9 +62,10 @@ class TaskFunction:
         """Start consuming in background threads; returns at once."""
         self.consumer.start_consuming_message()
 
-    def multi_process_consume(self, process_num: int) -> None:
-        """Consume with several processes (not built in this version)."""
-        raise NotImplementedError('multi-process consuming is not built in this version of fsdf')
+    def multi_process_consume(self, process_num: int, restart: bool = False) -> None:
+        """Consume with ``process_num`` processes, each with this task's concurrency; blocks until stopped."""
+        from fsdf.multiprocess import run_consumer_with_multi_process
+        run_consumer_with_multi_process(self, process_num, restart)
 
     def drain(self, timeout: Optional[float] = None) -> int:
         """Consume until the queue is empty and every taken message is settled; how many were settled."""
