@@ -22,6 +22,7 @@ from fsdf.stats import RunCounters
 
 FETCH_WAIT_SECONDS = 1.0  # how long one fetch blocks, so a stop is noticed within about a second
 DRAIN_FETCH_WAIT_SECONDS = 0.1
+EARLY_TOLERANCE_SECONDS = 0.05  # a message this close to its eta runs now
 
 
 class Consumer:
@@ -181,6 +182,12 @@ class Consumer:
             self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, exc)
             self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, 'malformed', error=str(exc)))
             self._count('malformed', 'dead_lettered')
+            return
+        eta = extra.get('eta')
+        if eta and eta > time.time() + EARLY_TOLERANCE_SECONDS:
+            # Published with a future eta by a client that did not delay it on the broker.
+            self.broker.publish_delayed(delivery.body, eta)
+            self.broker.ack(delivery)
             return
         task_id = extra.get('task_id')
         outcome = RunOutcome(task_id, arguments, extra, 'succeeded', started=time.time())

@@ -1,6 +1,8 @@
 """Publishing calls to a queue: one at a time or in batches, checked against the function first."""
 from __future__ import annotations
 
+import datetime as dt
+import time
 from itertools import islice
 from typing import Any, Iterable, Optional
 
@@ -34,22 +36,29 @@ class Publisher:
                 eta: Any = None, priority: Optional[int] = None) -> AsyncResult:
         """Publish one call given as its keyword-argument dict (an ``extra`` dict in it is kept)."""
         body, extra = self._body(msg, task_id, countdown, eta, priority)
-        self.broker.publish(body, priority)
+        if 'eta' in extra and extra['eta'] > time.time():
+            self.broker.publish_delayed(body, extra['eta'])
+        else:
+            self.broker.publish(body, priority)
         return AsyncResult(extra['task_id'])
 
     pub = publish
 
-    def publish_many(self, msgs: Iterable[dict[str, Any]]) -> list[AsyncResult]:
-        """Publish many calls in batches; each is checked before any batch is sent."""
+    def publish_many(self, msgs: Iterable[dict[str, Any]], *, countdown: Optional[float] = None,
+                     eta: Any = None) -> list[AsyncResult]:
+        """Publish many calls in batches (all delayed alike if countdown/eta is given)."""
         results: list[AsyncResult] = []
         iterator = iter(msgs)
         while batch := list(islice(iterator, PUBLISH_BATCH)):
             bodies = []
             for msg in batch:
-                body, extra = self._body(msg, None, None, None, None)
+                body, extra = self._body(msg, None, countdown, eta, None)
                 bodies.append(body)
                 results.append(AsyncResult(extra['task_id']))
-            self.broker.publish_many(bodies)
+            if 'eta' in extra and extra['eta'] > time.time():
+                self.broker.publish_delayed_many(bodies, extra['eta'])
+            else:
+                self.broker.publish_many(bodies)
         return results
 
     def clear(self) -> None:
@@ -64,12 +73,24 @@ class Publisher:
               priority: Optional[int]) -> tuple[str, dict[str, Any]]:
         if not isinstance(msg, dict):
             raise TypeError(f'a message must be a dict of keyword arguments, got {type(msg).__name__}')
-        if countdown is not None or eta is not None:
-            raise NotImplementedError('delayed messages (countdown/eta) are not built in this version of fsdf')
         arguments = dict(msg)
         given_extra = arguments.pop(message.EXTRA, None) or {}
         if self.signature is not None:
             self.signature.check_fits(arguments)
-        extra = message.new_extra(task_id or given_extra.get('task_id'), priority=priority)
+        extra = message.new_extra(task_id or given_extra.get('task_id'), priority=priority,
+                                  eta=due_time(countdown, eta))
         extra = {**given_extra, **extra}
         return message.encode(arguments, extra), extra
+
+
+def due_time(countdown: Optional[float], eta: Any) -> Optional[float]:
+    """Epoch seconds a delayed call is due at, from ``countdown`` seconds or an ``eta`` datetime/epoch."""
+    if countdown is not None and eta is not None:
+        raise TypeError('give countdown or eta, not both')
+    if countdown is not None:
+        return round(time.time() + float(countdown), 4)
+    if isinstance(eta, dt.datetime):
+        return eta.timestamp()
+    if eta is not None:
+        return float(eta)
+    return None

@@ -48,15 +48,18 @@ class TaskFunction:
         """Publish a call given as a dict of keyword arguments."""
         return self.publisher.publish(msg, task_id=task_id, countdown=countdown, eta=eta, priority=priority)
 
-    def push_many(self, calls: Iterable[Any]) -> list[AsyncResult]:
+    def push_many(self, calls: Iterable[Any], *, countdown: Optional[float] = None,
+                  eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches; each item is a tuple of positional arguments (or one argument)."""
         arguments_of = self.consumer.signature.arguments_of
         return self.publisher.publish_many(
-            arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls)
+            (arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls),
+            countdown=countdown, eta=eta)
 
-    def pub_many(self, msgs: Iterable[dict[str, Any]]) -> list[AsyncResult]:
+    def pub_many(self, msgs: Iterable[dict[str, Any]], *, countdown: Optional[float] = None,
+                 eta: Any = None) -> list[AsyncResult]:
         """Publish many calls given as keyword-argument dicts, in batches."""
-        return self.publisher.publish_many(msgs)
+        return self.publisher.publish_many(msgs, countdown=countdown, eta=eta)
 
     def consume(self) -> None:
         """Start consuming in background threads; returns at once."""

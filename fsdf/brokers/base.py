@@ -52,6 +52,14 @@ class Broker(ABC):
         for body in bodies:
             self.publish(body)
 
+    def publish_delayed(self, body: str, due: float) -> None:
+        """Keep a message on the broker side until ``due`` (epoch seconds), then queue it."""
+        self.publish_delayed_many([body], due)
+
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        """Keep messages on the broker side until ``due``; consumers never hold them before then."""
+        raise NotImplementedError(f'{type(self).__name__} does not support delayed messages yet')
+
     @abstractmethod
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         """Take up to ``max_count`` messages, waiting up to ``timeout`` s for the first one."""

@@ -1,6 +1,8 @@
 """LOCAL_PYTHON_QUEUE: an in-process queue; fast, shared by the threads of one process only."""
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections import deque
@@ -15,6 +17,14 @@ class _Channel:
     def __init__(self) -> None:
         self.items: deque[Body] = deque()
         self.ready = threading.Condition(threading.Lock())
+        self.delayed: list[tuple[float, int, Body]] = []  # heap of (due, order, body)
+        self.order = itertools.count()
+
+    def promote_due(self, now: float) -> None:
+        """Move due delayed messages to the queue (caller holds ``ready``)."""
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            self.items.append(heapq.heappop(delayed)[2])
 
 
 class LocalQueueBroker(Broker):
@@ -41,17 +51,30 @@ class LocalQueueBroker(Broker):
             channel.items.extend(bodies)
             channel.ready.notify(len(bodies))
 
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        channel = self._channel
+        with channel.ready:
+            for body in bodies:
+                heapq.heappush(channel.delayed, (due, next(channel.order), body))
+            channel.ready.notify()
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         channel = self._channel
         deadline = None
         with channel.ready:
+            if channel.delayed:
+                channel.promote_due(time.time())
             while not channel.items:
                 if deadline is None:
                     deadline = time.monotonic() + timeout
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return []
+                if channel.delayed:  # wake up when the next delayed message is due
+                    remaining = min(remaining, max(0.0, channel.delayed[0][0] - time.time()))
                 channel.ready.wait(remaining)
+                if channel.delayed:
+                    channel.promote_due(time.time())
             pop = channel.items.popleft
             return [Delivery(pop()) for _ in range(min(max_count, len(channel.items)))]
 
@@ -67,3 +90,4 @@ class LocalQueueBroker(Broker):
     def purge(self) -> None:
         with self._channel.ready:
             self._channel.items.clear()
+            self._channel.delayed.clear()

@@ -24,6 +24,7 @@ _READY, _TAKEN = int(AckStatus.ready), int(AckStatus.unack)
 _HOST = socket.gethostname()
 # A consumer that has not beaten for this long is taken for dead (it beats every few seconds).
 _STALE_AFTER = 12.0
+_PROMOTE_EVERY = 0.1  # how often a consumer moves due delayed messages into the queue
 
 
 class _PassThrough:
@@ -67,6 +68,10 @@ class PersistQueueBroker(Broker):
                              'msg_id INTEGER PRIMARY KEY, consumer TEXT NOT NULL)')
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_consumers (consumer TEXT PRIMARY KEY, '
                              'host TEXT, pid INTEGER, started REAL, last_beat REAL)')
+            self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_delayed (_id INTEGER PRIMARY KEY AUTOINCREMENT, '
+                             'due REAL NOT NULL, data BLOB)')
+            self._db.execute('CREATE INDEX IF NOT EXISTS fsdf_delayed_due ON fsdf_delayed (due)')
+        self._next_promotion = 0.0
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self.publish_many([body])
@@ -77,10 +82,28 @@ class PersistQueueBroker(Broker):
             self._db.executemany(f'INSERT INTO {self._table} (data, timestamp, status) VALUES (?, ?, {_READY})',
                                  [(body, now) for body in bodies])
 
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        with self._lock, self._db:
+            self._db.executemany('INSERT INTO fsdf_delayed (due, data) VALUES (?, ?)', [(due, b) for b in bodies])
+
+    def _promote_due(self) -> None:
+        now = time.time()
+        if now < self._next_promotion:
+            return
+        self._next_promotion = now + _PROMOTE_EVERY
+        with self._lock, self._db:
+            rows = self._db.execute('DELETE FROM fsdf_delayed WHERE due <= ? RETURNING _id, data, due',
+                                    (now,)).fetchall()
+            if rows:
+                rows.sort()
+                self._db.executemany(f'INSERT INTO {self._table} (data, timestamp, status) VALUES (?, ?, {_READY})',
+                                     [(data, due) for _, data, due in rows])
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         pause = 0.002
         while True:
+            self._promote_due()
             rows = self._take(max_count)
             if rows or self._closed.is_set():
                 return [Delivery(data, msg_id) for msg_id, data in rows]
@@ -119,6 +142,7 @@ class PersistQueueBroker(Broker):
     def purge(self) -> None:
         with self._lock, self._db:
             self._db.execute(f'DELETE FROM {self._table} WHERE status < {_TAKEN}')
+            self._db.execute('DELETE FROM fsdf_delayed')
 
     def close(self) -> None:
         super().close()
