@@ -13,8 +13,16 @@ def make_pool(mode: ConcurrentModeEnum, concurrent_num: int, name: str) -> Worke
         return ShrinkableThreadPool(concurrent_num, name=name)
     if mode == ConcurrentModeEnum.SINGLE_THREAD:
         return InlinePool()
+    if mode in (ConcurrentModeEnum.GEVENT, ConcurrentModeEnum.EVENTLET):
+        from fsdf.concurrency.green_pool import EventletPool, GeventPool
+        library = ConcurrentModeEnum(mode).name.lower()
+        try:
+            return GeventPool(concurrent_num) if library == 'gevent' else EventletPool(concurrent_num)
+        except ImportError as exc:
+            raise NotImplementedError(f'concurrent_mode {library.upper()} needs {library}: '
+                                      f'pip install "fsdf[{library}]"') from exc
     raise NotImplementedError(f'concurrent_mode {ConcurrentModeEnum(mode).name} is not built in fsdf yet; '
-                              f'use THREADING or SINGLE_THREAD')
+                              f'use THREADING, SINGLE_THREAD, GEVENT or EVENTLET')
 
 
 __all__ = ['InlinePool', 'ShrinkableThreadPool', 'WorkerPool', 'make_pool']
