@@ -54,7 +54,7 @@ class TaskOptions:
     do_not_run_by_specify_time: Tuple[str, str] = ('10:00:00', '22:00:00')
     """The do-not-run window, local ``HH:MM:SS`` start and end. Not built yet."""
     is_using_rpc_mode: bool = False
-    """Send each result back to the publisher's ``AsyncResult``. Not built yet."""
+    """Send each result back to the publisher's ``AsyncResult`` (Redis; in-process or SQLite for embedded)."""
     is_send_consumer_heartbeat_to_redis: bool = False
     """Report this consumer to Redis every few seconds. Not built yet."""
     function_result_status_persistance_conf: FunctionResultStatusPersistanceConfig = field(
@@ -131,7 +131,7 @@ class TaskOptionsKwargs(TypedDict, total=False):
 NOT_BUILT_YET = (
     'qps', 'is_using_distributed_frequency_control', 'function_timeout', 'msg_expire_seconds',
     'do_task_filtering', 'task_filtering_expire_seconds', 'is_do_not_run_by_specify_time_effect',
-    'is_using_rpc_mode', 'is_send_consumer_heartbeat_to_redis',
+    'is_send_consumer_heartbeat_to_redis',
     'function_result_status_persistance_conf',
 )
 

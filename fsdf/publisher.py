@@ -40,7 +40,7 @@ class Publisher:
             self.broker.publish_delayed(body, extra['eta'])
         else:
             self.broker.publish(body, priority)
-        return AsyncResult(extra['task_id'])
+        return AsyncResult(extra['task_id'], self.broker_kind)
 
     pub = publish
 
@@ -54,7 +54,7 @@ class Publisher:
             for msg in batch:
                 body, extra = self._body(msg, None, countdown, eta, None)
                 bodies.append(body)
-                results.append(AsyncResult(extra['task_id']))
+                results.append(AsyncResult(extra['task_id'], self.broker_kind))
             if 'eta' in extra and extra['eta'] > time.time():
                 self.broker.publish_delayed_many(bodies, extra['eta'])
             else:

@@ -114,20 +114,9 @@ def test_unbuilt_broker_names_the_built_ones(queue_name: str) -> None:
 
 
 def test_unbuilt_concurrent_mode_is_a_clear_error(queue_name: str) -> None:
-    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=ConcurrentModeEnum.EVENTLET)
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=ConcurrentModeEnum.ASYNC)
     def f(x):
         return x
 
-    with pytest.raises(NotImplementedError, match='EVENTLET is not built'):
+    with pytest.raises(NotImplementedError, match='ASYNC is not built'):
         f.consume()
-
-
-def test_async_result_says_rpc_is_not_built(queue_name: str) -> None:
-    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE)
-    def f(x):
-        return x
-
-    result = f.push(1)
-    assert result.status == 'published'
-    with pytest.raises(NotImplementedError, match='rpc'):
-        result.get(timeout=1)

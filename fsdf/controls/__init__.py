@@ -11,7 +11,11 @@ if TYPE_CHECKING:
 
 def build_controls(consumer: 'Consumer') -> list[Control]:
     """The controls a consumer's options ask for, in the order they apply."""
-    return []
+    controls: list[Control] = []
+    if consumer.options.is_using_rpc_mode:
+        from fsdf.controls.rpc import RpcResultControl
+        controls.append(RpcResultControl(consumer))
+    return controls
 
 
 __all__ = ['Control', 'RunOutcome', 'build_controls']

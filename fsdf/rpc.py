@@ -1,0 +1,137 @@
+"""Where RPC-mode results travel from the consumer back to the publisher's ``AsyncResult``.
+
+Each broker family has a natural store: in-process for LOCAL_PYTHON_QUEUE, a SQLite file for
+PERSISTQUEUE (the processes of one machine), Redis for everything else (``fsdf:result:<task id>``).
+A result is JSON: ``{"status": "success"|"failed", "result": ..., "exception": {...}}``.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Optional
+
+from fsdf.config import settings
+from fsdf.enums import BrokerEnum
+
+RESULT_TTL_SECONDS = 600
+
+
+class ResultBackend(ABC):
+    """Stores one JSON result per task id for a while, and waits for one to arrive."""
+
+    @abstractmethod
+    def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
+        """Store a task's result."""
+
+    @abstractmethod
+    def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
+        """The task's result, waiting up to ``timeout`` s (None: forever); None if it did not come."""
+
+
+class LocalResultBackend(ResultBackend):
+    """Results of in-process queues, kept in memory."""
+
+    def __init__(self) -> None:
+        self._results: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._arrived = threading.Condition()
+
+    def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
+        now = time.monotonic()
+        with self._arrived:
+            if len(self._results) > 10_000:
+                self._results = {k: v for k, v in self._results.items() if v[0] > now}
+            self._results[task_id] = (now + ttl, payload)
+            self._arrived.notify_all()
+
+    def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
+        with self._arrived:
+            self._arrived.wait_for(lambda: task_id in self._results, timeout)
+            found = self._results.get(task_id)
+        return found[1] if found else None
+
+
+class SqliteResultBackend(ResultBackend):
+    """Results in ``PERSIST_QUEUE_PATH/fsdf_results.sqlite``; waiters poll it (2 ms backing off to 50 ms)."""
+
+    def __init__(self) -> None:
+        folder = settings.path('PERSIST_QUEUE_PATH')
+        folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(folder / 'fsdf_results.sqlite', timeout=30, check_same_thread=False)
+        with self._db:
+            self._db.execute('PRAGMA journal_mode=WAL')
+            self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_results '
+                             '(task_id TEXT PRIMARY KEY, payload TEXT, expires REAL)')
+
+    def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
+        now = time.time()
+        with self._lock, self._db:
+            self._db.execute('DELETE FROM fsdf_results WHERE expires < ?', (now,))
+            self._db.execute('INSERT OR REPLACE INTO fsdf_results VALUES (?, ?, ?)',
+                             (task_id, json.dumps(payload), now + ttl))
+
+    def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            with self._lock:
+                row = self._db.execute('SELECT payload FROM fsdf_results WHERE task_id = ?', (task_id,)).fetchone()
+            if row:
+                return json.loads(row[0])
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.05)
+
+
+class RedisResultBackend(ResultBackend):
+    """Results in Redis lists ``fsdf:result:<task id>``; a waiter blocks on the list without consuming it."""
+
+    def __init__(self) -> None:
+        from fsdf.redis_connection import redis_client
+        self._redis = redis_client()
+
+    def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
+        key = f'fsdf:result:{task_id}'
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, json.dumps(payload))
+            pipe.expire(key, int(ttl))
+            pipe.execute()
+
+    def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
+        key = f'fsdf:result:{task_id}'
+        # BLMOVE from a list to itself returns its element and leaves it there for other waiters.
+        raw = self._redis.blmove(key, key, 0 if timeout is None else max(timeout, 0.01), 'LEFT', 'LEFT')
+        return json.loads(raw) if raw is not None else None
+
+
+_backends: dict[str, ResultBackend] = {}
+_lock = threading.Lock()
+
+
+def result_backend_for(kind: BrokerEnum) -> ResultBackend:
+    """The result store that fits a broker kind (one per process)."""
+    name = {BrokerEnum.LOCAL_PYTHON_QUEUE: 'local', BrokerEnum.PERSISTQUEUE: 'sqlite'}.get(BrokerEnum(kind), 'redis')
+    with _lock:
+        if name not in _backends:
+            _backends[name] = {'local': LocalResultBackend, 'sqlite': SqliteResultBackend,
+                               'redis': RedisResultBackend}[name]()
+        return _backends[name]
+
+
+def success_payload(result: Any) -> dict[str, Any]:
+    """The stored form of a successful run; a result that is not JSON is stored as its repr."""
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError):
+        return {'status': 'success', 'result': repr(result), 'result_was_not_json': True}
+    return {'status': 'success', 'result': result}
+
+
+def failure_payload(exception: Optional[BaseException], retries: int) -> dict[str, Any]:
+    """The stored form of a run that ended in the dead-letter queue."""
+    return {'status': 'failed', 'retries': retries,
+            'exception': {'type': type(exception).__name__, 'message': str(exception)}}
