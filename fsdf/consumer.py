@@ -5,6 +5,8 @@ stop leaves little in flight, and prefetched messages that have not started are 
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -12,6 +14,7 @@ from typing import Any, Callable, Optional
 from fsdf import message, shutdown
 from fsdf.brokers import Delivery, get_broker
 from fsdf.concurrency import make_pool
+from fsdf.concurrency.event_loop import run_on_shared_loop
 from fsdf.config import settings
 from fsdf.controls import RunOutcome, build_controls
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
@@ -35,9 +38,11 @@ class Consumer:
         self.broker_kind = options.broker_kind if options.broker_kind is not None else settings.DEFAULT_BROKER_KIND
         self.logger = get_logger(queue_name, options.log_level, options.logger_prefix, options.create_logger_file)
         self.signature = message.CallSignature(consuming_function, options.is_consuming_function_use_multi_params)
+        self._is_coroutine_function = inspect.iscoroutinefunction(consuming_function)
         self.broker = get_broker(self.broker_kind, queue_name)
         self.pool = options.specify_concurrent_pool or make_pool(
             options.concurrent_mode, options.concurrent_num, name=f'fsdf-{queue_name}')
+        self._run = self._run_delivery_async if self.pool.runs_coroutines else self._run_delivery
         self.counters = RunCounters()
         self.controls = build_controls(self)
         self._publisher: Optional[Publisher] = None
@@ -140,15 +145,18 @@ class Consumer:
             with self._slots:
                 self._in_flight += len(deliveries)
                 self._waiting.update(deliveries)
-            submit = self.pool.submit
+            submit, run = self.pool.submit, self._run
             for delivery in deliveries:
-                submit(self._run_delivery, delivery)
+                submit(run, delivery)
 
     def _wait_for_free_slots(self) -> int:
+        limit = self.pool.max_workers
         with self._slots:
-            while self._in_flight >= self.pool.max_workers and not self._stopping.is_set():
-                self._slots.wait(FETCH_WAIT_SECONDS)
-            return max(0, self.pool.max_workers - self._in_flight)
+            if self._in_flight >= limit:  # full: wait for the pool's low water mark
+                resume_at = self.pool.resume_at
+                while self._in_flight > resume_at and not self._stopping.is_set():
+                    self._slots.wait(FETCH_WAIT_SECONDS)
+            return max(0, limit - self._in_flight)
 
     def _give_back_waiting(self) -> None:
         with self._slots:
@@ -160,21 +168,72 @@ class Consumer:
             self.logger.info('gave %d prefetched messages back to %r', len(taken), self.queue_name)
 
     # -- one message ---------------------------------------------------------------------
-    def _run_delivery(self, delivery: Delivery) -> None:
+    def _claim(self, delivery: Delivery) -> bool:
+        """Mark a delivery as started; False if stop() already gave it back."""
         with self._slots:
-            if delivery not in self._waiting:  # given back by stop() before it started
-                return
+            if delivery not in self._waiting:
+                return False
             self._waiting.discard(delivery)
+            return True
+
+    def _release(self) -> None:
+        with self._slots:
+            self._in_flight -= 1
+            self._slots.notify()
+
+    def _run_delivery(self, delivery: Delivery) -> None:
+        if not self._claim(delivery):
+            return
         try:
-            self._settle(delivery)
+            outcome = self._prepare(delivery)
+            if outcome.status == 'running':
+                token = message.current_task_id.set(outcome.task_id)
+                try:
+                    for attempt in range(self.options.max_retry_times + 1):
+                        try:
+                            outcome.result = self._call(outcome)
+                        except Exception as exc:
+                            if self._failed(delivery, outcome, exc, attempt):
+                                continue
+                        else:
+                            self._succeeded(delivery, outcome)
+                        break
+                finally:
+                    message.current_task_id.reset(token)
+            self._finish(outcome)
         except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
             self.logger.exception('could not settle a message of %r', self.queue_name)
         finally:
-            with self._slots:
-                self._in_flight -= 1
-                self._slots.notify()
+            self._release()
 
-    def _settle(self, delivery: Delivery) -> None:
+    async def _run_delivery_async(self, delivery: Delivery) -> None:
+        """The same as ``_run_delivery`` for ASYNC mode, awaiting the call on the pool's loop."""
+        if not self._claim(delivery):
+            return
+        try:
+            outcome = self._prepare(delivery)
+            if outcome.status == 'running':
+                message.current_task_id.set(outcome.task_id)  # each asyncio task has its own context
+                for attempt in range(self.options.max_retry_times + 1):
+                    try:
+                        outcome.result = await self._call_async(outcome)
+                    except Exception as exc:
+                        if self._failed(delivery, outcome, exc, attempt):
+                            continue
+                    else:
+                        self._succeeded(delivery, outcome)
+                    break
+            self._finish(outcome)
+        except Exception:
+            self.logger.exception('could not settle a message of %r', self.queue_name)
+        finally:
+            self._release()
+
+    def _prepare(self, delivery: Delivery) -> RunOutcome:
+        """Decode and check a message; settle it at once if it is malformed, early or skipped.
+
+        Returns an outcome whose status is 'running' if the function should run.
+        """
         try:
             arguments, extra = message.decode(delivery.body)
             self.signature.check_fits(arguments)
@@ -182,15 +241,15 @@ class Consumer:
             self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, exc)
             self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, 'malformed', error=str(exc)))
             self._count('malformed', 'dead_lettered')
-            return
+            return RunOutcome(None, {}, {}, 'malformed')
+        outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
         eta = extra.get('eta')
-        if eta and eta > time.time() + EARLY_TOLERANCE_SECONDS:
+        if eta and eta > outcome.started + EARLY_TOLERANCE_SECONDS:
             # Published with a future eta by a client that did not delay it on the broker.
             self.broker.publish_delayed(delivery.body, eta)
             self.broker.ack(delivery)
-            return
-        task_id = extra.get('task_id')
-        outcome = RunOutcome(task_id, arguments, extra, 'succeeded', started=time.time())
+            outcome.status = 'delayed'
+            return outcome
         for control in self.controls:
             reason = control.skip_reason(arguments, extra)
             if reason:
@@ -198,49 +257,59 @@ class Consumer:
                 self.broker.ack(delivery)
                 self._count(reason)
                 break
+        return outcome
+
+    def _invoke(self, outcome: RunOutcome) -> Any:
+        if self.signature.multi_params:
+            return self.function(**outcome.arguments)
+        return self.function(outcome.arguments)
+
+    def _call(self, outcome: RunOutcome) -> Any:
+        """Run the function once with the message's arguments (an ``async def`` on the shared loop)."""
+        if self._is_coroutine_function:
+            return run_on_shared_loop(self._invoke(outcome))
+        return self._invoke(outcome)
+
+    async def _call_async(self, outcome: RunOutcome) -> Any:
+        """Await the coroutine function once, within the timeout (a plain function runs in a thread)."""
+        if self._is_coroutine_function:
+            call = self._invoke(outcome)
         else:
-            token = message.current_task_id.set(task_id)
-            try:
-                self._run_with_retries(delivery, outcome)
-            finally:
-                message.current_task_id.reset(token)
+            call = asyncio.get_running_loop().run_in_executor(None, self._invoke, outcome)
+        timeout = outcome.extra.get('function_timeout') or self.options.function_timeout
+        return await (asyncio.wait_for(call, timeout) if timeout else call)
+
+    def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
+        outcome.status, outcome.exception = 'succeeded', None
+        self.broker.ack(delivery)
+        self._count('succeeded')
+
+    def _failed(self, delivery: Delivery, outcome: RunOutcome, exc: Exception, attempt: int) -> bool:
+        """Handle a failed attempt; True if the caller should try again."""
+        outcome.retries, outcome.exception = attempt, exc
+        if isinstance(exc, ExceptionForRequeue):
+            self.broker.requeue(delivery)
+            self.counters.add('requeued')
+            outcome.status = 'requeued'
+            self.logger.info('task %s asked to be requeued', outcome.task_id)
+            return False
+        max_retries = self.options.max_retry_times
+        self._log_failure(outcome.task_id, attempt, max_retries, exc)
+        if attempt < max_retries:
+            self.counters.add('retried')
+            return True
+        body = message.dead_letter_body(delivery.body, 'failed', exception_type=type(exc).__name__,
+                                        exception_message=str(exc), retries=attempt)
+        self.broker.dead_letter(delivery, body)
+        self._count('failed', 'dead_lettered')
+        outcome.status = 'dead_lettered'
+        return False
+
+    def _finish(self, outcome: RunOutcome) -> None:
         if self.controls:
             outcome.finished = time.time()
             for control in self.controls:
                 control.after_settle(outcome)
-
-    def _run_with_retries(self, delivery: Delivery, outcome: RunOutcome) -> None:
-        max_retries = self.options.max_retry_times
-        arguments = outcome.arguments
-        for attempt in range(max_retries + 1):
-            outcome.retries = attempt
-            try:
-                if self.signature.multi_params:
-                    outcome.result = self.function(**arguments)
-                else:
-                    outcome.result = self.function(arguments)
-            except ExceptionForRequeue:
-                self.broker.requeue(delivery)
-                self.counters.add('requeued')
-                outcome.status = 'requeued'
-                self.logger.info('task %s asked to be requeued', outcome.task_id)
-                return
-            except Exception as exc:
-                outcome.exception = exc
-                self._log_failure(outcome.task_id, attempt, max_retries, exc)
-                if attempt < max_retries:
-                    self.counters.add('retried')
-                    continue
-                body = message.dead_letter_body(delivery.body, 'failed', exception_type=type(exc).__name__,
-                                                exception_message=str(exc), retries=attempt)
-                self.broker.dead_letter(delivery, body)
-                self._count('failed', 'dead_lettered')
-                outcome.status = 'dead_lettered'
-                return
-            outcome.exception = None
-            self.broker.ack(delivery)
-            self._count('succeeded')
-            return
 
     def _count(self, *names: str) -> None:
         counters = self.counters

@@ -111,12 +111,3 @@ def test_unbuilt_broker_names_the_built_ones(queue_name: str) -> None:
 
     with pytest.raises(fsdf.BrokerNotAvailableError, match='NSQ is not built.*PERSISTQUEUE'):
         f.push(1)
-
-
-def test_unbuilt_concurrent_mode_is_a_clear_error(queue_name: str) -> None:
-    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=ConcurrentModeEnum.ASYNC)
-    def f(x):
-        return x
-
-    with pytest.raises(NotImplementedError, match='ASYNC is not built'):
-        f.consume()

@@ -13,6 +13,9 @@ def make_pool(mode: ConcurrentModeEnum, concurrent_num: int, name: str) -> Worke
         return ShrinkableThreadPool(concurrent_num, name=name)
     if mode == ConcurrentModeEnum.SINGLE_THREAD:
         return InlinePool()
+    if mode == ConcurrentModeEnum.ASYNC:
+        from fsdf.concurrency.async_pool import AsyncPool
+        return AsyncPool(concurrent_num)
     if mode in (ConcurrentModeEnum.GEVENT, ConcurrentModeEnum.EVENTLET):
         from fsdf.concurrency.green_pool import EventletPool, GeventPool
         library = ConcurrentModeEnum(mode).name.lower()
@@ -21,8 +24,7 @@ def make_pool(mode: ConcurrentModeEnum, concurrent_num: int, name: str) -> Worke
         except ImportError as exc:
             raise NotImplementedError(f'concurrent_mode {library.upper()} needs {library}: '
                                       f'pip install "fsdf[{library}]"') from exc
-    raise NotImplementedError(f'concurrent_mode {ConcurrentModeEnum(mode).name} is not built in fsdf yet; '
-                              f'use THREADING, SINGLE_THREAD, GEVENT or EVENTLET')
+    raise ValueError(f'unknown concurrent_mode {mode!r}')
 
 
 __all__ = ['InlinePool', 'ShrinkableThreadPool', 'WorkerPool', 'make_pool']

@@ -9,6 +9,13 @@ class WorkerPool(ABC):
     """Runs submitted calls with bounded concurrency; a consumer never submits more than it can run."""
 
     max_workers: int
+    runs_coroutines = False
+    """True for pools whose submitted functions are coroutine functions (ASYNC)."""
+
+    @property
+    def resume_at(self) -> int:
+        """Once full, the consumer fetches again when in-flight calls fall to this (the low water mark)."""
+        return self.max_workers - 1
 
     @abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
