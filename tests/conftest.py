@@ -1,7 +1,9 @@
 """Shared fixtures. Settings are fixed before fsdf is imported: no config file, SQLite in a temp dir."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 _STATE = Path(tempfile.mkdtemp(prefix='fsdf-tests-'))
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 os.environ['FSDF_CONFIG_FILE'] = '0'
 os.environ['FSDF_PERSIST_QUEUE_PATH'] = str(_STATE / 'persist_queue')
 os.environ['FSDF_LOG_PATH'] = str(_STATE / 'logs')

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import psutil
+from helpers import wait_until
 
 from fsdf import BrokerEnum, get_publisher
 
@@ -24,15 +25,6 @@ def work(i):
 if __name__ == '__main__':
     run_consumer_with_multi_process(work, 2, restart=sys.argv[3] == 'restart')
 '''
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def done(out: Path) -> list[tuple[int, int]]:

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
 from fsdf import BrokerEnum, get_publisher
 
@@ -32,15 +33,6 @@ if mode == 'drain-on-go':
 else:
     work.consume()
 '''
-
-
-def wait_until(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def lines(path: Path, kind: str) -> list[int]:
