@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, Optional
 
 from fsdf.concurrency.base import WorkerPool
@@ -13,7 +14,13 @@ logger = logging.getLogger('fsdf.pool')
 
 class ShrinkableThreadPool(WorkerPool):
     """Threads start only when a call arrives and none is idle (up to ``max_workers``),
-    and a thread idle for ``keep_alive`` seconds exits."""
+    and a thread idle for ``keep_alive`` seconds exits.
+
+    Waiting threads take calls in turn, so under a steady trickle of calls (a ``qps`` task whose
+    calls got fast again) no thread ever waits ``keep_alive`` in one go. So the pool also counts
+    its idle threads at each submit: those idle at every submit of a ``keep_alive`` window were
+    not needed, and that many exit as they next become idle.
+    """
 
     def __init__(self, max_workers: int, keep_alive: float = 30.0, name: str = 'fsdf-worker') -> None:
         if max_workers < 1:
@@ -27,6 +34,14 @@ class ShrinkableThreadPool(WorkerPool):
         self._lock = threading.Lock()
         self._threads = 0
         self._started = 0
+        self._fewest_idle = 0  # fewest idle threads seen at a submit in this window
+        self._window_end = time.monotonic() + keep_alive
+        self._retire = 0  # surplus threads to exit as they next become idle
+
+    @property
+    def idle_count(self) -> int:
+        """Threads alive and waiting for a call."""
+        return self._idle._value
 
     @property
     def thread_count(self) -> int:
@@ -35,7 +50,12 @@ class ShrinkableThreadPool(WorkerPool):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._work.put((fn, args))
-        if self._idle.acquire(blocking=False):
+        idle = self._idle
+        if idle._value < self._fewest_idle:
+            self._fewest_idle = idle._value
+        if idle.acquire(blocking=False):
+            if time.monotonic() >= self._window_end:
+                self._end_window()
             return
         with self._lock:
             if self._threads >= self.max_workers:
@@ -44,6 +64,10 @@ class ShrinkableThreadPool(WorkerPool):
             self._started += 1
             number = self._started
         threading.Thread(target=self._run, name=f'{self.name}-{number}', daemon=True).start()
+
+    def _end_window(self) -> None:
+        self._retire, self._fewest_idle = self._fewest_idle, self._threads
+        self._window_end = time.monotonic() + self.keep_alive
 
     def shutdown(self) -> None:
         for _ in range(self._threads):
@@ -67,5 +91,15 @@ class ShrinkableThreadPool(WorkerPool):
             except BaseException:  # fn handles its own errors; this keeps the thread alive regardless
                 logger.exception('uncaught error in pool call %r', fn)
             self._idle.release()
+            if self._retire > 0 and self._leave_as_surplus():
+                return
         with self._lock:
             self._threads -= 1
+
+    def _leave_as_surplus(self) -> bool:
+        with self._lock:
+            if self._retire <= 0 or not self._idle.acquire(blocking=False):
+                return False
+            self._retire -= 1
+            self._threads -= 1
+            return True
