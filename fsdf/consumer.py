@@ -15,8 +15,10 @@ from fsdf import message, shutdown
 from fsdf.brokers import Delivery, get_broker
 from fsdf.concurrency import make_pool
 from fsdf.concurrency.event_loop import run_on_shared_loop
+from fsdf.concurrency.timeout import timeout_strategy_for
 from fsdf.config import settings
 from fsdf.controls import RunOutcome, build_controls
+from fsdf.controls.overrides import message_setting
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.log import EveryNSeconds, get_logger
 from fsdf.options import TaskOptions
@@ -189,7 +191,7 @@ class Consumer:
             if outcome.status == 'running':
                 token = message.current_task_id.set(outcome.task_id)
                 try:
-                    for attempt in range(self.options.max_retry_times + 1):
+                    for attempt in range(self._max_retries(outcome) + 1):
                         try:
                             outcome.result = self._call(outcome)
                         except Exception as exc:
@@ -214,7 +216,7 @@ class Consumer:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
                 message.current_task_id.set(outcome.task_id)  # each asyncio task has its own context
-                for attempt in range(self.options.max_retry_times + 1):
+                for attempt in range(self._max_retries(outcome) + 1):
                     try:
                         outcome.result = await self._call_async(outcome)
                     except Exception as exc:
@@ -266,9 +268,16 @@ class Consumer:
 
     def _call(self, outcome: RunOutcome) -> Any:
         """Run the function once with the message's arguments (an ``async def`` on the shared loop)."""
+        timeout = message_setting(outcome.extra, 'function_timeout', self.options.function_timeout)
         if self._is_coroutine_function:
-            return run_on_shared_loop(self._invoke(outcome))
+            call = self._invoke(outcome)
+            return run_on_shared_loop(asyncio.wait_for(call, timeout) if timeout else call)
+        if timeout:  # stopped the way this pool can (fsdf.concurrency.timeout)
+            return timeout_strategy_for(self.pool).run(timeout, self._invoke, outcome)
         return self._invoke(outcome)
+
+    def _max_retries(self, outcome: RunOutcome) -> int:
+        return message_setting(outcome.extra, 'max_retry_times', self.options.max_retry_times)
 
     async def _call_async(self, outcome: RunOutcome) -> Any:
         """Await the coroutine function once, within the timeout (a plain function runs in a thread)."""
@@ -276,7 +285,7 @@ class Consumer:
             call = self._invoke(outcome)
         else:
             call = asyncio.get_running_loop().run_in_executor(None, self._invoke, outcome)
-        timeout = outcome.extra.get('function_timeout') or self.options.function_timeout
+        timeout = message_setting(outcome.extra, 'function_timeout', self.options.function_timeout)
         return await (asyncio.wait_for(call, timeout) if timeout else call)
 
     def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
@@ -293,7 +302,7 @@ class Consumer:
             outcome.status = 'requeued'
             self.logger.info('task %s asked to be requeued', outcome.task_id)
             return False
-        max_retries = self.options.max_retry_times
+        max_retries = self._max_retries(outcome)
         self._log_failure(outcome.task_id, attempt, max_retries, exc)
         if attempt < max_retries:
             self.counters.add('retried')

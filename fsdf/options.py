@@ -36,23 +36,25 @@ class TaskOptions:
     specify_concurrent_pool: Any = None
     """A pool shared by several consumers (from ``fsdf.concurrency``); overrides concurrent_num."""
     qps: float = 0
-    """Calls started per second, 0 = unlimited. Not built yet."""
+    """Calls started per second whatever each takes, 0 = unlimited; the pool grows up to concurrent_num
+    to hold it (reachable while qps * call duration <= concurrent_num; else a warning says so)."""
     is_using_distributed_frequency_control: bool = False
     """Share ``qps`` across all consumers of the queue through Redis. Not built yet."""
     max_retry_times: int = 3
     """Retries after a failing run before the message goes to ``<queue>_dlq``."""
     function_timeout: float = 0
-    """Seconds a run may take, 0 = unlimited. Not built yet."""
+    """Seconds a run may take, 0 = unlimited; a longer run is stopped and counts as a failure.
+    Threads are interrupted when they next run Python code (a call blocked in C, when it returns)."""
     msg_expire_seconds: float = 0
-    """Discard messages older than this when their turn comes, 0 = never. Not built yet."""
+    """Ack without running (counted as expired) messages older than this when their turn comes, 0 = never."""
     do_task_filtering: bool = False
-    """Skip calls whose arguments already ran successfully. Not built yet."""
+    """Ack without running (counted as filtered) calls whose arguments already ran successfully."""
     task_filtering_expire_seconds: float = 0
-    """How long a successful call filters its twins, 0 = forever. Not built yet."""
+    """How long a successful call filters its twins, 0 = forever."""
     is_do_not_run_by_specify_time_effect: bool = False
-    """Turn on the do-not-run window. Not built yet."""
+    """Turn on the do-not-run window: nothing is fetched or started inside it."""
     do_not_run_by_specify_time: Tuple[str, str] = ('10:00:00', '22:00:00')
-    """The do-not-run window, local ``HH:MM:SS`` start and end. Not built yet."""
+    """The do-not-run window, local ``HH:MM:SS`` start and end; it may span midnight (22:00 to 06:00)."""
     is_using_rpc_mode: bool = False
     """Send each result back to the publisher's ``AsyncResult`` (Redis; in-process or SQLite for embedded)."""
     is_send_consumer_heartbeat_to_redis: bool = False
@@ -129,9 +131,7 @@ class TaskOptionsKwargs(TypedDict, total=False):
 
 # Options accepted for compatibility whose behaviour later issues build.
 NOT_BUILT_YET = (
-    'qps', 'is_using_distributed_frequency_control', 'function_timeout', 'msg_expire_seconds',
-    'do_task_filtering', 'task_filtering_expire_seconds', 'is_do_not_run_by_specify_time_effect',
-    'is_send_consumer_heartbeat_to_redis',
+    'is_using_distributed_frequency_control', 'is_send_consumer_heartbeat_to_redis',
     'function_result_status_persistance_conf',
 )
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 from itertools import islice
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Unpack
 
 from fsdf import message
 from fsdf.brokers import Broker, get_broker
 from fsdf.config import settings
+from fsdf.controls.overrides import MessageOverrides, with_overrides
 from fsdf.enums import BrokerEnum
 from fsdf.result import AsyncResult
 
@@ -33,8 +34,15 @@ class Publisher:
         return self._broker
 
     def publish(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
-                eta: Any = None, priority: Optional[int] = None) -> AsyncResult:
-        """Publish one call given as its keyword-argument dict (an ``extra`` dict in it is kept)."""
+                eta: Any = None, priority: Optional[int] = None,
+                **overrides: Unpack[MessageOverrides]) -> AsyncResult:
+        """Publish one call given as its keyword-argument dict (an ``extra`` dict in it is kept).
+
+        ``overrides`` (msg_expire_seconds, function_timeout, max_retry_times) apply to this message
+        only and win over the task's options.
+        """
+        if overrides:
+            msg = with_overrides(msg, dict(overrides))
         body, extra = self._body(msg, task_id, countdown, eta, priority)
         if 'eta' in extra and extra['eta'] > time.time():
             self.broker.publish_delayed(body, extra['eta'])

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field, fields
+
+RATE_WINDOW_SECONDS = 10.0
 
 
 @dataclass
@@ -19,6 +23,8 @@ class RunCounters:
     filtered: int = 0
     settled: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # Totals seen by earlier rates() calls: the rates come from these, so the hot path pays nothing.
+    _samples: deque = field(default_factory=lambda: deque([(time.monotonic(), {})]), repr=False, compare=False)
 
     def add(self, name: str, amount: int = 1) -> None:
         """Add to one counter (thread-safe)."""
@@ -29,3 +35,18 @@ class RunCounters:
         """The counters as a plain dict."""
         with self._lock:
             return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith('_')}
+
+    def rates(self, window: float = RATE_WINDOW_SECONDS) -> dict[str, float]:
+        """Per-second rate of each counter over about the last ``window`` seconds (a dashboard polls this).
+
+        The first call covers the time since the counters were created.
+        """
+        now, totals = time.monotonic(), self.snapshot()
+        samples = self._samples
+        with self._lock:
+            while len(samples) > 1 and samples[1][0] <= now - window:
+                samples.popleft()  # keep one sample at or before the window's start
+            then, before = samples[0]
+            samples.append((now, totals))
+        elapsed = max(now - then, 1e-9)
+        return {name: (value - before.get(name, 0)) / elapsed for name, value in totals.items()}

@@ -5,6 +5,8 @@ import functools
 from typing import Any, Callable, Iterable, Optional, Unpack
 
 from fsdf.consumer import Consumer
+from fsdf.controls.filtering import filter_store
+from fsdf.controls.overrides import MessageOverrides
 from fsdf.enums import BrokerEnum
 from fsdf.options import TaskOptions, TaskOptionsKwargs, build_options
 from fsdf.publisher import Publisher
@@ -44,9 +46,14 @@ class TaskFunction:
         return self.publisher.publish(self.consumer.signature.arguments_of(args, kwargs))
 
     def pub(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
-            eta: Any = None, priority: Optional[int] = None) -> AsyncResult:
-        """Publish a call given as a dict of keyword arguments."""
-        return self.publisher.publish(msg, task_id=task_id, countdown=countdown, eta=eta, priority=priority)
+            eta: Any = None, priority: Optional[int] = None, **overrides: Unpack[MessageOverrides]) -> AsyncResult:
+        """Publish a call given as a dict of keyword arguments; ``overrides`` set options for this message only."""
+        return self.publisher.publish(msg, task_id=task_id, countdown=countdown, eta=eta, priority=priority,
+                                      **overrides)
+
+    def clear_filter(self) -> None:
+        """Forget which calls ran successfully, so ``do_task_filtering`` lets them run again."""
+        filter_store(self.consumer.broker_kind, self.queue_name).clear()
 
     def push_many(self, calls: Iterable[Any], *, countdown: Optional[float] = None,
                   eta: Any = None) -> list[AsyncResult]:

@@ -26,7 +26,7 @@ class ShrinkableThreadPool(WorkerPool):
         if max_workers < 1:
             raise ValueError(f'max_workers must be >= 1, got {max_workers}')
         self.max_workers = max_workers
-        self.keep_alive = keep_alive
+        self._keep_alive = keep_alive
         self.name = name
         self._work: queue.SimpleQueue[Optional[tuple[Callable[..., Any], tuple]]] = queue.SimpleQueue()
         # One permit per idle thread: a submit that takes one knows an idle thread will run its call.
@@ -37,6 +37,16 @@ class ShrinkableThreadPool(WorkerPool):
         self._fewest_idle = 0  # fewest idle threads seen at a submit in this window
         self._window_end = time.monotonic() + keep_alive
         self._retire = 0  # surplus threads to exit as they next become idle
+
+    @property
+    def keep_alive(self) -> float:
+        """Seconds an unneeded thread stays before it exits (can be lowered while the pool runs)."""
+        return self._keep_alive
+
+    @keep_alive.setter
+    def keep_alive(self, seconds: float) -> None:
+        self._keep_alive = seconds
+        self._window_end = min(self._window_end, time.monotonic() + seconds)
 
     @property
     def idle_count(self) -> int:

@@ -1,0 +1,47 @@
+"""``msg_expire_seconds``: a message older than that when its turn comes is acked without running."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from fsdf.controls.base import Control
+from fsdf.controls.overrides import message_setting
+from fsdf.log import EveryNSeconds
+
+if TYPE_CHECKING:
+    from fsdf.consumer import Consumer
+
+LOG_EVERY_SECONDS = 10.0
+
+
+class MessageExpiry(Control):
+    """Skips messages older than the task's ``msg_expire_seconds`` or their own ``extra.msg_expire_seconds``.
+
+    Always on, because a single message may ask for it; the cost is a dict lookup per message.
+    Age is measured from ``extra.publish_time`` (epoch seconds, so clocks of machines must agree).
+    """
+
+    def __init__(self, default_seconds: float) -> None:
+        self.default_seconds = default_seconds
+        self._log_gate = EveryNSeconds(LOG_EVERY_SECONDS)
+        self._logger: Any = None
+
+    def on_start(self, consumer: 'Consumer') -> None:
+        self._logger = consumer.logger
+
+    def skip_reason(self, arguments: dict[str, Any], extra: dict[str, Any]) -> Optional[str]:
+        limit = message_setting(extra, 'msg_expire_seconds', self.default_seconds)
+        published = extra.get('publish_time')
+        if not limit or not isinstance(published, (int, float)):
+            return None
+        now = time.time()
+        age = now - published
+        if age <= limit:
+            return None
+        gate = self._log_gate
+        if self._logger is not None and gate.ready(now):
+            also = f' ({gate.suppressed} more expired since the last such line)' if gate.suppressed else ''
+            gate.suppressed = 0
+            self._logger.warning('task %s expired: published %.1f s ago, msg_expire_seconds=%s%s',
+                                 extra.get('task_id'), age, limit, also)
+        return 'expired'

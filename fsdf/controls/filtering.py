@@ -1,0 +1,149 @@
+"""``do_task_filtering``: a call whose arguments already ran successfully is acked without running.
+
+The key is the arguments in canonical JSON (sorted keys). A key is recorded only after a
+successful run, so a call that failed (or is still running) does not filter its twins; two
+twins fetched at the same moment may both run. Where keys live depends on the broker: in the
+process for LOCAL_PYTHON_QUEUE, in SQLite beside the queues for PERSISTQUEUE (shared by every
+process of the machine). Other stores register with :func:`register_filter_store`.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from fsdf.config import settings
+from fsdf.controls.base import Control, RunOutcome
+from fsdf.enums import BrokerEnum
+
+if TYPE_CHECKING:
+    from fsdf.consumer import Consumer
+
+SQLITE_FILE_NAME = 'fsdf_task_filter.sqlite'
+_PURGE_EVERY = 1000  # records between sweeps of expired keys
+
+
+def filter_key(arguments: dict[str, Any]) -> str:
+    """The filtering key of a call: its arguments as canonical JSON."""
+    return json.dumps(arguments, sort_keys=True, separators=(',', ':'), ensure_ascii=False)
+
+
+class FilterStore(ABC):
+    """Where the keys of successful calls of one queue are kept, each until its expiry (0 = forever)."""
+
+    @abstractmethod
+    def seen(self, key: str) -> bool:
+        """Whether the key was recorded and has not expired."""
+
+    @abstractmethod
+    def record(self, key: str, expire_seconds: float) -> None:
+        """Remember the key for ``expire_seconds`` (0 = forever)."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Forget every key of the queue."""
+
+
+class MemoryFilterStore(FilterStore):
+    """Keys in a dict of this process."""
+
+    def __init__(self) -> None:
+        self._expires: dict[str, float] = {}  # key -> epoch expiry, 0 = never
+        self._lock = threading.Lock()
+        self._records = 0
+
+    def seen(self, key: str) -> bool:
+        expires = self._expires.get(key)
+        return expires is not None and (expires == 0 or expires > time.time())
+
+    def record(self, key: str, expire_seconds: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._expires[key] = now + expire_seconds if expire_seconds else 0
+            self._records += 1
+            if self._records % _PURGE_EVERY == 0:
+                self._expires = {k: e for k, e in self._expires.items() if e == 0 or e > now}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._expires.clear()
+
+
+class SqliteFilterStore(FilterStore):
+    """Keys in ``PERSIST_QUEUE_PATH/fsdf_task_filter.sqlite``, one table shared by every queue and process."""
+
+    def __init__(self, queue_name: str) -> None:
+        self.queue_name = queue_name
+        folder = settings.path('PERSIST_QUEUE_PATH')
+        folder.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(folder / SQLITE_FILE_NAME), timeout=60, check_same_thread=False,
+                                   isolation_level=None)
+        self._lock = threading.Lock()
+        self._records = 0
+        with self._lock:
+            self._db.execute('PRAGMA journal_mode=WAL')
+            self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_task_filter (queue TEXT NOT NULL, key TEXT NOT NULL, '
+                             'expires REAL NOT NULL, PRIMARY KEY (queue, key)) WITHOUT ROWID')
+
+    def seen(self, key: str) -> bool:
+        with self._lock:
+            row = self._db.execute('SELECT expires FROM fsdf_task_filter WHERE queue = ? AND key = ?',
+                                   (self.queue_name, key)).fetchone()
+        return row is not None and (row[0] == 0 or row[0] > time.time())
+
+    def record(self, key: str, expire_seconds: float) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.execute('INSERT OR REPLACE INTO fsdf_task_filter (queue, key, expires) VALUES (?, ?, ?)',
+                             (self.queue_name, key, now + expire_seconds if expire_seconds else 0))
+            self._records += 1
+            if self._records % _PURGE_EVERY == 0:
+                self._db.execute('DELETE FROM fsdf_task_filter WHERE queue = ? AND expires != 0 AND expires <= ?',
+                                 (self.queue_name, now))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute('DELETE FROM fsdf_task_filter WHERE queue = ?', (self.queue_name,))
+
+
+_STORE_MAKERS: dict[BrokerEnum, Callable[[str], FilterStore]] = {
+    BrokerEnum.LOCAL_PYTHON_QUEUE: lambda queue_name: MemoryFilterStore(),
+    BrokerEnum.PERSISTQUEUE: SqliteFilterStore,
+}
+_stores: dict[tuple[BrokerEnum, str], FilterStore] = {}
+_stores_lock = threading.Lock()
+
+
+def register_filter_store(kind: BrokerEnum, make: Callable[[str], FilterStore]) -> None:
+    """Use ``make(queue_name)`` as the filter store of a broker kind (the Redis issue adds its own)."""
+    _STORE_MAKERS[BrokerEnum(kind)] = make
+
+
+def filter_store(kind: BrokerEnum, queue_name: str) -> FilterStore:
+    """The one filter store of this process for a queue."""
+    kind = BrokerEnum(kind)
+    with _stores_lock:
+        store = _stores.get((kind, queue_name))
+        if store is None:
+            if kind not in _STORE_MAKERS:
+                raise NotImplementedError(f'do_task_filtering has no store for broker {kind.name} yet')
+            store = _stores[(kind, queue_name)] = _STORE_MAKERS[kind](queue_name)
+        return store
+
+
+class TaskFilter(Control):
+    """Skips calls whose arguments already ran successfully within ``expire_seconds`` (0 = forever)."""
+
+    def __init__(self, store: FilterStore, expire_seconds: float) -> None:
+        self.store = store
+        self.expire_seconds = expire_seconds
+
+    def skip_reason(self, arguments: dict[str, Any], extra: dict[str, Any]) -> Optional[str]:
+        return 'filtered' if self.store.seen(filter_key(arguments)) else None
+
+    def after_settle(self, outcome: RunOutcome) -> None:
+        if outcome.status == 'succeeded':
+            self.store.record(filter_key(outcome.arguments), self.expire_seconds)
