@@ -1,0 +1,241 @@
+"""What the RabbitMQ brokers share; each client module only says how to make the AMQP calls.
+
+A queue is a durable RabbitMQ queue of the same name (``x-max-priority`` 10), messages are
+persistent, and every publish waits for the broker's confirm. Each broker instance holds two
+connections: one for publishing (any thread, one at a time) and one for consuming. The
+consuming connection is used only under ``_consume_lock``: the fetch thread holds it while it
+waits for messages, and a pool thread that settles a message either takes it at once or leaves
+the ack for the fetch thread to send within a few milliseconds — so clients that are not
+thread-safe (pika) are never entered by two threads. Prefetch (``basic.qos``) is the largest
+batch the consumer has asked for, which is its concurrency. When a connection drops, the next
+call opens a new one and consumes again; acks for messages of the dead connection are dropped
+(RabbitMQ has already put those messages back).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from typing import Callable, ClassVar, Optional
+
+from fsdf.brokers.base import Body, Broker, Delivery
+from fsdf.config import redact_url, settings
+
+MAX_PRIORITY = 10
+QUEUE_ARGUMENTS = {'x-max-priority': MAX_PRIORITY}
+RECONNECT_DEADLINE_SECONDS = 60.0  # how long a publish keeps trying while RabbitMQ is away
+RECONNECT_PAUSE_SECONDS = 0.5
+PUMP_SLICE_SECONDS = 0.01  # the longest an ack waits while the fetch thread waits for messages
+
+OnMessage = Callable[[Body, int], None]
+
+
+class AmqpSession(ABC):
+    """One connection and channel through one client library; the calls a broker needs, nothing more."""
+
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """Exceptions that mean the connection or channel is gone and a new session is needed."""
+
+    @abstractmethod
+    def __init__(self, url: str, confirm: bool) -> None:
+        """Connect and open a channel (in confirm mode if ``confirm``)."""
+
+    @abstractmethod
+    def declare(self, queue: str, arguments: dict) -> None:
+        """Declare a durable queue with these arguments."""
+
+    @abstractmethod
+    def publish(self, queue: str, body: str, priority: Optional[int]) -> None:
+        """Publish one persistent message to the default exchange; return once the broker confirmed it."""
+
+    @abstractmethod
+    def publish_batch(self, queue: str, bodies: list[str]) -> None:
+        """Publish persistent messages in one AMQP transaction; return once it is committed."""
+
+    @abstractmethod
+    def count(self, queue: str) -> int:
+        """Messages ready in the queue."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> None:
+        """Remove every ready message."""
+
+    @abstractmethod
+    def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
+        """Start consuming with manual acks; deliveries go to ``on_message(body, delivery_tag)``."""
+
+    @abstractmethod
+    def set_prefetch(self, prefetch: int) -> None:
+        """Change the consumer's prefetch count."""
+
+    @abstractmethod
+    def pump(self, seconds: float) -> None:
+        """Read from the connection for about ``seconds``, calling ``on_message`` for each delivery."""
+
+    @abstractmethod
+    def ack(self, tag: int) -> None:
+        """Acknowledge one delivery."""
+
+    @abstractmethod
+    def requeue(self, tag: int) -> None:
+        """Give one delivery back to the queue."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connection, ignoring errors."""
+
+
+class RabbitMQBroker(Broker):
+    """A durable RabbitMQ queue with confirms, manual acks, bounded prefetch and reconnection."""
+
+    guarantee = 'at-least-once, publisher confirms, persistent messages'
+    session_class: ClassVar[type[AmqpSession]]
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.url = settings.RABBITMQ_URL
+        self._publish_lock = threading.Lock()
+        self._publisher: Optional[AmqpSession] = None
+        self._consume_lock = threading.Lock()
+        self._consumer: Optional[AmqpSession] = None
+        self._generation = 0  # which consuming connection a delivery came from
+        self._prefetch = 0
+        self._received: deque[Delivery] = deque()
+        self._settles: deque[tuple[Delivery, bool]] = deque()  # (delivery, ack?) waiting for the fetch thread
+
+    # -- sessions ------------------------------------------------------------------------
+    def _open(self, confirm: bool) -> AmqpSession:
+        try:
+            session = self.session_class(self.url, confirm)
+            session.declare(self.queue_name, QUEUE_ARGUMENTS)
+        except self.session_class.connection_errors as exc:
+            raise ConnectionError(f'RabbitMQ at {redact_url(self.url)} is not reachable: {exc}') from exc
+        return session
+
+    def _with_publisher(self, call: Callable[[AmqpSession], object]) -> object:
+        """Run ``call`` on the publishing session, reconnecting until the deadline if RabbitMQ is away."""
+        deadline = time.monotonic() + RECONNECT_DEADLINE_SECONDS
+        with self._publish_lock:
+            while True:
+                try:
+                    if self._publisher is None:
+                        self._publisher = self._open(confirm=True)
+                    return call(self._publisher)
+                except (ConnectionError, *self.session_class.connection_errors) as exc:
+                    if self._publisher is not None:
+                        self._publisher.close()
+                        self._publisher = None
+                    if time.monotonic() > deadline or self._closed.is_set():
+                        raise ConnectionError(f'RabbitMQ at {redact_url(self.url)}: {exc}') from exc
+                    self.logger.warning('RabbitMQ connection lost (%s); reconnecting', exc)
+                    time.sleep(RECONNECT_PAUSE_SECONDS)
+
+    def _drop_consumer(self, exc: BaseException) -> None:
+        """Forget the consuming session; its unacked messages are already back in the queue."""
+        self.logger.warning('RabbitMQ consuming connection lost (%s); will reconnect and consume again', exc)
+        if self._consumer is not None:
+            self._consumer.close()
+        self._consumer = None
+        self._received.clear()
+        self._settles.clear()
+
+    # -- publishing ----------------------------------------------------------------------
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        if priority is not None:
+            priority = max(0, min(int(priority), MAX_PRIORITY))
+        self._with_publisher(lambda session: session.publish(self.queue_name, body, priority))
+
+    def publish_many(self, bodies: list[str]) -> None:
+        # One transaction per batch: one round trip instead of a confirm per message, the same guarantee.
+        self._with_publisher(lambda session: session.publish_batch(self.queue_name, bodies))
+
+    def count(self) -> int:
+        return self._with_publisher(lambda session: session.count(self.queue_name))
+
+    def purge(self) -> None:
+        self._with_publisher(lambda session: session.purge(self.queue_name))
+
+    # -- consuming -----------------------------------------------------------------------
+    def _on_message(self, body: Body, tag: int) -> None:
+        self._received.append(Delivery(body, (self._generation, tag)))
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        try:
+            return self._fetch(max_count, timeout)
+        finally:
+            if self._settles:  # left by a pool thread while we held the lock
+                self._flush_if_free()
+
+    def _fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        with self._consume_lock:
+            try:
+                self._flush_settles()
+                if self._consumer is None:
+                    self._consumer = self._open(confirm=False)
+                    self._generation += 1
+                    self._prefetch = max(1, max_count)
+                    self._consumer.consume(self.queue_name, self._prefetch, self._on_message)
+                elif max_count > self._prefetch:
+                    self._prefetch = max_count
+                    self._consumer.set_prefetch(max_count)
+                deadline = time.monotonic() + timeout  # counted from here: connecting is not waiting
+                while not self._received:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed.is_set():
+                        return []
+                    self._consumer.pump(min(PUMP_SLICE_SECONDS, remaining))
+                    self._flush_settles()
+            except self.session_class.connection_errors as exc:
+                self._drop_consumer(exc)
+                raise ConnectionError(f'RabbitMQ consuming connection lost: {exc}') from exc
+            received = self._received
+            return [received.popleft() for _ in range(min(max_count, len(received)))]
+
+    def _flush_settles(self) -> None:
+        """Send the acks and requeues other threads left (caller holds ``_consume_lock``)."""
+        settles, consumer, generation = self._settles, self._consumer, self._generation
+        while settles:
+            delivery, is_ack = settles.popleft()
+            delivery_generation, tag = delivery.tag
+            if consumer is None or delivery_generation != generation:
+                continue  # from a connection that is gone: RabbitMQ has requeued it already
+            if is_ack:
+                consumer.ack(tag)
+            else:
+                consumer.requeue(tag)
+
+    def _settle(self, delivery: Delivery, is_ack: bool) -> None:
+        self._settles.append((delivery, is_ack))
+        self._flush_if_free()
+
+    def _flush_if_free(self) -> None:
+        """Send waiting settles now unless the fetch thread holds the connection (it sends them then)."""
+        if self._consume_lock.acquire(blocking=False):
+            try:
+                self._flush_settles()
+            except self.session_class.connection_errors as exc:
+                self._drop_consumer(exc)
+            finally:
+                self._consume_lock.release()
+
+    def ack(self, delivery: Delivery) -> None:
+        self._settle(delivery, True)
+
+    def requeue(self, delivery: Delivery) -> None:
+        self._settle(delivery, False)
+
+    def close(self) -> None:
+        super().close()
+        with self._consume_lock:
+            if self._consumer is not None:
+                try:
+                    self._flush_settles()
+                except self.session_class.connection_errors:
+                    pass
+                self._consumer.close()
+                self._consumer = None
+        with self._publish_lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None

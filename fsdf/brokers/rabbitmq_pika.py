@@ -1,0 +1,77 @@
+"""RABBITMQ_PIKA: the RabbitMQ broker on pika's BlockingConnection (never entered by two threads at once)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from fsdf.brokers.rabbitmq import AmqpSession, OnMessage, RabbitMQBroker
+
+PERSISTENT = pika.BasicProperties(delivery_mode=2, content_type='application/json')
+
+
+class PikaSession(AmqpSession):
+    """AMQP calls through pika."""
+
+    connection_errors = (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError,
+                         pika.exceptions.ConnectionWrongStateError, pika.exceptions.ChannelWrongStateError)
+
+    def __init__(self, url: str, confirm: bool) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        if confirm:
+            self.channel.confirm_delivery()
+        self.batch_channel: Optional[BlockingChannel] = None  # in transaction mode, opened on first batch
+
+    def declare(self, queue: str, arguments: dict) -> None:
+        self.channel.queue_declare(queue, durable=True, arguments=arguments)
+
+    def publish(self, queue: str, body: str, priority: Optional[int]) -> None:
+        properties = pika.BasicProperties(delivery_mode=2, content_type='application/json', priority=priority)
+        self.channel.basic_publish('', queue, body.encode(), properties, mandatory=True)
+
+    def publish_batch(self, queue: str, bodies: list[str]) -> None:
+        if self.batch_channel is None:
+            self.batch_channel = self.connection.channel()
+            self.batch_channel.tx_select()
+        publish = self.batch_channel.basic_publish
+        for body in bodies:
+            publish('', queue, body.encode(), PERSISTENT)
+        self.batch_channel.tx_commit()
+
+    def count(self, queue: str) -> int:
+        return self.channel.queue_declare(queue, passive=True).method.message_count
+
+    def purge(self, queue: str) -> None:
+        self.channel.queue_purge(queue)
+
+    def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
+        self.channel.basic_qos(prefetch_count=prefetch)
+        self.channel.basic_consume(queue, lambda channel, method, properties, body: on_message(
+            body, method.delivery_tag), auto_ack=False)
+
+    def set_prefetch(self, prefetch: int) -> None:
+        self.channel.basic_qos(prefetch_count=prefetch)
+
+    def pump(self, seconds: float) -> None:
+        self.connection.process_data_events(time_limit=seconds)
+
+    def ack(self, tag: int) -> None:
+        self.channel.basic_ack(tag)
+
+    def requeue(self, tag: int) -> None:
+        self.channel.basic_nack(tag, requeue=True)
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except pika.exceptions.AMQPError:
+            pass
+
+
+class PikaBroker(RabbitMQBroker):
+    """RabbitMQ through pika."""
+
+    session_class = PikaSession

@@ -1,0 +1,191 @@
+"""RabbitMQ brokers (AMQPStorm and pika) against a real RabbitMQ the suite starts on loopback."""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import amqpstorm
+import pytest
+
+import test_consume
+from fsdf import BrokerEnum, task_deco
+from fsdf.brokers import broker_class, get_broker
+from fsdf.exceptions import BrokerNotAvailableError
+from helpers import wait_until
+
+KINDS = [BrokerEnum.RABBITMQ_AMQPSTORM, BrokerEnum.RABBITMQ_PIKA]
+
+
+@pytest.fixture(params=KINDS, ids=['amqpstorm', 'pika'])
+def embedded_kind(request: pytest.FixtureRequest, rabbitmq_server) -> BrokerEnum:
+    """Both RabbitMQ kinds; named like conftest's fixture so the shared consume-path tests run on them."""
+    return request.param
+
+
+# The broker contract the embedded brokers pass, run unchanged on RabbitMQ.
+test_every_pushed_call_runs_once = test_consume.test_every_pushed_call_runs_once
+test_message_without_extra_from_another_program = test_consume.test_message_without_extra_from_another_program
+test_retries_then_success = test_consume.test_retries_then_success
+test_last_failure_goes_to_the_dead_letter_queue = test_consume.test_last_failure_goes_to_the_dead_letter_queue
+test_malformed_messages_go_to_the_dlq_with_the_reason = test_consume.test_malformed_messages_go_to_the_dlq_with_the_reason
+test_requeue_gives_the_message_back = test_consume.test_requeue_gives_the_message_back
+
+
+def raw_channel(url: str) -> tuple[amqpstorm.Connection, amqpstorm.Channel]:
+    """A plain AMQPStorm connection, as another program would have."""
+    connection = amqpstorm.UriConnection(url)
+    return connection, connection.channel()
+
+
+def test_plain_amqp_publish_from_another_program(queue_name: str, embedded_kind, rabbitmq_server) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def add(a, b):
+        seen.append(a + b)
+
+    add.get_message_count()  # declares the queue, as a deployed consumer would have
+    connection, channel = raw_channel(rabbitmq_server.url)
+    channel.basic.publish('{"a": 2, "b": 5}', queue_name, properties={'delivery_mode': 2})
+    connection.close()
+    assert add.drain(timeout=10) == 1 and seen == [7]
+
+
+def test_queue_is_durable_and_messages_persistent(queue_name: str, embedded_kind, rabbitmq_server) -> None:
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def f(x):
+        pass
+
+    f.push(1)
+    connection, channel = raw_channel(rabbitmq_server.url)
+    message = channel.basic.get(queue_name, no_ack=True)
+    connection.close()
+    assert message.properties['delivery_mode'] == 2
+    assert json.loads(message.body)['x'] == 1
+    # declaring it again as durable with the same arguments succeeds only if fsdf declared it so
+    connection, channel = raw_channel(rabbitmq_server.url)
+    channel.queue.declare(queue_name, durable=True, arguments={'x-max-priority': 10})
+    connection.close()
+
+
+def test_count_and_purge(queue_name: str, embedded_kind) -> None:
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def f(x):
+        pass
+
+    f.push_many(range(25))
+    assert f.get_message_count() == 25
+    f.clear()
+    assert f.get_message_count() == 0
+    assert get_broker(embedded_kind, f'{queue_name}_dlq').count() == 0  # the DLQ is an ordinary queue
+
+
+def test_higher_priority_runs_first(queue_name: str, embedded_kind) -> None:
+    order = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=1)
+    def f(x):
+        order.append(x)
+
+    for x, priority in [(1, 1), (2, 5), (3, 9), (4, None)]:
+        f.pub({'x': x}, priority=priority)
+    assert wait_until(lambda: f.get_message_count() == 4, 5)
+    f.drain(timeout=10)
+    assert order == [3, 2, 1, 4]
+
+
+def test_prefetch_is_bounded_by_concurrency(queue_name: str, embedded_kind) -> None:
+    release = threading.Event()
+    running = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=3)
+    def slow(x):
+        running.append(x)
+        release.wait(10)
+
+    slow.push_many(range(20))
+    slow.consume()
+    try:
+        assert wait_until(lambda: len(running) == 3, 10)
+        # RabbitMQ keeps everything beyond the 3 unacked deliveries: nothing else sits in this process
+        assert wait_until(lambda: slow.get_message_count() == 17, 5)
+    finally:
+        release.set()
+    assert wait_until(lambda: slow.consumer.counters.succeeded == 20, 20)
+    slow.consumer.stop()
+
+
+def test_many_threads_publish_at_once(queue_name: str, embedded_kind) -> None:
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8)
+    def f(x):
+        pass
+
+    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(50)]) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert f.get_message_count() == 400
+    assert f.drain(timeout=30) == 400
+
+
+def test_rabbitpy_points_to_the_other_clients() -> None:
+    with pytest.raises(BrokerNotAvailableError, match='RABBITMQ_AMQPSTORM.*RABBITMQ_PIKA'):
+        broker_class(BrokerEnum.RABBITMQ_RABBITPY)
+
+
+CONSUMER_SCRIPT = '''
+import sys, time
+from fsdf import BrokerEnum, task_deco
+
+@task_deco(sys.argv[1], broker_kind=BrokerEnum[sys.argv[2]], concurrent_num=4)
+def work(x):
+    with open(sys.argv[3], 'a') as out:
+        out.write(f'{x}\\n')
+    time.sleep(0.05)
+
+work.consume()
+'''
+
+
+def test_kill_9_of_a_consumer_loses_nothing(queue_name: str, embedded_kind, run_script, tmp_path) -> None:
+    done = tmp_path / 'done.txt'
+    done.touch()
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=4)
+    def work(x):
+        with open(done, 'a') as out:
+            out.write(f'{x}\n')
+
+    work.push_many(range(200))
+    child = run_script(CONSUMER_SCRIPT, queue_name, embedded_kind.name, str(done))
+    assert wait_until(lambda: len(done.read_text().split()) >= 20, 20)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    # RabbitMQ gives the dead connection's unacked messages back at once; this process finishes the queue.
+    work.drain(timeout=60)
+    assert set(map(int, done.read_text().split())) == set(range(200))
+
+
+def test_rabbitmq_restart_mid_run(queue_name: str, embedded_kind, rabbitmq_server) -> None:
+    seen = set()
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=4)
+    def work(x):
+        time.sleep(0.01)
+        with lock:
+            seen.add(x)
+
+    work.push_many(range(100))
+    work.consume()
+    try:
+        assert wait_until(lambda: len(seen) >= 10, 20)
+        rabbitmq_server.restart()
+        work.push_many(range(100, 150))  # publishing works again after the restart
+        assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
+        assert wait_until(lambda: work.get_message_count() == 0, 10)
+    finally:
+        work.consumer.stop()
