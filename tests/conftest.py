@@ -59,3 +59,20 @@ def fsdf_logs(caplog: pytest.LogCaptureFixture):
         yield caplog
     finally:
         logger.removeHandler(caplog.handler)
+
+
+def _point_fsdf_at(setting: str, value: str) -> None:
+    """Set a connection setting here and for the scripts tests start (they inherit the environment)."""
+    os.environ[f'FSDF_{setting}'] = value
+    fsdf.patch_frame_config(**{setting: value})
+
+
+@pytest.fixture(scope='session')
+def rabbitmq_server():
+    """A RabbitMQ node on loopback for the whole session (fails in CI, skips locally if it cannot start)."""
+    from servers._server_process import need
+    from servers.rabbitmq_server import RabbitMQServer
+    server = need(lambda: RabbitMQServer().start())
+    _point_fsdf_at('RABBITMQ_URL', server.url)
+    yield server
+    server.stop()

@@ -12,6 +12,9 @@ from fsdf.exceptions import BrokerNotAvailableError
 _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.LOCAL_PYTHON_QUEUE: ('fsdf.brokers.local_queue', 'LocalQueueBroker', ''),
     BrokerEnum.PERSISTQUEUE: ('fsdf.brokers.persist_queue', 'PersistQueueBroker', ''),
+    BrokerEnum.RABBITMQ_AMQPSTORM: ('fsdf.brokers.rabbitmq_amqpstorm', 'AmqpstormBroker', 'rabbitmq'),
+    BrokerEnum.RABBITMQ_PIKA: ('fsdf.brokers.rabbitmq_pika', 'PikaBroker', 'rabbitmq'),
+    BrokerEnum.RABBITMQ_RABBITPY: ('fsdf.brokers.rabbitmq_rabbitpy', 'RabbitpyBroker', 'rabbitmq'),
 }
 _instances: dict[tuple[BrokerEnum, str], Broker] = {}
 _lock = threading.Lock()

@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 # e.g. command -v redis-server >/dev/null || need+=(redis-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
   # Debian's postinst would start the daemons on all interfaces: forbid that.
   [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
