@@ -76,3 +76,14 @@ def rabbitmq_server():
     _point_fsdf_at('RABBITMQ_URL', server.url)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope='session')
+def mongo_server():
+    """A MongoDB-wire server (nx-27017, a compatible server) on loopback for the whole session."""
+    from servers._server_process import need
+    from servers.mongo_server import MongoServer
+    server = need(lambda: MongoServer().start())
+    _point_fsdf_at('MONGO_CONNECT_URL', server.url)
+    yield server
+    server.stop()

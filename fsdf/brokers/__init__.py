@@ -15,6 +15,7 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.RABBITMQ_AMQPSTORM: ('fsdf.brokers.rabbitmq_amqpstorm', 'AmqpstormBroker', 'rabbitmq'),
     BrokerEnum.RABBITMQ_PIKA: ('fsdf.brokers.rabbitmq_pika', 'PikaBroker', 'rabbitmq'),
     BrokerEnum.RABBITMQ_RABBITPY: ('fsdf.brokers.rabbitmq_rabbitpy', 'RabbitpyBroker', 'rabbitmq'),
+    BrokerEnum.MONGOMQ: ('fsdf.brokers.mongo', 'MongoBroker', 'mongo'),
 }
 _instances: dict[tuple[BrokerEnum, str], Broker] = {}
 _lock = threading.Lock()

@@ -1,0 +1,141 @@
+"""MONGOMQ: a MongoDB collection per queue, messages leased to consumers and deleted on ack.
+
+Database: the one named in ``MONGO_CONNECT_URL`` (``mongodb://host/db``), else ``fsdf``.
+Collection ``<queue>``, one document per message::
+
+    {"msg": "<the message's JSON text>" or {...the message object...},
+     "state": 0,                   # 0 ready, 1 taken by a consumer
+     "time": 1763800000.123,       # publish time, epoch seconds: consumers take the oldest first
+     "consumer": "host:pid:id",    # only while taken
+     "taken_at": 1763800001.5}     # only while taken
+
+Another program publishes with ``insert_one({"msg": {"a": 1, "b": 2}, "state": 0, "time": <now>})``.
+Taking is ``find_one_and_update`` from state 0 to 1 (index on ``state, time``); ack deletes the
+document. Consumers beat into ``fsdf_consumers`` (``_id`` = consumer id, ``queue``, ``host``,
+``pid``, ``last_beat``); messages taken by a consumer that stopped beating (or whose process is
+gone, on the same host) are put back to state 0 by any other consumer of the queue.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from typing import Any, ClassVar, Optional
+
+import pymongo
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+
+from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.persist_queue import _process_alive
+from fsdf.config import settings
+
+READY, TAKEN = 0, 1
+CONSUMERS_COLLECTION = 'fsdf_consumers'
+STALE_AFTER_SECONDS = 12.0  # a consumer that has not beaten for this long is taken for dead
+_HOST = socket.gethostname()
+
+
+class MongoBroker(Broker):
+    """A MongoDB collection as a queue, with leases that return a dead consumer's messages."""
+
+    guarantee = 'at-least-once: a dead consumer\'s messages return'
+    lease_check_seconds = 4.0
+    _clients: ClassVar[dict[str, pymongo.MongoClient]] = {}
+    _clients_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        url = settings.MONGO_CONNECT_URL
+        with self._clients_lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = self._clients[url] = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        database = client.get_default_database('fsdf')
+        self._collection: Collection = database[queue_name]
+        self._consumers: Collection = database[CONSUMERS_COLLECTION]
+        self._collection.create_index([('state', 1), ('time', 1)])
+        self._next_beat = 0.0
+
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        self._collection.insert_one({'msg': body, 'state': READY, 'time': time.time()})
+
+    def publish_many(self, bodies: list[str]) -> None:
+        now = time.time()
+        self._collection.insert_many([{'msg': body, 'state': READY, 'time': now} for body in bodies])
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if time.monotonic() >= self._next_beat:  # holding messages without a beat would let others take them
+            self.beat()
+        deadline = time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            taken = self._take(max_count)
+            if taken or self._closed.is_set():
+                return taken
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            time.sleep(min(pause, remaining))  # other processes insert without telling us: poll, backing off
+            pause = min(pause * 2, 0.05)
+
+    def _take(self, max_count: int) -> list[Delivery]:
+        taken = []
+        lease = {'$set': {'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': time.time()}}
+        take = self._collection.find_one_and_update
+        for _ in range(max_count):
+            document = take({'state': READY}, lease, sort=[('time', 1)], projection={'msg': 1},
+                            return_document=ReturnDocument.AFTER)
+            if document is None:
+                break
+            taken.append(Delivery(_body_of(document.get('msg')), document['_id']))
+        return taken
+
+    def ack(self, delivery: Delivery) -> None:
+        self._collection.delete_one({'_id': delivery.tag})
+
+    def requeue(self, delivery: Delivery) -> None:
+        self._collection.update_one({'_id': delivery.tag},
+                                    {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': ''}})
+
+    def count(self) -> int:
+        return self._collection.count_documents({'state': READY})
+
+    def purge(self) -> None:
+        self._collection.delete_many({'state': READY})
+
+    def close(self) -> None:
+        super().close()
+        self._consumers.delete_one({'_id': self.consumer_id})
+
+    def beat(self) -> None:
+        now = time.time()
+        self._next_beat = time.monotonic() + self.lease_check_seconds
+        self._consumers.update_one(
+            {'_id': self.consumer_id},
+            {'$set': {'last_beat': now, 'queue': self.queue_name, 'host': _HOST, 'pid': os.getpid()}},
+            upsert=True)
+
+    def recover_abandoned(self) -> int:
+        cutoff = time.time() - STALE_AFTER_SECONDS
+        live = []
+        for consumer in self._consumers.find({'queue': self.queue_name}):
+            gone = consumer.get('last_beat', 0) < cutoff or (
+                consumer.get('host') == _HOST and not _process_alive(consumer.get('pid') or 0))
+            if gone:
+                self._consumers.delete_one({'_id': consumer['_id']})
+            else:
+                live.append(consumer['_id'])
+        result = self._collection.update_many({'state': TAKEN, 'consumer': {'$nin': live}},
+                                              {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': ''}})
+        return result.modified_count
+
+
+def _body_of(msg: Any) -> str:
+    """The message text: stored as JSON text by fsdf, or as a sub-document by another program."""
+    if isinstance(msg, (str, bytes)):
+        return msg
+    return json.dumps(msg, default=str)
+
