@@ -1,7 +1,6 @@
 """Options: one typed definition, unknown names rejected with suggestions, the seed's old spellings kept."""
 from __future__ import annotations
 
-import logging
 import typing
 from dataclasses import fields
 

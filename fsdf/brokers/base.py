@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Optional, Union
+
+from fsdf.hosts import HOST
 
 Body = Union[str, bytes]
 
@@ -36,7 +37,7 @@ class Broker(ABC):
 
     def __init__(self, queue_name: str) -> None:
         self.queue_name = queue_name
-        self.consumer_id = f'{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
+        self.consumer_id = f'{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
         self.logger = logging.getLogger(f'fsdf.broker.{queue_name}')
         self._dlq: Optional[Broker] = None
         self._lease_thread: Optional[threading.Thread] = None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from typing import Any, ClassVar, Optional
@@ -29,13 +28,12 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
 from fsdf.brokers.base import Broker, Delivery
-from fsdf.brokers.persist_queue import _process_alive
 from fsdf.config import settings
+from fsdf.hosts import HOST, process_alive
 
 READY, TAKEN = 0, 1
 CONSUMERS_COLLECTION = 'fsdf_consumers'
 STALE_AFTER_SECONDS = 12.0  # a consumer that has not beaten for this long is taken for dead
-_HOST = socket.gethostname()
 
 
 class MongoBroker(Broker):
@@ -115,7 +113,7 @@ class MongoBroker(Broker):
         self._next_beat = time.monotonic() + self.lease_check_seconds
         self._consumers.update_one(
             {'_id': self.consumer_id},
-            {'$set': {'last_beat': now, 'queue': self.queue_name, 'host': _HOST, 'pid': os.getpid()}},
+            {'$set': {'last_beat': now, 'queue': self.queue_name, 'host': HOST, 'pid': os.getpid()}},
             upsert=True)
 
     def recover_abandoned(self) -> int:
@@ -123,7 +121,7 @@ class MongoBroker(Broker):
         live = []
         for consumer in self._consumers.find({'queue': self.queue_name}):
             gone = consumer.get('last_beat', 0) < cutoff or (
-                consumer.get('host') == _HOST and not _process_alive(consumer.get('pid') or 0))
+                consumer.get('host') == HOST and not process_alive(consumer.get('pid') or 0))
             if gone:
                 self._consumers.delete_one({'_id': consumer['_id']})
             else:

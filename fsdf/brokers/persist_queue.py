@@ -10,7 +10,6 @@ whose process is gone, has its messages put back by any other consumer of the qu
 from __future__ import annotations
 
 import os
-import socket
 import time
 from typing import Any, Optional
 
@@ -19,9 +18,9 @@ from persistqueue.sqlackqueue import AckStatus
 
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
+from fsdf.hosts import HOST, process_alive
 
 _READY, _TAKEN = int(AckStatus.ready), int(AckStatus.unack)
-_HOST = socket.gethostname()
 # A consumer that has not beaten for this long is taken for dead (it beats every few seconds).
 _STALE_AFTER = 12.0
 _PROMOTE_EVERY = 0.1  # how often a consumer moves due delayed messages into the queue
@@ -155,12 +154,12 @@ class PersistQueueBroker(Broker):
         with self._lock, self._db:
             self._db.execute('INSERT INTO fsdf_consumers (consumer, host, pid, started, last_beat) '
                              'VALUES (?, ?, ?, ?, ?) ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
-                             (self.consumer_id, _HOST, os.getpid(), now, now))
+                             (self.consumer_id, HOST, os.getpid(), now, now))
 
     def recover_abandoned(self) -> int:
         with self._lock, self._db:
-            local = self._db.execute('SELECT consumer, pid FROM fsdf_consumers WHERE host = ?', (_HOST,)).fetchall()
-            gone = [(consumer,) for consumer, pid in local if not _process_alive(pid)]
+            local = self._db.execute('SELECT consumer, pid FROM fsdf_consumers WHERE host = ?', (HOST,)).fetchall()
+            gone = [(consumer,) for consumer, pid in local if not process_alive(pid)]
             self._db.executemany('DELETE FROM fsdf_consumers WHERE consumer = ?', gone)
             orphaned = ('SELECT msg_id FROM fsdf_leases WHERE consumer NOT IN '
                         '(SELECT consumer FROM fsdf_consumers WHERE last_beat > ?)')
@@ -169,14 +168,4 @@ class PersistQueueBroker(Broker):
                 f'UPDATE {self._table} SET status = {_READY} WHERE _id IN ({orphaned})', (cutoff,)).rowcount
             self._db.execute(f'DELETE FROM fsdf_leases WHERE msg_id IN ({orphaned})', (cutoff,))
         return recovered
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 

@@ -2,7 +2,7 @@
 # Install (never start) the servers the test suite runs. The tests start and stop them on loopback.
 set -euo pipefail
 need=()
-# e.g. command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 if [ ${#need[@]} -gt 0 ]; then
   # Debian's postinst would start the daemons on all interfaces: forbid that.
