@@ -62,8 +62,8 @@ class RedisTickClaims:
     """Claims in Redis (``SET NX`` under ``fsdf:schedule:``), shared by schedulers on any machine."""
 
     def __init__(self, url: Optional[str] = None) -> None:
-        import redis
-        self._redis = redis.Redis.from_url(url or settings.redis_url())
+        from fsdf.redis_connection import redis_client
+        self._redis = redis_client(url)
 
     def claim(self, job_id: str, run_time: dt.datetime) -> bool:
         key = f'fsdf:schedule:{job_id}:{run_time.timestamp():.6f}'

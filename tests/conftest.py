@@ -68,6 +68,17 @@ def _point_fsdf_at(setting: str, value: str) -> None:
 
 
 @pytest.fixture(scope='session')
+def redis_server():
+    """A redis-server on loopback for the whole session (fails in CI, skips locally if it cannot start)."""
+    from servers._server_process import need
+    from servers.redis_server import RedisServer
+    server = need(lambda: RedisServer().start())
+    _point_fsdf_at('REDIS_URL', server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
 def rabbitmq_server():
     """A RabbitMQ node on loopback for the whole session (fails in CI, skips locally if it cannot start)."""
     from servers._server_process import need
@@ -85,5 +96,16 @@ def mongo_server():
     from servers.mongo_server import MongoServer
     server = need(lambda: MongoServer().start())
     _point_fsdf_at('MONGO_CONNECT_URL', server.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def kafka_server():
+    """A Kafka-protocol broker (Tansu, a compatible server) on loopback for the whole session."""
+    from servers._server_process import need
+    from servers.kafka_server import KafkaServer
+    server = need(lambda: KafkaServer().start())
+    _point_fsdf_at('KAFKA_BOOTSTRAP_SERVERS', server.bootstrap_servers)
     yield server
     server.stop()

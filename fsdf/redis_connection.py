@@ -1,0 +1,41 @@
+"""One Redis connection pool per process, built from the settings (``REDIS_URL`` or the ``REDIS_*`` fields).
+
+Every Redis user in fsdf (brokers, RPC results, filters, the rate limiter, heartbeats, schedule
+claims) takes its client from here, so a process opens one pool however many queues it serves.
+Clients retry a command once after a dropped connection; longer outages surface as
+``redis.ConnectionError`` to the caller, whose loop backs off and tries again.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from fsdf.config import redact_url, settings
+
+SOCKET_TIMEOUT_SECONDS = 30.0  # above any blocking command fsdf issues (those wait at most a few seconds)
+_clients: dict[tuple[int, str], redis.Redis] = {}
+_lock = threading.Lock()
+
+
+def redis_client(url: Optional[str] = None) -> redis.Redis:
+    """The shared client for ``url`` (default: the settings' Redis); replies are decoded as UTF-8 text."""
+    url = url or settings.redis_url()
+    key = (os.getpid(), url)  # a forked child must not share its parent's sockets
+    with _lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = redis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5,
+                health_check_interval=30, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 1),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError], max_connections=512)
+        return client
+
+
+def describe_redis(url: Optional[str] = None) -> str:
+    """The Redis URL with its password hidden, for logs."""
+    return redact_url(url or settings.redis_url())
