@@ -16,6 +16,8 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.RABBITMQ_PIKA: ('fsdf.brokers.rabbitmq_pika', 'PikaBroker', 'rabbitmq'),
     BrokerEnum.RABBITMQ_RABBITPY: ('fsdf.brokers.rabbitmq_rabbitpy', 'RabbitpyBroker', 'rabbitmq'),
     BrokerEnum.MONGOMQ: ('fsdf.brokers.mongo', 'MongoBroker', 'mongo'),
+    BrokerEnum.KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
+    BrokerEnum.CONFLUENT_KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
 }
 _instances: dict[tuple[BrokerEnum, str], Broker] = {}
 _lock = threading.Lock()

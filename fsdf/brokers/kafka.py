@@ -1,0 +1,271 @@
+"""KAFKA and CONFLUENT_KAFKA: a Kafka topic per queue, consumed by the consumer group named after it.
+
+At-least-once with manual commits: a partition's offset is committed only up to its oldest
+message that is not yet settled, so a slow message is never skipped by faster ones after it.
+On a rebalance the revoked partitions commit what settled and forget the rest; the new owner
+gets those messages again. Kafka cannot put a message back, so ``requeue`` produces it again
+at the end of the topic. ``count`` is the group's lag; ``purge`` moves the group's committed
+offsets to the end of every partition (the messages stay in Kafka until its retention ends).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, ClassVar, Optional
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fsdf.brokers.base import Broker, Delivery
+from fsdf.config import settings
+
+JOIN_WAIT_SECONDS = 30.0  # a fetch waits this long for the group to give it partitions
+CATCH_UP_SECONDS = 5.0  # an empty fetch keeps polling this long while our partitions still have unread messages
+
+
+class _Partition:
+    """Offsets taken from one partition, in order, and which of them have settled."""
+
+    __slots__ = ('pending', 'settled', 'next_offset', 'committed')
+
+    def __init__(self) -> None:
+        self.pending: deque[int] = deque()  # taken offsets, oldest first
+        self.settled: set[int] = set()  # taken offsets that settled while an older one had not
+        self.next_offset = -1  # the offset to commit: every taken message before it has settled
+        self.committed = -1
+
+    def taken(self, offset: int) -> None:
+        """A message was fetched (offsets only grow within a partition)."""
+        self.pending.append(offset)
+
+    def done(self, offset: int) -> None:
+        """A message settled; the commit point moves past every settled message at the head."""
+        pending, settled = self.pending, self.settled
+        settled.add(offset)
+        while pending and pending[0] in settled:
+            settled.discard(pending[0])
+            self.next_offset = pending.popleft() + 1
+
+
+class KafkaBroker(Broker):
+    """A Kafka topic and its consumer group, on confluent-kafka."""
+
+    guarantee = 'at-least-once, manual commits of settled offsets'
+    num_partitions: ClassVar[int] = 4
+    """Partitions of a topic fsdf creates; set before first use (or create the topic yourself)."""
+    _producers: ClassVar[dict[str, Producer]] = {}
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+    _created_topics: ClassVar[set[tuple[str, str]]] = set()
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.bootstrap = settings.KAFKA_BOOTSTRAP_SERVERS
+        self._ensure_topic()
+        self._producer = self._shared_producer()
+        self._consumer: Optional[Consumer] = None
+        self._assigned = threading.Event()
+        self._generation = 0  # bumped on every assignment change: settles of older deliveries are dropped
+        self._partitions: dict[int, _Partition] = {}
+        self._track_lock = threading.Lock()
+        self._lag_consumer: Optional[Consumer] = None
+        self._lag_lock = threading.Lock()
+
+    # -- setup ---------------------------------------------------------------------------
+    def _ensure_topic(self) -> None:
+        key = (self.bootstrap, self.queue_name)
+        if key in self._created_topics:
+            return
+        admin = AdminClient({'bootstrap.servers': self.bootstrap})
+        future = admin.create_topics([NewTopic(self.queue_name, self.num_partitions, 1)])[self.queue_name]
+        try:
+            future.result(15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        self._created_topics.add(key)
+
+    def _shared_producer(self) -> Producer:
+        with self._shared_lock:
+            producer = self._producers.get(self.bootstrap)
+            if producer is None:
+                producer = self._producers[self.bootstrap] = Producer({
+                    'bootstrap.servers': self.bootstrap, 'acks': 'all', 'enable.idempotence': True,
+                    'linger.ms': 2})
+            return producer
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return {'bootstrap.servers': self.bootstrap, 'group.id': self.queue_name, 'enable.auto.commit': False,
+                'auto.offset.reset': 'earliest', 'session.timeout.ms': 10000, 'heartbeat.interval.ms': 1000}
+
+    # -- publishing ----------------------------------------------------------------------
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        self.publish_many([body])
+
+    def publish_many(self, bodies: list[str]) -> None:
+        errors: list[KafkaError] = []
+
+        def delivered(error: Optional[KafkaError], _message: Any) -> None:
+            if error is not None:
+                errors.append(error)
+
+        producer, topic = self._producer, self.queue_name
+        for body in bodies:
+            while True:
+                try:
+                    producer.produce(topic, body.encode() if isinstance(body, str) else body, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain
+                    producer.poll(0.1)
+        producer.flush()  # returns once the broker acknowledged (acks=all) or gave up
+        if errors:
+            raise KafkaException(errors[0])
+
+    # -- consuming -----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with self._track_lock:
+            self._generation += 1
+            for tp in partitions:
+                self._partitions.setdefault(tp.partition, _Partition())
+        self._assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit(synchronous=True)
+        with self._track_lock:
+            self._generation += 1  # running messages of revoked partitions will be redelivered to the new owner
+            for tp in partitions:
+                self._partitions.pop(tp.partition, None)
+            if not self._partitions:
+                self._assigned.clear()
+
+    def _start_consumer(self) -> Consumer:
+        consumer = Consumer(self._consumer_config())
+        consumer.subscribe([self.queue_name], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_revoke)
+        return consumer
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._consumer is None:
+            self._consumer = self._start_consumer()
+        consumer = self._consumer
+        self._commit(synchronous=False)
+        deadline = time.monotonic() + timeout
+        join_deadline = time.monotonic() + JOIN_WAIT_SECONDS
+        catch_up_deadline: Optional[float] = None
+        while True:
+            messages = consumer.consume(max_count, min(max(deadline - time.monotonic(), 0.01), 0.5))
+            deliveries = self._track(messages)
+            if deliveries or self._closed.is_set():
+                return deliveries
+            now = time.monotonic()
+            if now < deadline:
+                continue
+            if not self._assigned.is_set():  # still joining the group: that is not an empty queue
+                if now < join_deadline:
+                    continue
+                return []
+            if catch_up_deadline is None:
+                catch_up_deadline = now + CATCH_UP_SECONDS
+            if now >= catch_up_deadline or not self._unread(consumer):
+                return []
+
+    def _track(self, messages: list[Any]) -> list[Delivery]:
+        deliveries = []
+        with self._track_lock:
+            generation, partitions = self._generation, self._partitions
+            for message in messages:
+                if message.error():
+                    if message.error().code() != KafkaError._PARTITION_EOF:
+                        self.logger.warning('Kafka consume error on %r: %s', self.queue_name, message.error())
+                    continue
+                partition, offset = message.partition(), message.offset()
+                tracker = partitions.get(partition)
+                if tracker is None:  # arrived after its partition was revoked
+                    continue
+                tracker.taken(offset)
+                deliveries.append(Delivery(message.value(), (generation, partition, offset)))
+        return deliveries
+
+    def _unread(self, consumer: Consumer) -> int:
+        """Messages in our assigned partitions that this consumer has not fetched yet."""
+        assigned = consumer.assignment()
+        unread = 0
+        positions = consumer.position(assigned)
+        unknown = [tp for tp in positions if tp.offset < 0]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(unknown, 10)} if unknown else {}
+        for tp in positions:
+            low, high = consumer.get_watermark_offsets(tp, 5)
+            offset = tp.offset if tp.offset >= 0 else committed.get(tp.partition, OFFSET_INVALID)
+            unread += high - (offset if offset >= 0 else low)
+        return unread
+
+    def _settle(self, delivery: Delivery) -> None:
+        generation, partition, offset = delivery.tag
+        with self._track_lock:
+            tracker = self._partitions.get(partition)
+            if tracker is not None and generation == self._generation:
+                tracker.done(offset)
+
+    def _commit(self, synchronous: bool) -> None:
+        """Commit, per partition, the offset before which every taken message has settled."""
+        with self._track_lock:
+            offsets = [TopicPartition(self.queue_name, partition, tracker.next_offset)
+                       for partition, tracker in self._partitions.items()
+                       if tracker.next_offset > tracker.committed]
+            for tp in offsets:
+                self._partitions[tp.partition].committed = tp.offset
+        if offsets and self._consumer is not None:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=not synchronous)
+            except KafkaException as exc:
+                self.logger.warning('Kafka commit on %r failed (the messages may be redelivered): %s',
+                                    self.queue_name, exc)
+
+    def ack(self, delivery: Delivery) -> None:
+        self._settle(delivery)
+
+    def requeue(self, delivery: Delivery) -> None:
+        body = delivery.body
+        self.publish_many([body.decode() if isinstance(body, bytes) else body])
+        self._settle(delivery)
+
+    # -- counting ------------------------------------------------------------------------
+    def _group_offsets(self) -> tuple[Consumer, list[TopicPartition], list[int]]:
+        """A non-member consumer of the group, the topic's partitions with committed offsets, and their ends."""
+        if self._lag_consumer is None:
+            self._lag_consumer = Consumer({**self._consumer_config(), 'enable.auto.commit': False})
+        consumer = self._lag_consumer
+        metadata = consumer.list_topics(self.queue_name, 10).topics[self.queue_name]
+        partitions = [TopicPartition(self.queue_name, p) for p in sorted(metadata.partitions)]
+        committed = consumer.committed(partitions, 10)
+        ends = []
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, 10)
+            if tp.offset < 0:
+                tp.offset = low
+            ends.append(high)
+        return consumer, committed, ends
+
+    def count(self) -> int:
+        with self._lag_lock:
+            _, committed, ends = self._group_offsets()
+            return sum(max(0, high - tp.offset) for tp, high in zip(committed, ends))
+
+    def purge(self) -> None:
+        with self._lag_lock:
+            consumer, committed, ends = self._group_offsets()
+            ahead = [TopicPartition(self.queue_name, tp.partition, high)
+                     for tp, high in zip(committed, ends) if high > tp.offset]
+            if ahead:
+                consumer.commit(offsets=ahead, asynchronous=False)
+
+    def close(self) -> None:
+        super().close()
+        if self._consumer is not None:
+            self._commit(synchronous=True)
+            self._consumer.close()
+            self._consumer = None
+        with self._lag_lock:
+            if self._lag_consumer is not None:
+                self._lag_consumer.close()
+                self._lag_consumer = None

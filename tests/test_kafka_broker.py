@@ -1,0 +1,126 @@
+"""KAFKA / CONFLUENT_KAFKA against a Kafka-protocol broker the suite starts on loopback (noida-db's
+kafka service by default, or Tansu: compatible servers, since Apache Kafka cannot be installed here)."""
+from __future__ import annotations
+
+import signal
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import test_consume
+from fsdf import BrokerEnum, task_deco
+from fsdf.brokers.kafka import KafkaBroker
+from helpers import wait_until
+
+
+@pytest.fixture(params=[BrokerEnum.KAFKA, BrokerEnum.CONFLUENT_KAFKA], ids=['kafka', 'confluent'])
+def embedded_kind(request: pytest.FixtureRequest, kafka_server) -> BrokerEnum:
+    """Both Kafka kinds; named like conftest's fixture so the shared consume-path tests run on them."""
+    return request.param
+
+
+# The broker contract the embedded brokers pass, run unchanged on Kafka.
+test_every_pushed_call_runs_once = test_consume.test_every_pushed_call_runs_once
+test_message_without_extra_from_another_program = test_consume.test_message_without_extra_from_another_program
+test_retries_then_success = test_consume.test_retries_then_success
+test_last_failure_goes_to_the_dead_letter_queue = test_consume.test_last_failure_goes_to_the_dead_letter_queue
+test_malformed_messages_go_to_the_dlq_with_the_reason = test_consume.test_malformed_messages_go_to_the_dlq_with_the_reason
+test_requeue_gives_the_message_back = test_consume.test_requeue_gives_the_message_back
+
+
+def committed(kafka_server, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition, read by a plain confluent-kafka client."""
+    reader = Consumer({'bootstrap.servers': kafka_server.bootstrap_servers, 'group.id': topic})
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(KafkaBroker.num_partitions)]
+        return {tp.partition: tp.offset for tp in reader.committed(partitions, 10)}
+    finally:
+        reader.close()
+
+
+def test_plain_produce_from_another_program(queue_name: str, kafka_server) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
+    def add(a, b):
+        seen.append(a + b)
+
+    add.get_message_count()  # creates the topic
+    producer = Producer({'bootstrap.servers': kafka_server.bootstrap_servers})
+    producer.produce(queue_name, b'{"a": 4, "b": 5}')
+    producer.flush()
+    assert add.drain(timeout=20) == 1 and seen == [9]
+
+
+def test_count_is_lag_and_purge_skips_to_the_end(queue_name: str, kafka_server) -> None:
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
+    def f(x):
+        pass
+
+    f.push_many(range(30))
+    assert f.get_message_count() == 30
+    f.clear()
+    assert f.get_message_count() == 0
+    f.push(1)
+    assert f.get_message_count() == 1
+    assert f.drain(timeout=20) == 1
+    assert f.get_message_count() == 0
+
+
+def test_slow_message_holds_back_the_commit(queue_name: str, kafka_server) -> None:
+    broker = KafkaBroker(queue_name)
+    producer = Producer({'bootstrap.servers': kafka_server.bootstrap_servers})
+    for n in range(5):
+        producer.produce(queue_name, f'{{"n": {n}}}'.encode(), partition=0)
+    producer.flush()
+    taken = []
+    while len(taken) < 5:
+        taken += broker.fetch(5, 5)
+    first, *later = sorted(taken, key=lambda d: d.tag[2])
+    assert first.tag[2] == 0
+    for delivery in later:  # everything after the slow first message finishes
+        broker.ack(delivery)
+    broker.fetch(1, 0.1)  # commits what it may
+    assert committed(kafka_server, queue_name).get(0, -1) in (-1001, 0)
+    broker.ack(first)
+    broker.fetch(1, 0.1)
+    assert wait_until(lambda: committed(kafka_server, queue_name)[0] == 5, 10)
+    broker.close()
+
+
+CONSUMER_SCRIPT = '''
+import sys, time
+from fsdf import BrokerEnum, task_deco
+
+@task_deco(sys.argv[1], broker_kind=BrokerEnum.KAFKA, concurrent_num=4)
+def work(x):
+    with open(sys.argv[2], 'a') as out:
+        out.write(f'{x}\\n')
+    time.sleep(0.02)
+
+work.consume()
+'''
+
+
+def test_second_consumer_joins_and_nothing_is_lost(queue_name: str, kafka_server, run_script, tmp_path) -> None:
+    done = tmp_path / 'done.txt'
+    done.touch()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA, concurrent_num=4)
+    def work(x):
+        with open(done, 'a') as out:
+            out.write(f'{x}\n')
+
+    work.push_many(range(400))
+    child = run_script(CONSUMER_SCRIPT, queue_name, str(done))
+    try:
+        assert wait_until(lambda: len(done.read_text().split()) >= 20, 30)
+        work.consume()  # joins the group: partitions are split between the two
+        assert wait_until(lambda: work.consumer.counters.succeeded > 0, 30)
+        child.send_signal(signal.SIGKILL)  # then one dies mid-run: its partitions come back to us
+        child.wait(10)
+        assert wait_until(lambda: set(map(int, done.read_text().split())) == set(range(400)), 60)
+    finally:
+        work.consumer.stop()
+        if child.poll() is None:
+            child.kill()
