@@ -13,14 +13,11 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from fsdf.config import settings
 from fsdf.controls.base import Control, RunOutcome
 from fsdf.enums import BrokerEnum
-
-if TYPE_CHECKING:
-    from fsdf.consumer import Consumer
 
 SQLITE_FILE_NAME = 'fsdf_task_filter.sqlite'
 _PURGE_EVERY = 1000  # records between sweeps of expired keys
