@@ -1,7 +1,7 @@
-"""Redis for the tests: Debian's redis-server on a loopback port, no persistence, stopped by pid.
+"""Redis for the tests: Debian's redis-server on a loopback port with an append-only file, stopped by pid.
 
-``restart()`` stops and starts it on the same port, as an outage mid-run does (the data is gone,
-as after a crash of a Redis without persistence; tests that need it back re-publish).
+``restart()`` stops it (SIGTERM: Redis flushes its append-only file) and starts it again on the
+same port and data, as an operator's restart does; clients see their connections drop meanwhile.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class RedisServer:
         """Start redis-server alone and wait until it accepts connections."""
         log = self.folder / 'server.log'
         self._process = start_process(
-            [REDIS_BIN, '--bind', '127.0.0.1', '--port', str(self.port), '--save', '', '--appendonly', 'no',
+            [REDIS_BIN, '--bind', '127.0.0.1', '--port', str(self.port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec',
              '--daemonize', 'no', '--dir', str(self.folder), '--protected-mode', 'yes'], log)
         wait_until_accepting(self._process, self.port, 15, log)
 
