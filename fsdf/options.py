@@ -39,7 +39,8 @@ class TaskOptions:
     """Calls started per second whatever each takes, 0 = unlimited; the pool grows up to concurrent_num
     to hold it (reachable while qps * call duration <= concurrent_num; else a warning says so)."""
     is_using_distributed_frequency_control: bool = False
-    """Share ``qps`` across all consumers of the queue through Redis. Not built yet."""
+    """Share ``qps`` across all consumers of the queue, on every machine, through one schedule in Redis
+    (``fsdf:rate:<queue>``, on Redis's clock); a consumer joining or leaving does not disturb the rate."""
     max_retry_times: int = 3
     """Retries after a failing run before the message goes to ``<queue>_dlq``."""
     function_timeout: float = 0
@@ -48,7 +49,8 @@ class TaskOptions:
     msg_expire_seconds: float = 0
     """Ack without running (counted as expired) messages older than this when their turn comes, 0 = never."""
     do_task_filtering: bool = False
-    """Ack without running (counted as filtered) calls whose arguments already ran successfully."""
+    """Ack without running (counted as filtered) calls whose arguments already ran successfully. Keys live
+    in the process (LOCAL_PYTHON_QUEUE), in SQLite (PERSISTQUEUE) or in Redis (server brokers)."""
     task_filtering_expire_seconds: float = 0
     """How long a successful call filters its twins, 0 = forever."""
     is_do_not_run_by_specify_time_effect: bool = False
@@ -58,7 +60,8 @@ class TaskOptions:
     is_using_rpc_mode: bool = False
     """Send each result back to the publisher's ``AsyncResult`` (Redis; in-process or SQLite for embedded)."""
     is_send_consumer_heartbeat_to_redis: bool = False
-    """Report this consumer to Redis every few seconds. Not built yet."""
+    """Report this consumer (host, pid, queue, broker, concurrency, qps, run counters and rates) to the
+    Redis registry ``fsdf:consumers:<queue>`` every few seconds; works with any broker."""
     function_result_status_persistance_conf: FunctionResultStatusPersistanceConfig = field(
         default_factory=FunctionResultStatusPersistanceConfig)
     """Store every run's arguments, result and status. Not built yet."""
@@ -131,7 +134,6 @@ class TaskOptionsKwargs(TypedDict, total=False):
 
 # Options accepted for compatibility whose behaviour later issues build.
 NOT_BUILT_YET = (
-    'is_using_distributed_frequency_control', 'is_send_consumer_heartbeat_to_redis',
     'function_result_status_persistance_conf',
 )
 

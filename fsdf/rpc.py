@@ -17,6 +17,7 @@ from fsdf.config import settings
 from fsdf.enums import BrokerEnum
 
 RESULT_TTL_SECONDS = 600
+BLOCK_SLICE_SECONDS = 10.0  # one blocking Redis wait; below redis_connection.SOCKET_TIMEOUT_SECONDS
 
 
 class ResultBackend(ABC):
@@ -87,6 +88,11 @@ class SqliteResultBackend(ResultBackend):
             pause = min(pause * 2, 0.05)
 
 
+def result_key(task_id: str) -> str:
+    """The Redis list that carries a task's result back."""
+    return f'fsdf:result:{task_id}'
+
+
 class RedisResultBackend(ResultBackend):
     """Results in Redis lists ``fsdf:result:<task id>``; a waiter blocks on the list without consuming it."""
 
@@ -95,17 +101,27 @@ class RedisResultBackend(ResultBackend):
         self._redis = redis_client()
 
     def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
-        key = f'fsdf:result:{task_id}'
+        key = result_key(task_id)
         with self._redis.pipeline(transaction=False) as pipe:
             pipe.rpush(key, json.dumps(payload))
-            pipe.expire(key, int(ttl))
+            pipe.pexpire(key, max(1, round(ttl * 1000)))  # EXPIRE 0 would delete the result at once
             pipe.execute()
 
     def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
-        key = f'fsdf:result:{task_id}'
-        # BLMOVE from a list to itself returns its element and leaves it there for other waiters.
-        raw = self._redis.blmove(key, key, 0 if timeout is None else max(timeout, 0.01), 'LEFT', 'LEFT')
-        return json.loads(raw) if raw is not None else None
+        key = result_key(task_id)
+        if timeout is not None and timeout <= 0:
+            raw = self._redis.lindex(key, 0)
+            return json.loads(raw) if raw is not None else None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Block in slices shorter than the client's socket timeout, which would otherwise cut a long wait.
+            block = BLOCK_SLICE_SECONDS if deadline is None else min(BLOCK_SLICE_SECONDS, deadline - time.monotonic())
+            # BLMOVE from a list to itself returns its element and leaves it there for other waiters.
+            raw = self._redis.blmove(key, key, max(block, 0.01), 'LEFT', 'LEFT')
+            if raw is not None:
+                return json.loads(raw)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
 
 _backends: dict[str, ResultBackend] = {}

@@ -17,14 +17,19 @@ def build_controls(consumer: 'Consumer') -> list[Control]:
     """The controls a consumer's options ask for, in the order they apply.
 
     The window comes before the rate governor, so a closed window does not bank start credit.
-    Expiry is always there because any message may ask for it in its ``extra``.
+    Expiry is always there because any message may ask for it in its ``extra``. The Redis-backed
+    ones (distributed qps, heartbeats) are imported only when asked for: redis is an optional extra.
     """
     options = consumer.options
     controls: list[Control] = []
     if options.is_do_not_run_by_specify_time_effect:
         controls.append(DoNotRunWindow(options.do_not_run_by_specify_time))
     if options.qps:
-        controls.append(RateGovernor(options.qps))
+        pacer = None
+        if options.is_using_distributed_frequency_control:
+            from fsdf.controls.distributed_rate import RedisPacer
+            pacer = RedisPacer(consumer.queue_name, options.qps, consumer.logger)
+        controls.append(RateGovernor(options.qps, pacer))
     controls.append(MessageExpiry(options.msg_expire_seconds))
     if options.do_task_filtering:
         controls.append(TaskFilter(filter_store(consumer.broker_kind, consumer.queue_name),
@@ -32,6 +37,9 @@ def build_controls(consumer: 'Consumer') -> list[Control]:
     if options.is_using_rpc_mode:
         from fsdf.controls.rpc import RpcResultControl
         controls.append(RpcResultControl(consumer))
+    if options.is_send_consumer_heartbeat_to_redis:
+        from fsdf.controls.heartbeat import RedisHeartbeat
+        controls.append(RedisHeartbeat())
     return controls
 
 

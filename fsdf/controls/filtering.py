@@ -2,9 +2,17 @@
 
 The key is the arguments in canonical JSON (sorted keys). A key is recorded only after a
 successful run, so a call that failed (or is still running) does not filter its twins; two
-twins fetched at the same moment may both run. Where keys live depends on the broker: in the
-process for LOCAL_PYTHON_QUEUE, in SQLite beside the queues for PERSISTQUEUE (shared by every
-process of the machine). Other stores register with :func:`register_filter_store`.
+twins fetched at the same moment may both run. Where keys live depends on the broker, so
+filtering reaches exactly as far as the queue's consumers do:
+
+- LOCAL_PYTHON_QUEUE: in the process (its consumers are all there);
+- PERSISTQUEUE: in SQLite beside the queues, shared by every process of the machine. The
+  embedded brokers never need Redis (SPEC section 4);
+- every server broker (the Redis kinds, RabbitMQ, Kafka, MongoDB, and kinds added later): in
+  Redis (:class:`fsdf.controls.redis_filter.RedisFilterStore`), because their consumers span
+  machines. Each entry is its own key with its own expiry.
+
+Another store can be put in place with :func:`register_filter_store`.
 """
 from __future__ import annotations
 
@@ -106,7 +114,13 @@ class SqliteFilterStore(FilterStore):
             self._db.execute('DELETE FROM fsdf_task_filter WHERE queue = ?', (self.queue_name,))
 
 
+def _redis_store(queue_name: str) -> FilterStore:
+    from fsdf.controls.redis_filter import RedisFilterStore  # redis is an optional extra
+    return RedisFilterStore(queue_name)
+
+
 _STORE_MAKERS: dict[BrokerEnum, Callable[[str], FilterStore]] = {
+    **{kind: _redis_store for kind in BrokerEnum},
     BrokerEnum.LOCAL_PYTHON_QUEUE: lambda queue_name: MemoryFilterStore(),
     BrokerEnum.PERSISTQUEUE: SqliteFilterStore,
 }
@@ -115,7 +129,7 @@ _stores_lock = threading.Lock()
 
 
 def register_filter_store(kind: BrokerEnum, make: Callable[[str], FilterStore]) -> None:
-    """Use ``make(queue_name)`` as the filter store of a broker kind (the Redis issue adds its own)."""
+    """Use ``make(queue_name)`` as the filter store of a broker kind."""
     _STORE_MAKERS[BrokerEnum(kind)] = make
 
 
@@ -125,8 +139,6 @@ def filter_store(kind: BrokerEnum, queue_name: str) -> FilterStore:
     with _stores_lock:
         store = _stores.get((kind, queue_name))
         if store is None:
-            if kind not in _STORE_MAKERS:
-                raise NotImplementedError(f'do_task_filtering has no store for broker {kind.name} yet')
             store = _stores[(kind, queue_name)] = _STORE_MAKERS[kind](queue_name)
         return store
 

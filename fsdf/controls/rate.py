@@ -11,8 +11,9 @@ cannot take the next message, and the rate falls to ``concurrent_num / call dura
 the governor then logs one warning saying so and what ``concurrent_num`` would be needed.
 
 The pacing itself is a :class:`Pacer`. :class:`LocalPacer` paces this consumer alone; a
-distributed pacer (a Redis token bucket shared by every consumer of the queue) implements the
-same ``take`` and is passed to :class:`RateGovernor` instead.
+distributed pacer (:class:`fsdf.controls.distributed_rate.RedisPacer`, one schedule in Redis
+shared by every consumer of the queue) implements the same ``take`` and is passed to
+:class:`RateGovernor` instead.
 """
 from __future__ import annotations
 
@@ -40,6 +41,14 @@ class Pacer(ABC):
     @abstractmethod
     def take(self, most: int, stopping: threading.Event) -> int:
         """Block until at least one start is due (or ``stopping`` is set: then 0); how many, at most ``most``."""
+
+    def window_starts(self, given: int) -> int:
+        """Starts that count against the rate since the last call, given this consumer's ``given``.
+
+        A shared pacer counts every consumer's starts, so one consumer's small share is not taken
+        for a rate out of reach.
+        """
+        return given
 
 
 class LocalPacer(Pacer):
@@ -114,6 +123,7 @@ class RateGovernor(Control):
         now = time.monotonic()
         if self._window_start is None:
             self._window_start = now
+            self.pacer.window_starts(0)
             return
         self._given += count
         if count and count == wanted:
@@ -123,8 +133,9 @@ class RateGovernor(Control):
         elapsed = now - self._window_start
         if elapsed < self._window_seconds:
             return
-        if self._given < 0.9 * self.qps * elapsed and self._slot_bound > self._other:
-            self._report(self._given / elapsed)
+        starts = self.pacer.window_starts(self._given)
+        if starts < 0.9 * self.qps * elapsed and self._slot_bound > self._other:
+            self._report(starts / elapsed)
         self._window_start, self._given, self._slot_bound, self._other = now, 0, 0, 0
 
     def _report(self, achieved: float) -> None:

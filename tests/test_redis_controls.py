@@ -1,0 +1,290 @@
+"""Controls that live in Redis, against a real redis-server: distributed qps, filters, heartbeats, RPC."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fsdf import BrokerEnum, redis_registry, task_deco
+from fsdf.brokers import built_broker_kinds
+from fsdf.controls.distributed_rate import rate_key
+from fsdf.controls.filtering import filter_key
+from fsdf.hosts import HOST
+from fsdf.controls.redis_filter import RedisFilterStore, filter_entry_prefix
+from fsdf.redis_connection import redis_client
+from fsdf.result import TaskFailedError
+from fsdf.rpc import RESULT_TTL_SECONDS, result_key
+
+from helpers import wait_until
+
+pytestmark = pytest.mark.usefixtures('redis_server')
+
+
+@pytest.fixture
+def server_kind(request: pytest.FixtureRequest) -> BrokerEnum:
+    """A broker kind whose filters and RPC results live in Redis."""
+    if BrokerEnum.REDIS_ACK_ABLE in built_broker_kinds():
+        return BrokerEnum.REDIS_ACK_ABLE
+    request.getfixturevalue('rabbitmq_server')
+    return BrokerEnum.RABBITMQ_AMQPSTORM
+
+
+def redis_keys(prefix: str) -> list[str]:
+    return list(redis_client().scan_iter(match=prefix + '*'))
+
+
+def rate_of(starts: list[float]) -> float:
+    """Starts per second from the first start to the last."""
+    starts = sorted(starts)
+    return (len(starts) - 1) / (starts[-1] - starts[0])
+
+
+# -- distributed qps -------------------------------------------------------------------------
+TICKER = '''
+import logging, sys, time
+from fsdf import task_deco, BrokerEnum
+
+out = open(sys.argv[2], 'a', buffering=1)
+
+@task_deco(sys.argv[1], broker_kind=BrokerEnum.PERSISTQUEUE, qps=4, is_using_distributed_frequency_control=True,
+           log_level=logging.WARNING)
+def tick(i):
+    out.write(f'{time.time()}\\n')
+
+tick.consume()
+'''
+
+
+def starts_in(path: Path, after: float = 0.0) -> list[float]:
+    """Start times a ticker process wrote (whole lines only), later than ``after``."""
+    if not path.exists():
+        return []
+    lines = path.read_text().split('\n')[:-1]
+    return [t for t in map(float, lines) if t > after]
+
+
+def test_distributed_qps_holds_for_one_consumer(queue_name: str) -> None:
+    starts: list[float] = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE, qps=4, is_using_distributed_frequency_control=True)
+    def tick(i):
+        starts.append(time.monotonic())
+
+    tick.push_many(range(40))
+    tick.consume()
+    try:
+        assert wait_until(lambda: len(starts) >= 21, timeout=10)
+    finally:
+        tick.stop(grace=2)
+    assert rate_of(starts[:21]) == pytest.approx(4, rel=0.05)
+    assert min(b - a for a, b in zip(starts, starts[1:])) > 0.15  # one by one, never a burst
+    assert redis_client().exists(rate_key(queue_name))
+
+
+def test_two_processes_share_the_rate_and_it_holds_when_one_leaves(queue_name: str, run_script,
+                                                                  tmp_path: Path) -> None:
+    @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE)
+    def tick(i):
+        pass
+
+    tick.push_many(range(200))
+    files = [tmp_path / 'a.txt', tmp_path / 'b.txt']
+    procs = [run_script(TICKER, queue_name, str(path)) for path in files]
+    try:
+        assert wait_until(lambda: all(starts_in(path) for path in files), timeout=15)
+        both_running = time.time()
+        assert wait_until(lambda: sum(len(starts_in(p, both_running)) for p in files) >= 33, timeout=15)
+        together = [t for path in files for t in starts_in(path, both_running)]
+        shares = [len(starts_in(path, both_running)) for path in files]
+
+        procs[1].terminate()
+        assert procs[1].wait(10) == 0
+        settled = time.time() + 2.0
+        assert wait_until(lambda: len(starts_in(files[0], settled)) >= 17, timeout=10)
+        alone = starts_in(files[0], settled)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(20)
+    print(f'distributed qps=4: two processes {rate_of(together):.3f}/s (shares {shares}), '
+          f'one left {rate_of(alone):.3f}/s')
+    assert rate_of(together) == pytest.approx(4, rel=0.05)
+    assert min(shares) >= 8  # both consumers start calls: the rate is shared, not one process's alone
+    assert rate_of(alone) == pytest.approx(4, rel=0.05)
+
+
+def test_stop_is_prompt_while_waiting_for_a_distributed_start(queue_name: str) -> None:
+    ran = threading.Event()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE, qps=0.1, is_using_distributed_frequency_control=True)
+    def slow(i):
+        ran.set()
+
+    slow.push_many(range(3))
+    slow.consume()
+    assert ran.wait(10)  # the next start is 10 s away
+    began = time.monotonic()
+    slow.stop(grace=2)
+    assert time.monotonic() - began < 2.0
+    assert slow.consumer.counters.succeeded == 1
+
+
+# -- do_task_filtering in Redis ----------------------------------------------------------------
+def test_redis_filter_skips_a_call_that_already_ran(queue_name: str, server_kind: BrokerEnum) -> None:
+    ran = []
+
+    @task_deco(queue_name, broker_kind=server_kind, do_task_filtering=True, concurrent_num=1)
+    def f(a, b):
+        ran.append((a, b))
+
+    f.clear_filter()
+    f.push(1, 2)
+    assert f.drain(timeout=15) == 1
+    f.pub({'b': 2, 'a': 1})  # the same call, keys in another order
+    f.push(1, 3)
+    assert f.drain(timeout=15) == 2
+    assert ran == [(1, 2), (1, 3)]
+    assert f.consumer.counters.filtered == 1
+    assert len(redis_keys(filter_entry_prefix(queue_name))) == 2  # one key per entry
+    f.clear_filter()
+    assert redis_keys(filter_entry_prefix(queue_name)) == []
+    f.push(1, 2)
+    assert f.drain(timeout=15) == 1
+    assert ran[-1] == (1, 2)
+
+
+def test_redis_filter_entries_expire_each_on_its_own(queue_name: str) -> None:
+    store = RedisFilterStore(queue_name)
+    short, forever, longer = filter_key({'x': 1}), filter_key({'x': 2}), filter_key({'x': 3})
+    store.record(short, 0.3)
+    store.record(forever, 0)
+    store.record(longer, 60)
+    client = redis_client()
+    assert client.ttl(store.entry_key(forever)) == -1
+    assert 55 <= client.ttl(store.entry_key(longer)) <= 60
+    assert store.seen(short)
+    assert wait_until(lambda: not store.seen(short), timeout=3)
+    assert store.seen(forever) and store.seen(longer)
+    store.record(longer, 0)  # recorded again forever: the earlier expiry no longer applies
+    assert client.ttl(store.entry_key(longer)) == -1
+    store.clear()
+    assert not store.seen(forever) and not store.seen(longer)
+
+
+def test_filter_clear_touches_only_its_own_queue(queue_name: str) -> None:
+    mine, other = RedisFilterStore(f'{queue_name}*'), RedisFilterStore(f'{queue_name}_other')
+    mine.record(filter_key({'x': 1}), 0)
+    other.record(filter_key({'x': 1}), 0)
+    mine.clear()  # a glob character in the queue name must not widen what clear removes
+    assert not mine.seen(filter_key({'x': 1})) and other.seen(filter_key({'x': 1}))
+    other.clear()
+
+
+FILTERED_CONSUMER = '''
+import sys
+from fsdf import task_deco, BrokerEnum
+
+@task_deco(sys.argv[1], broker_kind=BrokerEnum(int(sys.argv[2])), do_task_filtering=True)
+def f(x):
+    print('ran', x)
+
+f.push(1)
+assert f.drain(timeout=15) == 1
+'''
+
+
+def test_redis_filter_is_shared_by_processes(queue_name: str, server_kind: BrokerEnum, run_script) -> None:
+    ran = []
+
+    @task_deco(queue_name, broker_kind=server_kind, do_task_filtering=True)
+    def f(x):
+        ran.append(x)
+
+    f.clear_filter()
+    proc = run_script(FILTERED_CONSUMER, queue_name, str(int(server_kind)), stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and 'ran 1' in out
+    f.push(1)
+    f.push(2)
+    assert f.drain(timeout=15) == 2
+    assert ran == [2]  # 1 already ran in the other process
+    assert f.consumer.counters.filtered == 1
+    f.clear_filter()
+
+
+# -- heartbeats ----------------------------------------------------------------------------
+def test_heartbeat_reports_the_consumer_and_its_counters(queue_name: str) -> None:
+    @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE, is_send_consumer_heartbeat_to_redis=True,
+               concurrent_num=4, qps=50)
+    def f(x):
+        return x
+
+    f.push_many(range(5))
+    f.consume()
+    consumer_id = f.consumer.broker.consumer_id
+    client = redis_client()
+
+    def counters() -> dict:
+        info = redis_registry.consumer_info(client, consumer_id)
+        return json.loads(info['counters']) if info else {}
+
+    try:
+        assert wait_until(lambda: counters().get('succeeded') == 5, timeout=10)
+        assert redis_registry.live_consumers(client, queue_name) == [consumer_id]
+        info = redis_registry.consumer_info(client, consumer_id)
+        assert info['queue'] == queue_name and info['broker_kind'] == 'PERSISTQUEUE'
+        assert (info['host'], int(info['pid'])) == (HOST, os.getpid())
+        assert (int(info['concurrency']), float(info['qps'])) == (4, 50)
+        assert float(info['start_time']) <= time.time()
+        assert 'succeeded' in json.loads(info['rates'])
+    finally:
+        f.stop(grace=5)
+    assert wait_until(lambda: not redis_registry.live_consumers(client, queue_name), timeout=5)
+    assert redis_registry.consumer_info(client, consumer_id) == {}
+
+
+# -- RPC over Redis --------------------------------------------------------------------------
+async def awaited(result):
+    return await result
+
+
+def test_rpc_results_come_back_through_redis(queue_name: str, server_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=server_kind, is_using_rpc_mode=True, max_retry_times=1,
+               is_print_detail_exception=False)
+    def divide(a, b):
+        return {'quotient': a / b}
+
+    good, bad = divide.push(1, 4), divide.push(1, 0)
+    assert good.status == 'pending'
+    divide.consume()
+    try:
+        assert good.get(timeout=15) == {'quotient': 0.25}
+        assert good.result == {'quotient': 0.25}
+        assert good.status == 'success'
+        with pytest.raises(TaskFailedError, match='failed after 1 retries: ZeroDivisionError: division by zero'):
+            bad.get(timeout=15)
+        assert bad.status == 'failed'
+        assert asyncio.run(awaited(divide.push(3, 2))) == {'quotient': 1.5}
+    finally:
+        divide.stop(grace=5)
+    ttl = redis_client().ttl(result_key(good.task_id))
+    assert 0 < ttl <= RESULT_TTL_SECONDS
+
+
+def test_rpc_get_times_out_clearly(queue_name: str, server_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=server_kind, is_using_rpc_mode=True)
+    def f(x):
+        return x
+
+    began = time.monotonic()
+    with pytest.raises(TimeoutError, match='no result for task'):
+        f.push(1).get(timeout=0.5)
+    assert 0.5 <= time.monotonic() - began < 2
+    f.clear()
