@@ -16,6 +16,10 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.RABBITMQ_PIKA: ('fsdf.brokers.rabbitmq_pika', 'PikaBroker', 'rabbitmq'),
     BrokerEnum.RABBITMQ_RABBITPY: ('fsdf.brokers.rabbitmq_rabbitpy', 'RabbitpyBroker', 'rabbitmq'),
     BrokerEnum.MONGOMQ: ('fsdf.brokers.mongo', 'MongoBroker', 'mongo'),
+    BrokerEnum.REDIS: ('fsdf.brokers.redis_list', 'RedisListBroker', 'redis'),
+    BrokerEnum.REDIS_ACK_ABLE: ('fsdf.brokers.redis_ack', 'RedisAckBroker', 'redis'),
+    BrokerEnum.RedisBrpopLpush: ('fsdf.brokers.redis_brpoplpush', 'RedisBrpopLpushBroker', 'redis'),
+    BrokerEnum.REDIS_STREAM: ('fsdf.brokers.redis_stream', 'RedisStreamBroker', 'redis'),
     BrokerEnum.KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.CONFLUENT_KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
 }

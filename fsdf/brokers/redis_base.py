@@ -1,0 +1,138 @@
+"""What every Redis kind shares: the client, publishing, count, purge, giving messages back, delays.
+
+A queue ``q`` is the Redis key ``q`` (a list here; REDIS_STREAM overrides for a stream). Another
+program publishes with ``LPUSH q '{"a": 1, "b": 2}'``; consumers take from the other end, so the
+order is first in, first out. Delayed messages wait in the sorted set ``fsdf:delayed:<q>`` (score:
+due time, epoch seconds); consumers move due ones into the queue, at most every 0.1 s each.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import uuid
+from typing import ClassVar, Iterable, Optional
+
+import redis
+
+from fsdf.brokers.base import Broker, Delivery
+from fsdf.redis_connection import redis_client
+
+PUBLISH_CHUNK = 10_000        # values in one LPUSH
+PROMOTE_EVERY_SECONDS = 0.1   # how often a consumer moves due delayed messages into the queue
+PROMOTE_AT_MOST = 1000        # delayed messages moved by one script run
+# A blocking pop waits at most this long, so a delayed message another process publishes meanwhile
+# is moved into the queue soon after it is due.
+MAX_BLOCK_SECONDS = 0.5
+MIN_BLOCK_SECONDS = 0.01      # Redis reads a timeout of 0 as "forever"
+
+# KEYS: delayed zset, queue. ARGV: now, how many at most. Returns the next due time, or nil.
+# A member is "<unique prefix>:<body>", so equal bodies delayed alike stay separate messages.
+_PROMOTE_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, member in ipairs(due) do
+  local body = string.sub(member, string.find(member, ':', 1, true) + 1)
+  %s
+end
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return next_due[2]
+"""
+
+
+class RedisBroker(Broker):
+    """A Redis list as a queue; the base of every Redis kind (each says how it takes and acks)."""
+
+    # The Lua statement that queues ``body`` on KEYS[2] (the stream kind adds to a stream instead).
+    push_one_lua: ClassVar[str] = "redis.call('LPUSH', KEYS[2], body)"
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self._redis = redis_client()
+        self._delayed_key = f'fsdf:delayed:{queue_name}'
+        self._promote = self._redis.register_script(_PROMOTE_LUA % self.push_one_lua)
+        self._next_promotion = 0.0
+        self._next_due = 0.0
+        self._delay_prefix = uuid.uuid4().hex
+        self._delay_numbers = itertools.count()
+
+    # -- publishing ----------------------------------------------------------------------
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        self._redis.lpush(self.queue_name, body)
+
+    def publish_many(self, bodies: list[str]) -> None:
+        with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(bodies), PUBLISH_CHUNK):
+                self._push(pipe, bodies[start:start + PUBLISH_CHUNK])
+            pipe.execute()
+
+    def _push(self, pipe: redis.client.Pipeline, bodies: list[str]) -> None:
+        """Queue bodies at the publishing end (the back of the line)."""
+        pipe.lpush(self.queue_name, *bodies)
+
+    def _push_front(self, pipe: redis.client.Pipeline, bodies: list[str]) -> None:
+        """Queue bodies at the consuming end, in their order, so they are taken next."""
+        pipe.rpush(self.queue_name, *reversed(bodies))
+
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        prefix, numbers = self._delay_prefix, self._delay_numbers
+        self._redis.zadd(self._delayed_key, {f'{prefix}{next(numbers)}:{body}': due for body in bodies})
+        self._next_due = min(self._next_due, due)
+
+    def _promote_due(self) -> None:
+        """Move due delayed messages into the queue, and note when the next one is due."""
+        now = time.time()
+        if now < self._next_promotion:
+            return
+        self._next_promotion = now + PROMOTE_EVERY_SECONDS
+        next_due = self._promote(keys=[self._delayed_key, self.queue_name], args=[repr(now), PROMOTE_AT_MOST])
+        self._next_due = float(next_due) if next_due is not None else math.inf
+
+    # -- consuming -----------------------------------------------------------------------
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._promote_due()
+            taken = self._take(max_count)
+            remaining = deadline - time.monotonic()
+            if taken or remaining <= 0 or self._closed.is_set():
+                return taken
+            until_due = max(self._next_due - time.time(), 0.0) + PROMOTE_EVERY_SECONDS
+            wait = max(min(remaining, until_due, MAX_BLOCK_SECONDS), MIN_BLOCK_SECONDS)
+            taken = self._take_blocking(max_count, wait)
+            if taken:
+                return taken
+
+    def _take(self, max_count: int) -> list[Delivery]:
+        """Take up to ``max_count`` waiting messages without blocking."""
+        raise NotImplementedError
+
+    def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
+        """Wait up to ``wait`` s for a message to arrive; take it (and maybe more)."""
+        raise NotImplementedError
+
+    def requeue(self, delivery: Delivery) -> None:
+        self._give_back([delivery], to_front=False)
+
+    def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Give prefetched messages back to the consuming end, in their order, so they run next."""
+        deliveries = list(deliveries)
+        if deliveries:
+            self._give_back(deliveries, to_front=True)
+
+    def _give_back(self, deliveries: list[Delivery], to_front: bool) -> None:
+        """Queue the messages again and release them from this consumer, in one transaction."""
+        with self._redis.pipeline(transaction=True) as pipe:
+            (self._push_front if to_front else self._push)(pipe, [d.body for d in deliveries])
+            self._release(pipe, deliveries)
+            pipe.execute()
+
+    def _release(self, pipe: redis.client.Pipeline, deliveries: list[Delivery]) -> None:
+        """Forget that this consumer holds the messages (kinds that lend messages override this)."""
+
+    # -- the queue as a whole ------------------------------------------------------------
+    def count(self) -> int:
+        return self._redis.llen(self.queue_name)
+
+    def purge(self) -> None:
+        self._redis.delete(self.queue_name, self._delayed_key)

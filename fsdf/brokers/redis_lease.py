@@ -1,0 +1,148 @@
+"""What the at-least-once Redis kinds share: batched acks, heartbeats, and returning a dead consumer's messages.
+
+Each consumer keeps the messages it took in its own bookkeeping key under ``fsdf:`` (a hash, a
+list, or the stream's pending entries) until it acks them. Acks are buffered and sent together:
+with the next fetch, or by a small flusher thread within ``ACK_FLUSH_SECONDS``, or on close; an
+ack that cannot be sent (Redis away) stays buffered and is sent when Redis is back.
+
+Every consumer beats into the registry (``fsdf.redis_registry``) every ``lease_check_seconds``
+and looks for consumers of its queue whose process is gone (same host) or that stopped beating
+(``STALE_AFTER_SECONDS``); their messages, running or prefetched, go back to the queue.
+"""
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from typing import Any, Optional
+
+import redis
+
+from fsdf import redis_registry
+from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_base import RedisBroker
+from fsdf.log import EveryNSeconds
+
+ACK_FLUSH_SECONDS = 0.02  # acks wait this long for company before the flusher sends them
+ACK_RETRY_SECONDS = 1.0   # pause after a failed ack flush (Redis away)
+
+
+class RedisLeaseBroker(RedisBroker):
+    """A Redis queue whose consumers hold taken messages under ``fsdf:`` until they ack them."""
+
+    guarantee = "at-least-once: a dead consumer's messages return within seconds"
+    lease_check_seconds = 2.0
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self._acks: list[Any] = []
+        self._acks_lock = threading.Lock()
+        self._acks_waiting = threading.Event()
+        self._flusher: Optional[threading.Thread] = None
+        self._leases_lock = threading.Lock()
+        self._started_at = time.time()
+        self._ack_errors = EveryNSeconds(10)
+
+    # -- what each kind implements -------------------------------------------------------
+    def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
+        """Send ``acks`` and take up to ``max_count`` messages into this consumer's keeping, in one round trip."""
+        raise NotImplementedError
+
+    def _send_acks(self, tags: list[Any]) -> None:
+        """Remove settled messages from this consumer's bookkeeping, in one round trip."""
+        raise NotImplementedError
+
+    def _return_held(self, consumer_id: str) -> int:
+        """Put every message ``consumer_id`` holds back in the queue, atomically; how many."""
+        raise NotImplementedError
+
+    # -- acks ----------------------------------------------------------------------------
+    def ack(self, delivery: Delivery) -> None:
+        with self._acks_lock:
+            self._acks.append(delivery.tag)
+        if not self._acks_waiting.is_set():
+            self._acks_waiting.set()
+
+    def _take_acks(self) -> list[Any]:
+        """The buffered acks, to send now (hand them back with ``_keep_acks`` if sending fails)."""
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+        return acks
+
+    def _keep_acks(self, acks: list[Any]) -> None:
+        with self._acks_lock:
+            self._acks[:0] = acks
+        self._acks_waiting.set()
+
+    def flush_acks(self) -> bool:
+        """Send the buffered acks now; False if Redis could not be reached (they stay buffered)."""
+        acks = self._take_acks()
+        if not acks:
+            return True
+        try:
+            self._send_acks(acks)
+        except redis.RedisError as exc:
+            self._keep_acks(acks)
+            if self._ack_errors.ready(time.monotonic()):
+                self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name, exc)
+            return False
+        return True
+
+    def _flush_loop(self) -> None:
+        waiting, closed = self._acks_waiting, self._closed
+        while not closed.is_set():
+            if not waiting.wait(1.0):
+                continue
+            closed.wait(ACK_FLUSH_SECONDS)
+            waiting.clear()
+            if not self.flush_acks():
+                closed.wait(ACK_RETRY_SECONDS)
+
+    # -- consuming -----------------------------------------------------------------------
+    def _key(self, what: str, consumer_id: Optional[str] = None) -> str:
+        """A bookkeeping key of one consumer of this queue: ``fsdf:<what>:<queue>:<consumer id>``."""
+        return f'fsdf:{what}:{self.queue_name}:{consumer_id or self.consumer_id}'
+
+    def _take(self, max_count: int) -> list[Delivery]:
+        acks = self._take_acks()
+        try:
+            return self._take_and_ack(max_count, acks)
+        except BaseException:
+            self._keep_acks(acks)
+            raise
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._lease_thread is None:  # whoever takes messages must beat, or they would never come back
+            self.start_leases()
+        return super().fetch(max_count, timeout)
+
+    def start_leases(self) -> None:
+        with self._leases_lock:
+            if self._lease_thread is not None:
+                return
+            super().start_leases()
+            self._flusher = threading.Thread(target=self._flush_loop, name=f'fsdf-acks-{self.queue_name}',
+                                             daemon=True)
+            self._flusher.start()
+            atexit.register(self.flush_acks)
+
+    def beat(self) -> None:
+        redis_registry.beat(self._redis, self.queue_name, self.consumer_id,
+                            {'start_time': self._started_at, 'broker': type(self).__name__})
+
+    def recover_abandoned(self) -> int:
+        recovered = 0
+        for consumer_id in redis_registry.dead_consumers(self._redis, self.queue_name):
+            if consumer_id == self.consumer_id:  # our own beat is late (Redis was away): we are alive
+                continue
+            recovered += self._return_held(consumer_id)
+            redis_registry.forget(self._redis, self.queue_name, consumer_id)
+        return recovered
+
+    def close(self) -> None:
+        """Send the buffered acks, give back whatever this consumer still holds, leave the registry."""
+        if self._lease_thread is not None:
+            self.flush_acks()
+            self._return_held(self.consumer_id)
+            redis_registry.forget(self._redis, self.queue_name, self.consumer_id)
+        super().close()

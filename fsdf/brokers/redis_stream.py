@@ -1,0 +1,159 @@
+"""REDIS_STREAM: a Redis stream read through a consumer group named after the queue.
+
+The queue ``q`` is a stream; another program publishes with ``XADD q * msg '{"a": 1, "b": 2}'``
+(an entry without a ``msg`` field is dead-lettered with its fields kept). fsdf reads it with the
+group ``q`` (created at the stream's start, so entries added before any consumer count too),
+each consumer under its consumer id. A taken entry stays in the group's pending entries until
+it is acked (``XACK``, batched). A dead consumer's pending entries are claimed (``XCLAIM``) and
+added to the stream again, in one Lua call. Consumers trim the stream of entries that every
+reader of the group has acked, so it does not grow forever (another group reading the same
+stream would lose entries it has not read: give other readers their own stream).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import redis
+
+from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_lease import RedisLeaseBroker
+
+# KEYS: stream. ARGV: group, dead consumer, this consumer. Claims each pending entry of the dead
+# consumer, adds its fields to the stream again and acks the old entry.
+_RETURN_LUA = """
+local returned = 0
+while true do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
+  if #pending == 0 then break end
+  for _, entry in ipairs(pending) do
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, entry[1])
+    if claimed[1] and claimed[1][2] then
+      redis.call('XADD', KEYS[1], '*', unpack(claimed[1][2]))
+      returned = returned + 1
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], entry[1])
+  end
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return returned
+"""
+
+# KEYS: stream. ARGV: group. Marks every waiting entry as read, keeping the group's lag exact.
+_PURGE_LUA = """
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then
+    redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], '$', 'ENTRIESREAD', info[i + 1])
+  end
+end
+"""
+
+# KEYS: stream. ARGV: last delivered id. Entries after it (used when Redis cannot tell the lag).
+_COUNT_AFTER_LUA = "return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+')"
+
+
+class RedisStreamBroker(RedisLeaseBroker):
+    """A Redis stream with a consumer group; a dead consumer's pending entries are claimed back."""
+
+    guarantee = "at-least-once: a dead consumer's pending entries are claimed back within seconds"
+    push_one_lua = "redis.call('XADD', KEYS[2], '*', 'msg', body)"
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self._group = queue_name
+        self._return_script = self._redis.register_script(_RETURN_LUA)
+        self._purge_script = self._redis.register_script(_PURGE_LUA)
+        self._count_after = self._redis.register_script(_COUNT_AFTER_LUA)
+        self._ensure_group()
+
+    def _ensure_group(self) -> None:
+        try:
+            self._redis.xgroup_create(self.queue_name, self._group, id='0', mkstream=True)
+        except redis.ResponseError as exc:
+            if 'BUSYGROUP' not in str(exc):
+                raise
+
+    # -- publishing ----------------------------------------------------------------------
+    def publish(self, body: str, priority: Optional[int] = None) -> None:
+        self._redis.xadd(self.queue_name, {'msg': body})
+
+    def _push(self, pipe: redis.client.Pipeline, bodies: list[str]) -> None:
+        for body in bodies:
+            pipe.xadd(self.queue_name, {'msg': body})
+
+    _push_front = _push  # a stream has one end to add to
+
+    # -- consuming -----------------------------------------------------------------------
+    def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            if acks:
+                pipe.xack(self.queue_name, self._group, *acks)
+            pipe.xreadgroup(self._group, self.consumer_id, {self.queue_name: '>'}, count=max_count)
+            return self._deliveries(lambda: pipe.execute()[-1])
+
+    def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
+        return self._deliveries(lambda: self._redis.xreadgroup(
+            self._group, self.consumer_id, {self.queue_name: '>'}, count=max_count, block=int(wait * 1000)))
+
+    def _deliveries(self, read: Any) -> list[Delivery]:
+        """Run ``read`` (an XREADGROUP) and turn its entries into deliveries; recreate a deleted group."""
+        try:
+            reply = read()
+        except redis.ResponseError as exc:
+            if 'NOGROUP' not in str(exc):
+                raise
+            self.logger.warning('stream %r or its group was deleted; creating them again', self.queue_name)
+            self._ensure_group()
+            return []
+        if not reply:
+            return []
+        return [Delivery(fields.get('msg') or _without_msg(fields), entry_id) for entry_id, fields in reply[0][1]]
+
+    def _send_acks(self, tags: list[Any]) -> None:
+        self._redis.xack(self.queue_name, self._group, *tags)
+
+    def _release(self, pipe: redis.client.Pipeline, deliveries: list[Delivery]) -> None:
+        pipe.xack(self.queue_name, self._group, *[d.tag for d in deliveries])
+
+    def _return_held(self, consumer_id: str) -> int:
+        return self._return_script(keys=[self.queue_name], args=[self._group, consumer_id, self.consumer_id])
+
+    def recover_abandoned(self) -> int:
+        recovered = super().recover_abandoned()
+        self._trim()
+        return recovered
+
+    def _trim(self) -> None:
+        """Remove the entries every consumer of the group has taken and acked."""
+        oldest_pending = self._redis.xpending(self.queue_name, self._group)['min']
+        floor = oldest_pending or self._group_info().get('last-delivered-id')
+        if floor and floor != '0-0':
+            self._redis.xtrim(self.queue_name, minid=floor, approximate=False)
+
+    def _group_info(self) -> dict[str, Any]:
+        try:
+            groups = self._redis.xinfo_groups(self.queue_name)
+        except redis.ResponseError:  # no such stream
+            return {}
+        return next((g for g in groups if g['name'] == self._group), {})
+
+    # -- the queue as a whole ------------------------------------------------------------
+    def count(self) -> int:
+        group = self._group_info()
+        if not group:
+            return 0
+        if group['lag'] is not None:
+            return group['lag']
+        return self._count_after(keys=[self.queue_name], args=[group['last-delivered-id']])
+
+    def purge(self) -> None:
+        self._ensure_group()
+        self._purge_script(keys=[self.queue_name], args=[self._group])
+        self._redis.delete(self._delayed_key)
+        self._trim()
+
+
+def _without_msg(fields: dict[str, str]) -> str:
+    """A body for an entry with no ``msg`` field: not JSON, so it is dead-lettered whole, with its fields."""
+    return f'stream entry without a "msg" field: {json.dumps(fields, ensure_ascii=False)}'
