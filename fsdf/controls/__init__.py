@@ -7,6 +7,7 @@ from fsdf.controls.base import Control, RunOutcome
 from fsdf.controls.expiry import MessageExpiry
 from fsdf.controls.filtering import TaskFilter, filter_store
 from fsdf.controls.rate import RateGovernor
+from fsdf.controls.redis_needed import load_redis_control
 from fsdf.controls.window import DoNotRunWindow
 
 if TYPE_CHECKING:
@@ -27,8 +28,9 @@ def build_controls(consumer: 'Consumer') -> list[Control]:
     if options.qps:
         pacer = None
         if options.is_using_distributed_frequency_control:
-            from fsdf.controls.distributed_rate import RedisPacer
-            pacer = RedisPacer(consumer.queue_name, options.qps, consumer.logger)
+            distributed_rate = load_redis_control('fsdf.controls.distributed_rate',
+                                                  'is_using_distributed_frequency_control')
+            pacer = distributed_rate.RedisPacer(consumer.queue_name, options.qps, consumer.logger)
         controls.append(RateGovernor(options.qps, pacer))
     controls.append(MessageExpiry(options.msg_expire_seconds))
     if options.do_task_filtering:
@@ -38,8 +40,8 @@ def build_controls(consumer: 'Consumer') -> list[Control]:
         from fsdf.controls.rpc import RpcResultControl
         controls.append(RpcResultControl(consumer))
     if options.is_send_consumer_heartbeat_to_redis:
-        from fsdf.controls.heartbeat import RedisHeartbeat
-        controls.append(RedisHeartbeat())
+        heartbeat = load_redis_control('fsdf.controls.heartbeat', 'is_send_consumer_heartbeat_to_redis')
+        controls.append(heartbeat.RedisHeartbeat())
     return controls
 
 

@@ -26,7 +26,7 @@ import redis
 
 from fsdf.controls.rate import BURST_SECONDS, EARLY_SECONDS, MAX_WAIT_SECONDS, Pacer
 from fsdf.log import EveryNSeconds
-from fsdf.redis_connection import describe_redis, redis_client
+from fsdf.redis_connection import redis_client
 
 RETRY_SECONDS = 1.0  # how long to wait before asking an unreachable Redis again
 
@@ -60,14 +60,16 @@ def rate_key(queue_name: str) -> str:
 class RedisPacer(Pacer):
     """Hands out start permits from a schedule in Redis shared by every consumer of the queue."""
 
-    def __init__(self, queue_name: str, qps: float, logger: Optional[logging.Logger] = None) -> None:
+    def __init__(self, queue_name: str, qps: float, logger: Optional[logging.Logger] = None,
+                 client: Optional[redis.Redis] = None) -> None:
         if qps <= 0:
             raise ValueError(f'qps must be > 0, got {qps}')
         self.qps = qps
         self.key = rate_key(queue_name)
         self.max_credit = max(1.0, qps * BURST_SECONDS)
         self.logger = logger or logging.getLogger(f'fsdf.{queue_name}')
-        self._script = redis_client().register_script(_TAKE_SCRIPT)
+        self._redis = client or redis_client()
+        self._script = self._redis.register_script(_TAKE_SCRIPT)
         self._errors = EveryNSeconds(10)
         self._issued: Optional[int] = None        # the queue's total permits, as last seen
         self._window_issued: Optional[int] = None  # the same at the start of the governor's window
@@ -81,8 +83,8 @@ class RedisPacer(Pacer):
                                                       args=[self.qps, most, self.max_credit, EARLY_SECONDS])
             except redis.RedisError as exc:
                 if self._errors.ready(time.monotonic()):
-                    self.logger.error('distributed qps: Redis at %s is unreachable, starting nothing until it '
-                                      'answers: %s', describe_redis(), exc)
+                    self.logger.error('distributed qps: Redis is unreachable, starting nothing until it answers: %s',
+                                      exc)
                 stopping.wait(RETRY_SECONDS)
                 continue
             self._issued = issued

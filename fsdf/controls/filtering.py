@@ -115,8 +115,8 @@ class SqliteFilterStore(FilterStore):
 
 
 def _redis_store(queue_name: str) -> FilterStore:
-    from fsdf.controls.redis_filter import RedisFilterStore  # redis is an optional extra
-    return RedisFilterStore(queue_name)
+    from fsdf.controls.redis_needed import load_redis_control  # redis is an optional extra
+    return load_redis_control('fsdf.controls.redis_filter', 'do_task_filtering').RedisFilterStore(queue_name)
 
 
 _STORE_MAKERS: dict[BrokerEnum, Callable[[str], FilterStore]] = {
