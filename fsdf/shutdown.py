@@ -7,6 +7,8 @@ import sys
 import threading
 from typing import Any, Protocol
 
+from fsdf.concurrency.green_pool import green_spawn
+
 
 class Stoppable(Protocol):
     """What the shutdown handler needs of a consumer."""
@@ -25,11 +27,14 @@ def register(consumer: Stoppable) -> None:
     global _installed
     with _lock:
         _running.add(consumer)
-        if _installed or threading.current_thread() is not threading.main_thread():
+        if _installed:
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
-                signal.signal(sig, _on_signal)
+        try:  # (eventlet's patched threading says its main thread is not threading.main_thread())
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                    signal.signal(sig, _on_signal)
+        except ValueError:  # not the main thread: only it can install signal handlers
+            return
         _installed = True
 
 
@@ -57,6 +62,14 @@ def _on_signal(signum: int, frame: Any) -> None:
     _installed = False
     print(f'fsdf: got {signal.Signals(signum).name}, stopping consumers (send it again to exit at once)',
           file=sys.stderr)
+    spawn = green_spawn()
+    if spawn is not None:  # in a monkey-patched process the handler may run in the hub, which must not block
+        spawn(_stop_and_exit, signum)
+        return
+    _stop_and_exit(signum)
+
+
+def _stop_and_exit(signum: int) -> None:
     stop_all()
     if getattr(threading, '_SHUTTING_DOWN', False):
         return  # the main thread was only waiting for consumer threads, which have now ended

@@ -1,8 +1,9 @@
 """``function_timeout``: stop a call that runs too long, the way its pool can.
 
 Each pool kind has a :class:`TimeoutStrategy` (a pool may set ``timeout_strategy``; threads and
-the single-thread pool use :class:`ThreadTimeout`). Later pools (gevent, eventlet, asyncio)
-bring their own: a greenlet can be killed, a coroutine cancelled.
+the single-thread pool use :class:`ThreadTimeout`). The green pools bring their own
+(``gevent.Timeout``/``eventlet.Timeout`` in the greenlet); ASYNC cancels the coroutine with
+``asyncio.wait_for``.
 
 :class:`ThreadTimeout` raises an exception inside the running thread with CPython's
 ``PyThreadState_SetAsyncExc``, sent by one watchdog thread for every call (no thread per call).
@@ -127,8 +128,7 @@ class ThreadTimeout(TimeoutStrategy):
         except _Interrupt:
             watchdog.disarm(watch)  # again: the interrupt may have come inside the first disarm
             if result is _NOT_RETURNED:
-                raise FunctionTimeoutError(f'{_name(fn)} ran longer than function_timeout={timeout} s '
-                                           f'and was stopped') from None
+                raise timed_out(fn, timeout) from None
         return result  # a call that returned is a success, even if it returned just past its deadline
 
 
@@ -140,5 +140,7 @@ def timeout_strategy_for(pool: Any) -> TimeoutStrategy:
     return getattr(pool, 'timeout_strategy', None) or THREAD_TIMEOUT
 
 
-def _name(fn: Callable[..., Any]) -> str:
-    return getattr(fn, '__qualname__', repr(fn))
+def timed_out(fn: Callable[..., Any], timeout: float) -> FunctionTimeoutError:
+    """The error a strategy raises for a call of ``fn`` stopped after ``timeout`` seconds."""
+    name = getattr(fn, '__qualname__', repr(fn))
+    return FunctionTimeoutError(f'{name} ran longer than function_timeout={timeout} s and was stopped')
