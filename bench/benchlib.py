@@ -1,0 +1,128 @@
+"""What the throughput benchmarks share: a completion latch, medians, ratio tables and the machine's description."""
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+
+class Countdown:
+    """Counts finished tasks from any thread and records when the ``total``-th one finished."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._counter = itertools.count(1)  # next() on it is atomic under the GIL: no lock on the hot path
+        self.done = threading.Event()
+        self.finished_at = 0.0
+
+    def tick(self) -> None:
+        """One task finished."""
+        if next(self._counter) == self.total:
+            self.finished_at = time.perf_counter()
+            self.done.set()
+
+    def wait(self, timeout: float) -> float:
+        """Block until every task finished; the perf_counter time of the last one (TimeoutError if late)."""
+        if not self.done.wait(timeout):
+            raise TimeoutError(f'not all {self.total} tasks finished within {timeout:.0f} s')
+        return self.finished_at
+
+
+def dispatch(take: Callable[[], list], run: Callable[[Any], None], concurrency: int, stop: threading.Event) -> None:
+    """A hand-written consume loop: a ThreadPoolExecutor fed by ``take`` (a batch, maybe empty), at most
+    ``concurrency`` calls running or queued in the pool, until ``stop`` is set."""
+    slots = threading.BoundedSemaphore(concurrency)
+
+    def run_and_release(item: Any) -> None:
+        try:
+            run(item)
+        finally:
+            slots.release()
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        while not stop.is_set():
+            for item in take():
+                slots.acquire()
+                pool.submit(run_and_release, item)
+
+
+def rate(count: int, began: float, ended: float) -> float:
+    """Tasks per second."""
+    return count / max(ended - began, 1e-9)
+
+
+@dataclass
+class Measurements:
+    """Values per (row, column) over several runs; the table shows medians and ratios to a baseline row."""
+
+    values: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, row: str, column: str, value: float) -> None:
+        """Record one run's value."""
+        self.values.setdefault((row, column), []).append(value)
+
+    def note(self, row: str, column: str, text: str) -> None:
+        """Show ``text`` instead of a number (a peer that could not run, a step it has no way to do)."""
+        self.notes[(row, column)] = text
+
+    def median(self, row: str, column: str) -> Optional[float]:
+        """Median over runs, or None if never measured."""
+        runs = self.values.get((row, column))
+        return statistics.median(runs) if runs else None
+
+    def ratio(self, row: str, column: str, baseline: str, baseline_column: Optional[str] = None) -> Optional[float]:
+        """Median of the per-run ratios row/baseline (runs paired in order, so each ratio is within one run)."""
+        runs = self.values.get((row, column))
+        base = self.values.get((baseline, baseline_column or column))
+        if not runs or not base:
+            return None
+        return statistics.median(r / b for r, b in zip(runs, base) if b)
+
+    def table(self, rows: list[str], columns: list[str], baselines: dict[str, str], digits: int = 0,
+              with_ratio: bool = True) -> str:
+        """A markdown table: median of each cell and, if ``with_ratio``, its ratio to the column's baseline row."""
+        header = '| | ' + ' | '.join(columns) + ' |'
+        lines = [header, '|---' * (len(columns) + 1) + '|']
+        for row in rows:
+            cells = []
+            for column in columns:
+                if (row, column) in self.notes:
+                    cells.append(self.notes[(row, column)])
+                    continue
+                value = self.median(row, column)
+                if value is None:
+                    cells.append('–')
+                    continue
+                text = f'{value:,.{digits}f}'
+                baseline = baselines.get(column)
+                ratio = self.ratio(row, column, baseline) if with_ratio and baseline and baseline != row else None
+                cells.append(f'{text} ({ratio:.2f}x)' if ratio is not None else text)
+            lines.append(f'| {row} | ' + ' | '.join(cells) + ' |')
+        return '\n'.join(lines)
+
+
+def machine_description() -> str:
+    """Date, cores, CPU model, Python, redis-server and load average, for the record next to the numbers."""
+    model = 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as cpuinfo:
+            model = next(line.split(':', 1)[1].strip() for line in cpuinfo if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    redis_version = 'not installed'
+    redis_bin = shutil.which('redis-server')
+    if redis_bin:
+        redis_version = subprocess.run([redis_bin, '--version'], capture_output=True, text=True).stdout.split()[2]
+    load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
+    return (f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}; nproc {os.cpu_count()}; {model}; '
+            f'Python {platform.python_version()}; redis-server {redis_version.removeprefix("v=")}; '
+            f'load average {load}')

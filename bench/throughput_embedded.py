@@ -1,0 +1,220 @@
+"""Embedded brokers against hand-written loops on the same backend: publish and consume throughput.
+
+For LOCAL_PYTHON_QUEUE and PERSISTQUEUE, N trivial ``add(a, b)`` tasks (default 20,000):
+
+  fsdf       ``push`` one call each, ``push_many``, and ``consume()`` (THREADING, 50 threads) timed from
+             the start to the N-th finished call.
+  hand loop  the same on the bare backend: a ``queue.Queue`` of JSON bodies, or persist-queue's
+             ``SQLiteAckQueue`` (JSON serializer, ack after the call); a dispatcher thread hands
+             messages to a ``ThreadPoolExecutor(50)``, at most 50 in flight, like fsdf's bounded prefetch.
+  plain objects  (LOCAL only) the hand loop without JSON: tuples on the queue, for scale.
+
+``--compare-commit REV`` also runs the fsdf rows on the fsdf source of REV (exported to a temp dir,
+run in a subprocess), e.g. the commit before the qps governor: the unthrottled path must not lose.
+
+Usage: python bench/throughput_embedded.py [--n 20000] [--runs 3] [--compare-commit 3f18a6b]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault('FSDF_CONFIG_FILE', '0')
+os.environ.setdefault('FSDF_PERSIST_QUEUE_PATH', tempfile.mkdtemp(prefix='fsdf-bench-embedded-'))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import persistqueue.serializers.json as pq_json  # noqa: E402
+from persistqueue.exceptions import Empty as PersistQueueEmpty  # noqa: E402
+from persistqueue import SQLiteAckQueue  # noqa: E402
+
+from benchlib import Countdown, Measurements, dispatch, machine_description, rate  # noqa: E402
+from fsdf import BrokerEnum, task_deco  # noqa: E402  (after the environment above)
+
+CONCURRENCY = 50
+KINDS = (BrokerEnum.LOCAL_PYTHON_QUEUE, BrokerEnum.PERSISTQUEUE)
+COLUMNS = ['publish, one call each', 'publish, batch', 'consume']
+WAIT_SECONDS = 600
+
+
+def add(a: int, b: int) -> int:
+    """The trivial task."""
+    return a + b
+
+
+# -- fsdf ------------------------------------------------------------------------------------
+def fsdf_run(kind: BrokerEnum, n: int) -> dict[str, float]:
+    """Publish n calls one at a time, n in a batch, and consume n; tasks/s of each."""
+    countdown = Countdown(n)
+    tick = countdown.tick
+
+    def counted_add(a, b):
+        tick()
+        return a + b
+
+    task = task_deco(f'bench_embedded_{uuid.uuid4().hex[:8]}', broker_kind=kind, concurrent_num=CONCURRENCY,
+                     log_level=logging.WARNING)(counted_add)
+    push = task.push
+    task.publisher.broker  # connect before timing
+    began = time.perf_counter()
+    for i in range(n):
+        push(i, i)
+    one_call = rate(n, began, time.perf_counter())
+    task.clear()
+    began = time.perf_counter()
+    task.push_many((i, i) for i in range(n))
+    batch = rate(n, began, time.perf_counter())
+    began = time.perf_counter()
+    task.consume()
+    consume = rate(n, began, countdown.wait(WAIT_SECONDS))
+    task.stop(grace=5)
+    return {'publish, one call each': one_call, 'publish, batch': batch, 'consume': consume}
+
+
+# -- hand-written loops ----------------------------------------------------------------------
+def consume_with(get: Callable[[], Any], run: Callable[[Any], None], countdown: Countdown) -> float:
+    """Tasks/s of a dispatcher thread feeding a ThreadPoolExecutor from ``get``, timed to the last finished task."""
+    def take() -> list:
+        try:
+            return [get()]
+        except (queue.Empty, PersistQueueEmpty):
+            return []
+
+    began = time.perf_counter()
+    dispatcher = threading.Thread(target=dispatch, args=(take, run, CONCURRENCY, countdown.done), daemon=True)
+    dispatcher.start()
+    ended = countdown.wait(WAIT_SECONDS)
+    dispatcher.join()
+    return rate(countdown.total, began, ended)
+
+
+def local_loop_run(n: int, as_json: bool = True) -> dict[str, float]:
+    """queue.Queue + ThreadPoolExecutor; JSON bodies like fsdf's, or plain tuples."""
+    countdown = Countdown(n)
+    tick = countdown.tick
+    q: queue.Queue = queue.Queue()
+    put = q.put
+    dumps, loads = json.dumps, json.loads
+    began = time.perf_counter()
+    if as_json:
+        for i in range(n):
+            put(dumps({'a': i, 'b': i}))
+    else:
+        for i in range(n):
+            put((i, i))
+    publish = rate(n, began, time.perf_counter())
+
+    def run_json(body: str) -> None:
+        add(**loads(body))
+        tick()
+
+    def run_tuple(args: tuple) -> None:
+        add(*args)
+        tick()
+
+    consume = consume_with(lambda: q.get(timeout=0.1), run_json if as_json else run_tuple, countdown)
+    return {'publish, one call each': publish, 'consume': consume}
+
+
+def persist_loop_run(n: int, folder: str) -> dict[str, float]:
+    """persist-queue's SQLiteAckQueue (its defaults, JSON serializer) + ThreadPoolExecutor, ack after the call."""
+    countdown = Countdown(n)
+    tick = countdown.tick
+    q = SQLiteAckQueue(os.path.join(folder, uuid.uuid4().hex[:8]), multithreading=True, serializer=pq_json,
+                       auto_resume=False)
+    began = time.perf_counter()
+    for i in range(n):
+        q.put({'a': i, 'b': i})
+    publish = rate(n, began, time.perf_counter())
+
+    def run(item: dict) -> None:
+        add(**item['data'])
+        q.ack(id=item['pqid'])
+        tick()
+
+    consume = consume_with(lambda: q.get(raw=True, timeout=0.1), run, countdown)
+    q.close()
+    return {'publish, one call each': publish, 'consume': consume}
+
+
+# -- the comparison with another commit ------------------------------------------------------
+def fsdf_at_commit(rev: str, n: int, runs: int) -> dict[str, dict[str, list[float]]]:
+    """Run the fsdf rows on the fsdf source of ``rev`` in a subprocess; {kind: {column: [tasks/s per run]}}."""
+    repo = Path(__file__).resolve().parent.parent
+    source = tempfile.mkdtemp(prefix=f'fsdf-{rev}-')
+    archive = subprocess.run(['git', '-C', str(repo), 'archive', rev, 'fsdf'], capture_output=True, check=True)
+    subprocess.run(['tar', '-x', '-C', source], input=archive.stdout, check=True)
+    env = {**os.environ, 'PYTHONPATH': source, 'FSDF_PERSIST_QUEUE_PATH': tempfile.mkdtemp(prefix='fsdf-bench-')}
+    out = subprocess.run([sys.executable, __file__, '--fsdf-only', '--n', str(n), '--runs', str(runs)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fsdf_only(n: int, runs: int) -> None:
+    """Print the fsdf rows as one JSON line (what ``fsdf_at_commit`` reads)."""
+    import fsdf
+    assert os.environ.get('PYTHONPATH', '') in fsdf.__file__, fsdf.__file__
+    found: dict[str, dict[str, list[float]]] = {}
+    for _ in range(runs):
+        for kind in KINDS:
+            for column, value in fsdf_run(kind, n).items():
+                found.setdefault(kind.name, {}).setdefault(column, []).append(value)
+    print(json.dumps(found))
+
+
+def main() -> None:
+    """Measure every row ``--runs`` times, interleaved, and print one table per backend."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--n', type=int, default=20_000)
+    parser.add_argument('--runs', type=int, default=3)
+    parser.add_argument('--compare-commit', help='also run the fsdf rows on the fsdf source of this commit')
+    parser.add_argument('--fsdf-only', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.fsdf_only:
+        fsdf_only(args.n, args.runs)
+        return
+    print(machine_description())
+    print(f'{args.n:,} trivial tasks, {args.runs} runs, medians in tasks/s; '
+          f'(ratio) = median of per-run ratios to the hand loop on the same backend\n')
+    folder = tempfile.mkdtemp(prefix='fsdf-bench-handloop-')
+    results = Measurements()
+    for _ in range(args.runs):  # rows interleaved, so a burst of load hits them alike
+        for kind in KINDS:
+            loop = local_loop_run(args.n) if kind is BrokerEnum.LOCAL_PYTHON_QUEUE else persist_loop_run(args.n, folder)
+            for column, value in loop.items():
+                results.add(f'{kind.name} hand loop', column, value)
+                if column == 'publish, one call each':  # the hand loop has no batch publish: its loop is its best
+                    results.add(f'{kind.name} hand loop', 'publish, batch', value)
+            for column, value in fsdf_run(kind, args.n).items():
+                results.add(f'{kind.name} fsdf', column, value)
+        for column, value in local_loop_run(args.n, as_json=False).items():
+            results.add('LOCAL_PYTHON_QUEUE hand loop, plain tuples', column, value)
+    if args.compare_commit:
+        before = fsdf_at_commit(args.compare_commit, args.n, args.runs)
+        for kind_name, columns in before.items():
+            for column, values in columns.items():
+                for value in values:
+                    results.add(f'{kind_name} fsdf at {args.compare_commit}', column, value)
+    for kind in KINDS:
+        rows = [f'{kind.name} hand loop', f'{kind.name} fsdf']
+        if args.compare_commit:
+            rows.append(f'{kind.name} fsdf at {args.compare_commit}')
+        if kind is BrokerEnum.LOCAL_PYTHON_QUEUE:
+            rows.append('LOCAL_PYTHON_QUEUE hand loop, plain tuples')
+        print(results.table(rows, COLUMNS, {c: f'{kind.name} hand loop' for c in COLUMNS}))
+        print()
+
+
+if __name__ == '__main__':
+    main()
