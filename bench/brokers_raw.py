@@ -1,0 +1,408 @@
+"""Server brokers: fsdf's publish and consume throughput next to a hand-written loop with the same client.
+
+For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA and MONGOMQ, on servers started here with tests/servers/
+(RabbitMQ itself; Kafka: noida-db, a Kafka-protocol server; MongoDB: nx-27017, a MongoDB-wire server):
+  publish one    N calls, one publish each: ``task.push(i)`` against the client's confirmed single publish
+                 (amqpstorm/pika confirm mode, mandatory; confluent-kafka produce + flush; pymongo insert_one).
+  publish batch  ``task.push_many(range(N))`` against the client's batch (AMQP transaction of the whole
+                 batch; produce all + one flush; insert_many). Both sides encode their JSON inside the
+                 timing and publish one message first as a warm-up (connections, channels, producer id).
+  consume        one worker process, concurrency C: fsdf's consumer against a hand-written loop
+                 (amqpstorm/pika basic.consume + ThreadPoolExecutor with prefetch C, acks from the pool;
+                 a confluent-kafka consume(500) loop committing after each batch; C threads each looping
+                 pymongo find_one_and_update -> run -> delete_one). Time runs from the first task's start
+                 to the last message settled, so connecting and joining the consumer group are not timed.
+The raw loops use the same queue shape as fsdf (durable x-max-priority queue and persistent messages;
+a 4-partition topic with acks=all, idempotence and linger.ms=2; documents {msg, state, time} with an index
+on (state, time)) and the same JSON bodies, so the ratio is the cost of fsdf's layer. Each measurement runs
+in its own process; medians of --repeat runs.
+
+Usage: python bench/brokers_raw.py [RABBITMQ_AMQPSTORM RABBITMQ_PIKA KAFKA MONGOMQ] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT_PREFIX = 'RESULT '
+CONCURRENCY = 50  # fsdf's default concurrent_num; the raw loops get the same
+RUN_TIMEOUT = 300
+# Messages per measurement (publish one, publish batch, consume): amqpstorm waits ~10 ms for each confirm.
+COUNTS = {'RABBITMQ_AMQPSTORM': (300, 20000, 10000), 'RABBITMQ_PIKA': (2000, 20000, 10000),
+          'KAFKA': (2000, 20000, 20000), 'MONGOMQ': (1000, 5000, 3000)}
+SERVER_SETTING = {'RABBITMQ_AMQPSTORM': 'RABBITMQ_URL', 'RABBITMQ_PIKA': 'RABBITMQ_URL',
+                  'KAFKA': 'KAFKA_BOOTSTRAP_SERVERS', 'MONGOMQ': 'MONGO_CONNECT_URL'}
+AMQP_QUEUE_ARGUMENTS = {'x-max-priority': 10}  # what fsdf declares
+KAFKA_PRODUCER = {'acks': 'all', 'enable.idempotence': True, 'linger.ms': 2}  # what fsdf uses
+KAFKA_PARTITIONS = 4  # what fsdf creates
+
+
+def body(i: int) -> str:
+    return json.dumps({'i': i})
+
+
+class Done:
+    """Counts settled tasks; remembers when the first started and when the last settled."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.first = 0.0
+        self._count = 0
+        self._lock = threading.Lock()
+        self.event = threading.Event()
+
+    def started(self) -> None:
+        """A task started (only the first one is recorded)."""
+        if not self.first:
+            self.first = time.perf_counter()
+
+    def settled(self, count: int = 1) -> None:
+        """``count`` tasks settled."""
+        with self._lock:
+            self._count += count
+            if self._count >= self.total:
+                self.event.set()
+
+    def seconds(self) -> float:
+        """Seconds from the first start to the last settle (waits for it)."""
+        if not self.event.wait(RUN_TIMEOUT):
+            raise TimeoutError(f'only {self._count} of {self.total} settled in {RUN_TIMEOUT} s')
+        return time.perf_counter() - self.first
+
+
+# -- hand-written loops, one class per client ---------------------------------------------------------
+class RawAmqpstorm:
+    """amqpstorm: confirmed publishes, a transaction per batch, basic.consume + ThreadPoolExecutor."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import amqpstorm
+        self.queue = queue
+        self.connection = amqpstorm.UriConnection(url)
+        self.channel = self.connection.channel()
+        self.channel.queue.declare(queue, durable=True, arguments=AMQP_QUEUE_ARGUMENTS)
+        self.properties = {'delivery_mode': 2, 'content_type': 'application/json'}
+        self.confirmed = self.transacted = None  # publishing channels, opened on first use
+
+    def publish_one(self, bodies: list[str]) -> None:
+        if self.confirmed is None:
+            self.confirmed = self.connection.channel()
+            self.confirmed.confirm_deliveries()
+        for text in bodies:
+            self.confirmed.basic.publish(text, self.queue, properties=self.properties, mandatory=True)
+
+    def publish_batch(self, bodies: list[str]) -> None:
+        if self.transacted is None:
+            self.transacted = self.connection.channel()
+            self.transacted.tx.select()
+        for text in bodies:
+            self.transacted.basic.publish(text, self.queue, properties=self.properties)
+        self.transacted.tx.commit()
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        pool = ThreadPoolExecutor(CONCURRENCY)
+
+        def run(message) -> None:
+            done.started()
+            work(json.loads(message.body))
+            message.ack()
+            done.settled()
+
+        self.channel.basic.qos(CONCURRENCY)
+        self.channel.basic.consume(lambda message: pool.submit(run, message), self.queue, no_ack=False)
+        threading.Thread(target=self.channel.start_consuming, daemon=True).start()
+        return done.seconds()
+
+
+class RawPika(RawAmqpstorm):
+    """pika BlockingConnection: confirmed publishes, a transaction per batch, basic_consume + ThreadPoolExecutor."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import pika
+        self.queue = queue
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        self.channel.queue_declare(queue, durable=True, arguments=AMQP_QUEUE_ARGUMENTS)
+        self.properties = pika.BasicProperties(delivery_mode=2, content_type='application/json')
+        self.confirmed = self.transacted = None
+
+    def publish_one(self, bodies: list[str]) -> None:
+        if self.confirmed is None:
+            self.confirmed = self.connection.channel()
+            self.confirmed.confirm_delivery()
+        for text in bodies:
+            self.confirmed.basic_publish('', self.queue, text.encode(), self.properties, mandatory=True)
+
+    def publish_batch(self, bodies: list[str]) -> None:
+        if self.transacted is None:
+            self.transacted = self.connection.channel()
+            self.transacted.tx_select()
+        for text in bodies:
+            self.transacted.basic_publish('', self.queue, text.encode(), self.properties)
+        self.transacted.tx_commit()
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        pool = ThreadPoolExecutor(CONCURRENCY)
+        channel, connection = self.channel, self.connection
+
+        def run(tag: int, payload: bytes) -> None:
+            done.started()
+            work(json.loads(payload))
+            # pika is not thread-safe: the ack goes to the connection's thread (pika's documented way).
+            connection.add_callback_threadsafe(lambda: (channel.basic_ack(tag), done.settled()))
+
+        channel.basic_qos(prefetch_count=CONCURRENCY)
+        channel.basic_consume(self.queue, lambda ch, method, properties, payload: pool.submit(
+            run, method.delivery_tag, payload))
+        threading.Thread(target=channel.start_consuming, daemon=True).start()
+        return done.seconds()
+
+
+class RawKafka:
+    """confluent-kafka: produce + flush per message, produce all + one flush, a consume/commit loop."""
+
+    def __init__(self, bootstrap: str, queue: str) -> None:
+        from confluent_kafka import KafkaError, KafkaException, Producer
+        from confluent_kafka.admin import AdminClient, NewTopic
+        self.bootstrap, self.queue = bootstrap, queue
+        self.producer = Producer({'bootstrap.servers': bootstrap, **KAFKA_PRODUCER})
+        admin = AdminClient({'bootstrap.servers': bootstrap})
+        created = admin.create_topics([NewTopic(queue, KAFKA_PARTITIONS, 1)])
+        try:
+            created[queue].result(15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+
+    def publish_one(self, bodies: list[str]) -> None:
+        for text in bodies:
+            self.producer.produce(self.queue, text.encode())
+            self.producer.flush()
+
+    def publish_batch(self, bodies: list[str]) -> None:
+        for text in bodies:
+            while True:
+                try:
+                    self.producer.produce(self.queue, text.encode())
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+        self.producer.flush()
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        from confluent_kafka import Consumer
+        consumer = Consumer({'bootstrap.servers': self.bootstrap, 'group.id': self.queue, 'enable.auto.commit': False,
+                             'auto.offset.reset': 'earliest'})
+        consumer.subscribe([self.queue])
+
+        def loop() -> None:
+            while not done.event.is_set():
+                messages = consumer.consume(500, 0.5)
+                settled = 0
+                for message in messages:
+                    if message.error():
+                        continue
+                    done.started()
+                    work(json.loads(message.value()))
+                    settled += 1
+                if settled:
+                    consumer.commit(asynchronous=True)
+                    done.settled(settled)
+
+        threading.Thread(target=loop, daemon=True).start()
+        return done.seconds()
+
+
+class RawMongo:
+    """pymongo: insert_one, insert_many, and C threads looping find_one_and_update -> run -> delete_one."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import pymongo
+        self.pymongo = pymongo
+        self.collection = pymongo.MongoClient(url).get_default_database('fsdf')[queue]
+        self.collection.create_index([('state', 1), ('time', 1)])
+
+    def publish_one(self, bodies: list[str]) -> None:
+        for text in bodies:
+            self.collection.insert_one({'msg': text, 'state': 0, 'time': time.time()})
+
+    def publish_batch(self, bodies: list[str]) -> None:
+        now = time.time()
+        self.collection.insert_many([{'msg': text, 'state': 0, 'time': now} for text in bodies])
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        take = self.collection.find_one_and_update
+        after = self.pymongo.ReturnDocument.AFTER
+
+        def loop() -> None:
+            while not done.event.is_set():
+                document = take({'state': 0}, {'$set': {'state': 1, 'taken_at': time.time()}}, sort=[('time', 1)],
+                                return_document=after)
+                if document is None:
+                    time.sleep(0.002)
+                    continue
+                done.started()
+                work(json.loads(document['msg']))
+                self.collection.delete_one({'_id': document['_id']})
+                done.settled()
+
+        for _ in range(CONCURRENCY):
+            threading.Thread(target=loop, daemon=True).start()
+        return done.seconds()
+
+
+RAW = {'RABBITMQ_AMQPSTORM': RawAmqpstorm, 'RABBITMQ_PIKA': RawPika, 'KAFKA': RawKafka, 'MONGOMQ': RawMongo}
+
+
+# -- one measurement per process ----------------------------------------------------------------------
+def trivial(i: int) -> int:
+    return i
+
+
+def fsdf_task(kind: str, queue: str, done: Done):
+    from fsdf import BrokerEnum, task_deco
+
+    def work(i):
+        done.started()
+        return i
+
+    return task_deco(queue, broker_kind=BrokerEnum[kind], concurrent_num=CONCURRENCY, log_level=logging.WARNING)(work)
+
+
+def child(what: str, system: str, kind: str, queue: str, count: int) -> float:
+    """Run one measurement; seconds taken."""
+    done = Done(count)
+    if system == 'raw':
+        raw = RAW[kind](os.environ[f'FSDF_{SERVER_SETTING[kind]}'], queue)
+        if what == 'consume':
+            return raw.consume(done, lambda message: trivial(**message))
+        publish = raw.publish_one if what == 'publish_one' else raw.publish_batch
+        publish([body(-1)])  # warm up: connections, channels, the producer's id, as fsdf's below
+        began = time.perf_counter()
+        publish([body(i) for i in range(count)])  # encoding counts, as fsdf's does
+        return time.perf_counter() - began
+    task = fsdf_task(kind, queue, done)
+    if what == 'consume':
+        counters = task.consumer.counters
+        task.consume()  # the function marks the first start; settled counts come from the consumer
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while counters.settled < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f'only {counters.settled} of {count} settled')
+            time.sleep(0.001)
+        seconds = time.perf_counter() - done.first
+        task.stop(grace=5)
+        return seconds
+    task.push(-1) if what == 'publish_one' else task.push_many([-1])  # warm up, as the raw loop does
+    began = time.perf_counter()
+    if what == 'publish_one':
+        for i in range(count):
+            task.push(i)
+    else:
+        task.push_many(range(count))
+    return time.perf_counter() - began
+
+
+def child_main(argv: list[str]) -> None:
+    """``--child WHAT SYSTEM KIND QUEUE COUNT``: prints a RESULT line with the seconds."""
+    seconds = child(argv[0], argv[1], argv[2], argv[3], int(argv[4]))
+    os.write(1, f'{RESULT_PREFIX}{json.dumps({"seconds": seconds})}\n'.encode())
+    os._exit(0)  # consumer threads of the raw loops are daemons; nothing to wait for
+
+
+def run_child(what: str, system: str, kind: str, queue: str, count: int) -> float:
+    argv = [sys.executable, str(Path(__file__).resolve()), '--child', what, system, kind, queue, str(count)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT + 60, cwd=ROOT)
+    for line in done.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX):])['seconds']
+    raise RuntimeError(f'{what} {system} {kind} failed (exit {done.returncode}): {done.stderr[-2000:]}')
+
+
+def measure(kind: str, repeat: int, scale: float) -> list[tuple[str, int, float, float, list[float], list[float]]]:
+    """Rows (what, count, fsdf msg/s, raw msg/s, fsdf runs s, raw runs s) for one broker."""
+    counts = [max(1, int(count * scale)) for count in COUNTS[kind]]
+    rows = []
+    for what, count in zip(('publish_one', 'publish_batch', 'consume'), counts):
+        runs: dict[str, list[float]] = {'fsdf': [], 'raw': []}
+        for _ in range(repeat):
+            for system in ('fsdf', 'raw'):  # interleaved, so a burst of load hits both alike
+                queue = f'bench_{what}_{system}_{uuid.uuid4().hex[:8]}'
+                if what == 'consume':  # filled by the raw batch publish: the same bodies for both
+                    run_child('publish_batch', 'raw', kind, queue, count)
+                runs[system].append(run_child(what, system, kind, queue, count))
+        fsdf_rate = count / statistics.median(runs['fsdf'])
+        raw_rate = count / statistics.median(runs['raw'])
+        rows.append((what, count, fsdf_rate, raw_rate, runs['fsdf'], runs['raw']))
+        print(f'| {kind} | {what.replace("_", " ")} | {count} | {fsdf_rate:,.0f} | {raw_rate:,.0f} | '
+              f'{fsdf_rate / raw_rate:.2f}x | {", ".join(f"{s:.2f}" for s in runs["fsdf"])} / '
+              f'{", ".join(f"{s:.2f}" for s in runs["raw"])} |', flush=True)
+    return rows
+
+
+# -- servers ------------------------------------------------------------------------------------------
+def start_servers(kinds: list[str]) -> list:
+    """Start the servers the kinds need and point fsdf (and the children) at them; the started servers."""
+    sys.path.insert(0, str(ROOT / 'tests'))
+    os.environ.setdefault('FSDF_TEST_SERVERS_DIR', '/tmp/fsdf-bench-servers')
+    from servers.kafka_server import KafkaServer
+    from servers.mongo_server import MongoServer
+    from servers.rabbitmq_server import RabbitMQServer
+
+    started = []
+    if any(kind.startswith('RABBITMQ') for kind in kinds):
+        server = RabbitMQServer().start()
+        started.append(server)
+        os.environ['FSDF_RABBITMQ_URL'] = server.url
+    if 'KAFKA' in kinds:
+        server = KafkaServer().start()
+        started.append(server)
+        os.environ['FSDF_KAFKA_BOOTSTRAP_SERVERS'] = server.bootstrap_servers
+    if 'MONGOMQ' in kinds:
+        server = MongoServer().start()
+        started.append(server)
+        os.environ['FSDF_MONGO_CONNECT_URL'] = server.url
+    return started
+
+
+def main() -> None:
+    """Start the servers, measure each broker, print a Markdown table, stop the servers."""
+    if len(sys.argv) > 1 and sys.argv[1] == '--child':
+        child_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('kinds', nargs='*', help=f'any of {", ".join(RAW)} (default: all)')
+    parser.add_argument('--repeat', type=int, default=3)
+    parser.add_argument('--scale', type=float, default=1.0, help='multiply the message counts (quick trials)')
+    args = parser.parse_args()
+    unknown = set(args.kinds) - set(RAW)
+    if unknown:
+        parser.error(f'unknown broker kinds {sorted(unknown)}; choose from {", ".join(RAW)}')
+    kinds = args.kinds or list(RAW)
+    os.environ['FSDF_CONFIG_FILE'] = '0'
+    print(f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, python {sys.version.split()[0]}, '
+          f'{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, median of {args.repeat}, '
+          f'concurrency {CONCURRENCY}')
+    servers = start_servers(kinds)
+    try:
+        print('| broker | operation | messages | fsdf msg/s | raw msg/s | fsdf / raw | runs s (fsdf / raw) |')
+        print('|---|---|---|---|---|---|---|')
+        for kind in kinds:
+            measure(kind, args.repeat, args.scale)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+if __name__ == '__main__':
+    main()
