@@ -90,6 +90,9 @@ class RedisAckBroker(RedisLeaseBroker):
     def _release(self, pipe: redis.client.Pipeline, deliveries: list[Delivery]) -> None:
         pipe.hdel(self._unacked_key, *[d.tag for d in deliveries])
 
+    def _held_in_redis(self) -> dict[Any, str]:
+        return {int(field): body for field, body in self._redis.hgetall(self._unacked_key).items()}
+
     def _return_held(self, consumer_id: str) -> int:
         keys = [self.queue_name, self._key('unacked', consumer_id), self._key('inbox', consumer_id)]
         return self._return_script(keys=keys)

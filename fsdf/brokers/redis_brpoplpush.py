@@ -66,5 +66,8 @@ class RedisBrpopLpushBroker(RedisLeaseBroker):
         for delivery in deliveries:
             pipe.lrem(self._processing_key, -1, delivery.tag)
 
+    def _held_in_redis(self) -> dict[Any, str]:
+        return {body: body for body in self._redis.lrange(self._processing_key, 0, -1)}
+
     def _return_held(self, consumer_id: str) -> int:
         return self._return_script(keys=[self.queue_name, self._key('processing', consumer_id)])

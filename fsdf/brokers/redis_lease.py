@@ -8,6 +8,10 @@ ack that cannot be sent (Redis away) stays buffered and is sent when Redis is ba
 Every consumer beats into the registry (``fsdf.redis_registry``) every ``lease_check_seconds``
 and looks for consumers of its queue whose process is gone (same host) or that stopped beating
 (``STALE_AFTER_SECONDS``); their messages, running or prefetched, go back to the queue.
+
+A consumer also checks its own bookkeeping: a message held there that it does not know of (the
+reply to a take was lost when Redis went away, or a requeue or dead-letter failed) goes back to
+the queue once two checks in a row have seen it, so no message waits for a live consumer's death.
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ class RedisLeaseBroker(RedisBroker):
         self._leases_lock = threading.Lock()
         self._started_at = time.time()
         self._ack_errors = EveryNSeconds(10)
+        self._held: set[Any] = set()      # tags handed out by fetch and not yet settled (guarded by _acks_lock)
+        self._sending: list[Any] = []     # acks on their way to Redis
+        self._unknown: set[Any] = set()   # tags in our bookkeeping we did not know of at the last check
 
     # -- what each kind implements -------------------------------------------------------
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
@@ -56,10 +63,15 @@ class RedisLeaseBroker(RedisBroker):
         """Put every message ``consumer_id`` holds back in the queue, atomically; how many."""
         raise NotImplementedError
 
+    def _held_in_redis(self) -> dict[Any, str]:
+        """The messages this consumer's bookkeeping holds: tag -> body."""
+        raise NotImplementedError
+
     # -- acks ----------------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
         with self._acks_lock:
             self._acks.append(delivery.tag)
+            self._held.discard(delivery.tag)
         if not self._acks_waiting.is_set():
             self._acks_waiting.set()
 
@@ -76,7 +88,7 @@ class RedisLeaseBroker(RedisBroker):
 
     def flush_acks(self) -> bool:
         """Send the buffered acks now; False if Redis could not be reached (they stay buffered)."""
-        acks = self._take_acks()
+        acks = self._sending = self._take_acks()
         if not acks:
             return True
         try:
@@ -86,6 +98,8 @@ class RedisLeaseBroker(RedisBroker):
             if self._ack_errors.ready(time.monotonic()):
                 self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name, exc)
             return False
+        finally:
+            self._sending = []
         return True
 
     def _flush_loop(self) -> None:
@@ -114,7 +128,24 @@ class RedisLeaseBroker(RedisBroker):
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._lease_thread is None:  # whoever takes messages must beat, or they would never come back
             self.start_leases()
-        return super().fetch(max_count, timeout)
+        taken = super().fetch(max_count, timeout)
+        if taken:
+            with self._acks_lock:
+                self._held.update([delivery.tag for delivery in taken])
+        return taken
+
+    def _give_back(self, deliveries: list[Delivery], to_front: bool) -> None:
+        self._forget(deliveries)  # if this fails, the check of our own bookkeeping returns them
+        super()._give_back(deliveries, to_front)
+
+    def dead_letter(self, delivery: Delivery, body: str) -> None:
+        self._forget([delivery])
+        super().dead_letter(delivery, body)
+
+    def _forget(self, deliveries: list[Delivery]) -> None:
+        with self._acks_lock:
+            for delivery in deliveries:
+                self._held.discard(delivery.tag)
 
     def start_leases(self) -> None:
         with self._leases_lock:
@@ -137,7 +168,19 @@ class RedisLeaseBroker(RedisBroker):
                 continue
             recovered += self._return_held(consumer_id)
             redis_registry.forget(self._redis, self.queue_name, consumer_id)
-        return recovered
+        return recovered + self._return_lost()
+
+    def _return_lost(self) -> int:
+        """Give back messages our bookkeeping holds that this process does not know of; how many."""
+        with self._acks_lock:
+            known = self._held.union(self._acks, self._sending)
+        held = self._held_in_redis()
+        unknown = held.keys() - known
+        lost, self._unknown = unknown & self._unknown, unknown
+        if lost:
+            self._unknown -= lost
+            super()._give_back([Delivery(held[tag], tag) for tag in lost], to_front=True)
+        return len(lost)
 
     def close(self) -> None:
         """Send the buffered acks, give back whatever this consumer still holds, leave the registry."""

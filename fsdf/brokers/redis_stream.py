@@ -119,6 +119,11 @@ class RedisStreamBroker(RedisLeaseBroker):
     def _return_held(self, consumer_id: str) -> int:
         return self._return_script(keys=[self.queue_name], args=[self._group, consumer_id, self.consumer_id])
 
+    def _held_in_redis(self) -> dict[Any, str]:
+        reply = self._redis.xreadgroup(self._group, self.consumer_id, {self.queue_name: '0'}, count=100_000)
+        return {entry_id: (fields or {}).get('msg') or _without_msg(fields or {}) for entry_id, fields in reply[0][1]} \
+            if reply else {}
+
     def recover_abandoned(self) -> int:
         recovered = super().recover_abandoned()
         self._trim()

@@ -1,0 +1,242 @@
+"""The Redis brokers (REDIS, REDIS_ACK_ABLE, RedisBrpopLpush, REDIS_STREAM) against a real Redis on loopback."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+import test_consume
+import test_delayed
+from fsdf import BrokerEnum, redis_registry, task_deco
+from fsdf.brokers import get_broker
+from fsdf.redis_connection import redis_client
+from helpers import wait_until
+
+KINDS = [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM]
+IDS = ['list', 'ack_able', 'brpoplpush', 'stream']
+AT_LEAST_ONCE = KINDS[1:]
+
+
+@pytest.fixture(params=KINDS, ids=IDS)
+def embedded_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
+    """Each Redis kind; named like conftest's fixture so the shared consume-path tests run on them."""
+    return request.param
+
+
+@pytest.fixture(params=AT_LEAST_ONCE, ids=IDS[1:])
+def lease_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
+    """The Redis kinds that keep a taken message until it is acked."""
+    return request.param
+
+
+@pytest.fixture
+def raw(redis_server) -> redis.Redis:
+    """A plain redis-py client, as another program would have."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+# The broker contract the embedded brokers pass, run unchanged on every Redis kind.
+test_every_pushed_call_runs_once = test_consume.test_every_pushed_call_runs_once
+test_message_without_extra_from_another_program = test_consume.test_message_without_extra_from_another_program
+test_retries_then_success = test_consume.test_retries_then_success
+test_last_failure_goes_to_the_dead_letter_queue = test_consume.test_last_failure_goes_to_the_dead_letter_queue
+test_malformed_messages_go_to_the_dlq_with_the_reason = test_consume.test_malformed_messages_go_to_the_dlq_with_the_reason
+test_requeue_gives_the_message_back = test_consume.test_requeue_gives_the_message_back
+test_delayed_calls_run_on_time = test_delayed.test_delayed_calls_run_on_time
+test_push_many_with_countdown = test_delayed.test_push_many_with_countdown
+test_a_raw_message_with_a_future_eta_is_delayed_by_the_consumer = \
+    test_delayed.test_a_raw_message_with_a_future_eta_is_delayed_by_the_consumer
+
+
+def raw_publish(raw: redis.Redis, kind: BrokerEnum, queue_name: str, body: str) -> None:
+    """Publish as another language's client would: LPUSH onto the list, or XADD a ``msg`` field."""
+    if kind == BrokerEnum.REDIS_STREAM:
+        raw.xadd(queue_name, {'msg': body})
+    else:
+        raw.lpush(queue_name, body)
+
+
+def test_a_raw_client_publishes_with_the_queue_name_alone(queue_name: str, embedded_kind, raw) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=1)
+    def add(a, b):
+        seen.append(a + b)
+
+    for a in range(5):
+        raw_publish(raw, embedded_kind, queue_name, json.dumps({'a': a, 'b': 10}))
+    assert raw.type(queue_name) == ('stream' if embedded_kind == BrokerEnum.REDIS_STREAM else 'list')
+    assert add.get_message_count() == 5
+    assert add.drain(timeout=10) == 5
+    assert seen == [10, 11, 12, 13, 14]  # first in, first out
+
+
+def test_a_stream_entry_without_msg_is_dead_lettered_whole(queue_name: str, redis_server, raw) -> None:
+    @task_deco(queue_name, broker_kind=BrokerEnum.REDIS_STREAM)
+    def add(a, b):
+        pass
+
+    add.get_message_count()  # creates the group, as a deployed consumer would have
+    raw.xadd(queue_name, {'a': '1', 'b': '2'})
+    assert add.drain(timeout=10) == 1
+    [letter] = test_consume.dead_letters(BrokerEnum.REDIS_STREAM, queue_name)
+    assert letter['extra']['dead_letter']['reason'] == 'malformed'
+    assert '{"a": "1", "b": "2"}' in letter['raw_body']
+
+
+def test_count_purge_and_the_dlq_queue(queue_name: str, embedded_kind, raw) -> None:
+    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=0, is_print_detail_exception=False)
+    def f(x):
+        raise ValueError('always')
+
+    f.push_many(range(25))
+    f.pub({'x': 99}, countdown=60)
+    assert f.get_message_count() == 25  # the delayed one waits outside the queue
+    f.clear()
+    assert f.get_message_count() == 0
+    assert raw.zcard(f'fsdf:delayed:{queue_name}') == 0
+    f.push_many(range(3))
+    assert f.drain(timeout=10) == 3
+    assert get_broker(embedded_kind, f'{queue_name}_dlq').count() == 3  # an ordinary queue of the same kind
+    length = raw.xlen if embedded_kind == BrokerEnum.REDIS_STREAM else raw.llen
+    assert length(f'{queue_name}_dlq') == 3
+
+
+def test_delayed_messages_wait_in_a_sorted_set(queue_name: str, embedded_kind, raw) -> None:
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def later(n):
+        pass
+
+    due = time.time() + 30
+    later.push_many(range(3), eta=due)
+    later.pub({'n': 3}, eta=due)
+    delayed = raw.zrange(f'fsdf:delayed:{queue_name}', 0, -1, withscores=True)
+    assert len(delayed) == 4 and all(score == pytest.approx(due) for _, score in delayed)
+    later.clear()
+
+
+def test_bookkeeping_lives_under_fsdf_and_acks_clear_it(queue_name: str, lease_kind, raw) -> None:
+    broker = get_broker(lease_kind, queue_name)
+    broker.publish_many([json.dumps({'x': n}) for n in range(5)])
+    taken = broker.fetch(3, 1)
+    assert [json.loads(d.body)['x'] for d in taken] == [0, 1, 2]
+    assert held_by(raw, lease_kind, queue_name, broker.consumer_id) == 3
+    others = {key for key in raw.scan_iter(match=f'*{queue_name}*')} - {queue_name}
+    assert others and all(key.startswith('fsdf:') for key in others), others
+    info = redis_registry.consumer_info(raw, broker.consumer_id)
+    assert {'host', 'pid', 'queue', 'start_time'} <= set(info) and info['pid'] == str(os.getpid())
+    for delivery in taken:
+        broker.ack(delivery)
+    assert wait_until(lambda: held_by(raw, lease_kind, queue_name, broker.consumer_id) == 0, 2)  # the flusher
+    assert broker.count() == 2
+    broker.close()
+
+
+def held_by(raw: redis.Redis, kind: BrokerEnum, queue_name: str, consumer_id: str) -> int:
+    """How many messages a consumer holds unacked, read from its bookkeeping key."""
+    if kind == BrokerEnum.REDIS_STREAM:
+        return len(raw.xpending_range(queue_name, queue_name, '-', '+', 10_000, consumername=consumer_id))
+    if kind == BrokerEnum.REDIS_ACK_ABLE:
+        return raw.hlen(f'fsdf:unacked:{queue_name}:{consumer_id}') + raw.llen(f'fsdf:inbox:{queue_name}:{consumer_id}')
+    return raw.llen(f'fsdf:processing:{queue_name}:{consumer_id}')
+
+
+def test_a_consumer_that_stopped_beating_has_its_messages_returned(queue_name: str, lease_kind, raw) -> None:
+    silent = type(get_broker(lease_kind, queue_name))(queue_name)  # takes messages, never beats
+    silent.publish_many([json.dumps({'x': n}) for n in range(5)])
+    assert len(silent._take(5)) == 5
+    raw.zadd(redis_registry.consumers_key(queue_name), {silent.consumer_id: time.time() - 60})
+    survivor = get_broker(lease_kind, queue_name)
+    assert survivor.count() == 0
+    assert survivor.recover_abandoned() == 5
+    assert survivor.count() == 5
+    assert [json.loads(d.body)['x'] for d in survivor.fetch(5, 1)] == [0, 1, 2, 3, 4]  # oldest first
+    assert silent.consumer_id not in raw.zrange(redis_registry.consumers_key(queue_name), 0, -1)
+
+
+CONSUMER_SCRIPT = '''
+import os, sys, time
+from fsdf import BrokerEnum, task_deco
+
+out = os.open(sys.argv[3], os.O_WRONLY | os.O_APPEND)
+
+@task_deco(sys.argv[1], broker_kind=BrokerEnum[sys.argv[2]], concurrent_num=50)
+def work(x):
+    time.sleep(0.05)
+    os.write(out, f'{x}\\n'.encode())
+
+work.consume()
+'''
+
+
+def test_kill_9_of_a_consumer(queue_name: str, embedded_kind, run_script, tmp_path) -> None:
+    """At-least-once kinds: every task runs after a consumer is killed. REDIS: none runs twice."""
+    total = 2000
+    done = tmp_path / 'done.txt'
+    done.touch()
+    out = os.open(done, os.O_WRONLY | os.O_APPEND)
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=50)
+    def work(x):
+        os.write(out, f'{x}\n'.encode())
+
+    work.push_many(range(total))
+    child = run_script(CONSUMER_SCRIPT, queue_name, embedded_kind.name, str(done))
+    try:
+        assert wait_until(lambda: len(done.read_text().split()) >= 300, 30)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    started = time.monotonic()
+    work.drain(timeout=60)  # this consumer's lease check finds the dead pid and returns its messages
+    os.close(out)
+    runs = list(map(int, done.read_text().split()))
+    duplicates, missing = len(runs) - len(set(runs)), total - len(set(runs))
+    print(f'{embedded_kind.name}: {missing} lost, {duplicates} ran twice after kill -9, '
+          f'drained in {time.monotonic() - started:.1f} s')
+    if embedded_kind == BrokerEnum.REDIS:
+        assert duplicates == 0
+        assert missing <= 50  # at most what the dead consumer held: its concurrency
+    else:
+        assert missing == 0
+        assert duplicates <= 100  # what it held: running, prefetched, and acks not yet sent
+        assert time.monotonic() - started < 20
+
+
+def test_redis_restart_mid_run(queue_name: str, embedded_kind, redis_server) -> None:
+    """At-least-once kinds: every call runs. REDIS: none runs twice; a batch taken as Redis went down may be lost."""
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8)
+    def work(x):
+        time.sleep(0.01)
+        with lock:
+            seen.append(x)
+
+    work.push_many(range(300))
+    work.consume()
+    at_least_once = embedded_kind != BrokerEnum.REDIS
+    try:
+        assert wait_until(lambda: len(seen) >= 30, 20)
+        redis_server.restart(down_seconds=1.0)
+        work.push_many(range(300, 350))  # publishing works again after the restart
+        assert wait_until(lambda: work.get_message_count() == 0, 20)
+        wait_until(lambda: len(set(seen)) == 350, 20 if at_least_once else 2)
+    finally:
+        work.consumer.stop()
+    missing, duplicates = 350 - len(set(seen)), len(seen) - len(set(seen))
+    print(f'{embedded_kind.name}: {missing} lost, {duplicates} ran twice across a Redis restart')
+    if at_least_once:
+        assert missing == 0
+        assert wait_until(lambda: held_by(redis_client(), embedded_kind, queue_name,
+                                          work.consumer.broker.consumer_id) == 0, 5)
+    else:
+        assert duplicates == 0 and missing <= 8  # at most one batch: the consumer's concurrency
