@@ -7,7 +7,8 @@ For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA and MONGOMQ, on servers started her
   publish batch  ``task.push_many(range(N))`` against the client's batch (AMQP transaction of the whole
                  batch; produce all + one flush; insert_many). Both sides encode their JSON inside the
                  timing and publish one message first as a warm-up (connections, channels, producer id).
-  consume        one worker process, concurrency C: fsdf's consumer against a hand-written loop
+  consume        one worker process, concurrency C: fsdf's consumer (THREADING x C, and SINGLE_THREAD, which runs
+                 calls in the fetch thread like the Kafka loop) against a hand-written loop
                  (amqpstorm/pika basic.consume + ThreadPoolExecutor with prefetch C, acks from the pool;
                  a confluent-kafka consume(500) loop committing after each batch; C threads each looping
                  pymongo find_one_and_update -> run -> delete_one). Time runs from the first task's start
@@ -25,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -34,6 +34,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
+
+from benchlib import Countdown, Measurements, machine_description
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = 'RESULT '
@@ -53,33 +55,21 @@ def body(i: int) -> str:
     return json.dumps({'i': i})
 
 
-class Done:
-    """Counts settled tasks; remembers when the first started and when the last settled."""
+class Done(Countdown):
+    """A countdown of settled tasks that also remembers when the first task started."""
 
     def __init__(self, total: int) -> None:
-        self.total = total
+        super().__init__(total)
         self.first = 0.0
-        self._count = 0
-        self._lock = threading.Lock()
-        self.event = threading.Event()
 
     def started(self) -> None:
         """A task started (only the first one is recorded)."""
         if not self.first:
             self.first = time.perf_counter()
 
-    def settled(self, count: int = 1) -> None:
-        """``count`` tasks settled."""
-        with self._lock:
-            self._count += count
-            if self._count >= self.total:
-                self.event.set()
-
     def seconds(self) -> float:
         """Seconds from the first start to the last settle (waits for it)."""
-        if not self.event.wait(RUN_TIMEOUT):
-            raise TimeoutError(f'only {self._count} of {self.total} settled in {RUN_TIMEOUT} s')
-        return time.perf_counter() - self.first
+        return self.wait(RUN_TIMEOUT) - self.first
 
 
 # -- hand-written loops, one class per client ---------------------------------------------------------
@@ -117,7 +107,7 @@ class RawAmqpstorm:
             done.started()
             work(json.loads(message.body))
             message.ack()
-            done.settled()
+            done.tick()
 
         self.channel.basic.qos(CONCURRENCY)
         self.channel.basic.consume(lambda message: pool.submit(run, message), self.queue, no_ack=False)
@@ -160,7 +150,7 @@ class RawPika(RawAmqpstorm):
             done.started()
             work(json.loads(payload))
             # pika is not thread-safe: the ack goes to the connection's thread (pika's documented way).
-            connection.add_callback_threadsafe(lambda: (channel.basic_ack(tag), done.settled()))
+            connection.add_callback_threadsafe(lambda: (channel.basic_ack(tag), done.tick()))
 
         channel.basic_qos(prefetch_count=CONCURRENCY)
         channel.basic_consume(self.queue, lambda ch, method, properties, payload: pool.submit(
@@ -207,7 +197,7 @@ class RawKafka:
         consumer.subscribe([self.queue])
 
         def loop() -> None:
-            while not done.event.is_set():
+            while not done.done.is_set():
                 messages = consumer.consume(500, 0.5)
                 settled = 0
                 for message in messages:
@@ -218,7 +208,8 @@ class RawKafka:
                     settled += 1
                 if settled:
                     consumer.commit(asynchronous=True)
-                    done.settled(settled)
+                    for _ in range(settled):
+                        done.tick()
 
         threading.Thread(target=loop, daemon=True).start()
         return done.seconds()
@@ -246,7 +237,7 @@ class RawMongo:
         after = self.pymongo.ReturnDocument.AFTER
 
         def loop() -> None:
-            while not done.event.is_set():
+            while not done.done.is_set():
                 document = take({'state': 0}, {'$set': {'state': 1, 'taken_at': time.time()}}, sort=[('time', 1)],
                                 return_document=after)
                 if document is None:
@@ -255,7 +246,7 @@ class RawMongo:
                 done.started()
                 work(json.loads(document['msg']))
                 self.collection.delete_one({'_id': document['_id']})
-                done.settled()
+                done.tick()
 
         for _ in range(CONCURRENCY):
             threading.Thread(target=loop, daemon=True).start()
@@ -270,14 +261,16 @@ def trivial(i: int) -> int:
     return i
 
 
-def fsdf_task(kind: str, queue: str, done: Done):
-    from fsdf import BrokerEnum, task_deco
+def fsdf_task(kind: str, queue: str, done: Done, single_thread: bool = False):
+    from fsdf import BrokerEnum, ConcurrentModeEnum, task_deco
 
     def work(i):
         done.started()
         return i
 
-    return task_deco(queue, broker_kind=BrokerEnum[kind], concurrent_num=CONCURRENCY, log_level=logging.WARNING)(work)
+    mode = ConcurrentModeEnum.SINGLE_THREAD if single_thread else ConcurrentModeEnum.THREADING
+    return task_deco(queue, broker_kind=BrokerEnum[kind], concurrent_mode=mode, concurrent_num=CONCURRENCY,
+                     log_level=logging.WARNING)(work)
 
 
 def child(what: str, system: str, kind: str, queue: str, count: int) -> float:
@@ -292,7 +285,7 @@ def child(what: str, system: str, kind: str, queue: str, count: int) -> float:
         began = time.perf_counter()
         publish([body(i) for i in range(count)])  # encoding counts, as fsdf's does
         return time.perf_counter() - began
-    task = fsdf_task(kind, queue, done)
+    task = fsdf_task(kind, queue, done, single_thread=system == 'fsdf-single')
     if what == 'consume':
         counters = task.consumer.counters
         task.consume()  # the function marks the first start; settled counts come from the consumer
@@ -330,25 +323,28 @@ def run_child(what: str, system: str, kind: str, queue: str, count: int) -> floa
     raise RuntimeError(f'{what} {system} {kind} failed (exit {done.returncode}): {done.stderr[-2000:]}')
 
 
-def measure(kind: str, repeat: int, scale: float) -> list[tuple[str, int, float, float, list[float], list[float]]]:
-    """Rows (what, count, fsdf msg/s, raw msg/s, fsdf runs s, raw runs s) for one broker."""
+OPERATIONS = {'publish_one': 'publish one msg/s', 'publish_batch': 'publish batch msg/s', 'consume': 'consume msg/s'}
+
+
+def measure(kind: str, repeat: int, scale: float) -> str:
+    """A Markdown table for one broker: fsdf and the raw loop, msg/s (median), fsdf's ratio to the raw loop."""
     counts = [max(1, int(count * scale)) for count in COUNTS[kind]]
-    rows = []
-    for what, count in zip(('publish_one', 'publish_batch', 'consume'), counts):
-        runs: dict[str, list[float]] = {'fsdf': [], 'raw': []}
+    fsdf_row, single_row, raw_row = f'fsdf THREADING x{CONCURRENCY}', 'fsdf SINGLE_THREAD', 'hand-written loop'
+    results = Measurements()
+    for what, count in zip(OPERATIONS, counts):
+        systems = [('fsdf', fsdf_row), ('raw', raw_row)]
+        if what == 'consume':  # the mode matters only here; the Kafka loop runs calls inline, as SINGLE_THREAD does
+            systems.insert(1, ('fsdf-single', single_row))
         for _ in range(repeat):
-            for system in ('fsdf', 'raw'):  # interleaved, so a burst of load hits both alike
+            for system, row in systems:  # interleaved: load bursts hit all alike
                 queue = f'bench_{what}_{system}_{uuid.uuid4().hex[:8]}'
                 if what == 'consume':  # filled by the raw batch publish: the same bodies for both
                     run_child('publish_batch', 'raw', kind, queue, count)
-                runs[system].append(run_child(what, system, kind, queue, count))
-        fsdf_rate = count / statistics.median(runs['fsdf'])
-        raw_rate = count / statistics.median(runs['raw'])
-        rows.append((what, count, fsdf_rate, raw_rate, runs['fsdf'], runs['raw']))
-        print(f'| {kind} | {what.replace("_", " ")} | {count} | {fsdf_rate:,.0f} | {raw_rate:,.0f} | '
-              f'{fsdf_rate / raw_rate:.2f}x | {", ".join(f"{s:.2f}" for s in runs["fsdf"])} / '
-              f'{", ".join(f"{s:.2f}" for s in runs["raw"])} |', flush=True)
-    return rows
+                results.add(row, OPERATIONS[what], count / run_child(what, system, kind, queue, count))
+    columns = list(OPERATIONS.values())
+    counts_line = ', '.join(f'{what.replace("_", " ")} {count:,}' for what, count in zip(OPERATIONS, counts))
+    return (f'{kind} (messages: {counts_line}); ratio = fsdf / hand-written, median of per-run ratios\n\n'
+            + results.table([fsdf_row, single_row, raw_row], columns, {column: raw_row for column in columns}))
 
 
 # -- servers ------------------------------------------------------------------------------------------
@@ -390,15 +386,11 @@ def main() -> None:
         parser.error(f'unknown broker kinds {sorted(unknown)}; choose from {", ".join(RAW)}')
     kinds = args.kinds or list(RAW)
     os.environ['FSDF_CONFIG_FILE'] = '0'
-    print(f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, python {sys.version.split()[0]}, '
-          f'{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, median of {args.repeat}, '
-          f'concurrency {CONCURRENCY}')
+    print(f'{machine_description()}; median of {args.repeat}; concurrency {CONCURRENCY}')
     servers = start_servers(kinds)
     try:
-        print('| broker | operation | messages | fsdf msg/s | raw msg/s | fsdf / raw | runs s (fsdf / raw) |')
-        print('|---|---|---|---|---|---|---|')
         for kind in kinds:
-            measure(kind, args.repeat, args.scale)
+            print('\n' + measure(kind, args.repeat, args.scale), flush=True)
     finally:
         for server in servers:
             server.stop()

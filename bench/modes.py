@@ -30,7 +30,6 @@ elif len(sys.argv) > 3 and sys.argv[1] == '--child' and sys.argv[3] == 'EVENTLET
     eventlet.monkey_patch()
 
 import argparse  # noqa: E402
-import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
@@ -38,11 +37,12 @@ import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
+
+from benchlib import Countdown, machine_description  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_PEERS_PYTHON = BENCH_DIR / '.venv-peers' / 'bin' / 'python'
@@ -74,24 +74,9 @@ def ideal_seconds(durations: list[float], concurrency: int) -> float:
     return max(sum(durations) / concurrency, max(durations))
 
 
-class Finish:
-    """Counts finished tasks and records when the last one ended."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._counter = itertools.count(1)  # next() is atomic under the GIL, and green threads never interleave it
-        self.done = threading.Event()
-
-    def one(self) -> None:
-        """A task finished."""
-        if next(self._counter) == self.total:
-            self.done.set()
-
-    def wait(self, began: float) -> float:
-        """Seconds from ``began`` until the last task finished."""
-        if not self.done.wait(RUN_TIMEOUT):
-            raise TimeoutError(f'{self.total} tasks did not finish in {RUN_TIMEOUT} s')
-        return time.perf_counter() - began
+def finished_after(countdown: Countdown, began: float) -> float:
+    """Seconds from ``began`` until the last task finished."""
+    return countdown.wait(RUN_TIMEOUT) - began
 
 
 # -- one run per subprocess: each system's runner returns the elapsed seconds ------------------------
@@ -103,22 +88,22 @@ def run_fsdf(mode: str, concurrency: int, durations: list[float]) -> float:
 
     from fsdf import BrokerEnum, ConcurrentModeEnum, task_deco
 
-    finish = Finish(len(durations))
+    finish = Countdown(len(durations))
     options = dict(broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=ConcurrentModeEnum[mode],
                    concurrent_num=concurrency, log_level=logging.WARNING)
     if mode == 'ASYNC':
         async def work(seconds):
             await asyncio.sleep(seconds)
-            finish.one()
+            finish.tick()
     else:
         def work(seconds):
             time.sleep(seconds)
-            finish.one()
+            finish.tick()
     task = task_deco(f'bench_modes_{uuid.uuid4().hex[:8]}', **options)(work)
     task.push_many(durations)
     began = time.perf_counter()
     task.consume()
-    elapsed = finish.wait(began)
+    elapsed = finished_after(finish, began)
     task.stop(grace=5)
     return elapsed
 
@@ -128,21 +113,21 @@ def run_dramatiq(mode: str, concurrency: int, durations: list[float]) -> float:
     import dramatiq
     from dramatiq.brokers.stub import StubBroker
 
-    finish = Finish(len(durations))
+    finish = Countdown(len(durations))
     broker = StubBroker()
     dramatiq.set_broker(broker)
 
     @dramatiq.actor(max_retries=0, broker=broker)
     def work(seconds):
         time.sleep(seconds)
-        finish.one()
+        finish.tick()
 
     for seconds in durations:
         work.send(seconds)
     began = time.perf_counter()
     worker = dramatiq.Worker(broker, worker_threads=concurrency)
     worker.start()
-    elapsed = finish.wait(began)
+    elapsed = finished_after(finish, began)
     worker.stop()
     return elapsed
 
@@ -151,20 +136,20 @@ def run_funboost(mode: str, concurrency: int, durations: list[float]) -> float:
     """funboost on its MEMORY_QUEUE broker in its GEVENT mode (the seed framework fsdf replaces)."""
     from funboost import BoosterParams, BrokerEnum, ConcurrentModeEnum, boost
 
-    finish = Finish(len(durations))
+    finish = Countdown(len(durations))
 
     @boost(BoosterParams(queue_name=f'bench_modes_{uuid.uuid4().hex[:8]}', broker_kind=BrokerEnum.MEMORY_QUEUE,
                          concurrent_mode=getattr(ConcurrentModeEnum, mode.upper()), concurrent_num=concurrency,
                          log_level=30, create_logger_file=False))
     def work(seconds):
         time.sleep(seconds)
-        finish.one()
+        finish.tick()
 
     for seconds in durations:
         work.push(seconds)
     began = time.perf_counter()
     work.consume()
-    return finish.wait(began)
+    return finished_after(finish, began)
 
 
 def run_taskiq(mode: str, concurrency: int, durations: list[float]) -> float:
@@ -190,13 +175,13 @@ def run_taskiq(mode: str, concurrency: int, durations: list[float]) -> float:
                 yield await self.queue.get()
 
     async def main() -> float:
-        finish = Finish(len(durations))
+        finish = Countdown(len(durations))
         broker = MemoryQueueBroker()
 
         @broker.task
         async def work(seconds: float) -> None:
             await asyncio.sleep(seconds)
-            finish.one()
+            finish.tick()
 
         for seconds in durations:
             await work.kiq(seconds)
@@ -374,8 +359,7 @@ def main() -> None:
     if unknown:
         parser.error(f'unknown benchmarks {sorted(unknown)}; choose from {", ".join(BENCHES)}')
     runner = Runner(args.repeat, args.peers_python)
-    print(f'{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, python {sys.version.split()[0]}, '
-          f'{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}, median of {args.repeat}')
+    print(f'{machine_description()}; median of {args.repeat}')
     for name in args.benches or list(BENCHES):
         BENCHES[name](runner)
 
