@@ -5,7 +5,6 @@ stop leaves little in flight, and prefetched messages that have not started are 
 """
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import time
@@ -15,7 +14,7 @@ from fsdf import message, shutdown
 from fsdf.brokers import Delivery, get_broker
 from fsdf.concurrency import make_pool
 from fsdf.concurrency.event_loop import run_on_shared_loop
-from fsdf.concurrency.timeout import timeout_strategy_for
+from fsdf.concurrency.timeout import cancel_after, timeout_strategy_for
 from fsdf.config import settings
 from fsdf.controls import RunOutcome, build_controls
 from fsdf.controls.overrides import message_setting
@@ -270,8 +269,7 @@ class Consumer:
         """Run the function once with the message's arguments (an ``async def`` on the shared loop)."""
         timeout = message_setting(outcome.extra, 'function_timeout', self.options.function_timeout)
         if self._is_coroutine_function:
-            call = self._invoke(outcome)
-            return run_on_shared_loop(asyncio.wait_for(call, timeout) if timeout else call)
+            return run_on_shared_loop(cancel_after(self._invoke(outcome), timeout, self.function))
         if timeout:  # stopped the way this pool can (fsdf.concurrency.timeout)
             return timeout_strategy_for(self.pool).run(timeout, self._invoke, outcome)
         return self._invoke(outcome)
@@ -280,13 +278,11 @@ class Consumer:
         return message_setting(outcome.extra, 'max_retry_times', self.options.max_retry_times)
 
     async def _call_async(self, outcome: RunOutcome) -> Any:
-        """Await the coroutine function once, within the timeout (a plain function runs in a thread)."""
-        if self._is_coroutine_function:
-            call = self._invoke(outcome)
-        else:
-            call = asyncio.get_running_loop().run_in_executor(None, self._invoke, outcome)
+        """Await the coroutine function once, within the timeout (a plain function runs in the pool's threads)."""
+        if not self._is_coroutine_function:  # _call stops it with the thread timeout, which really ends it
+            return await self.pool.run_in_thread(self._call, outcome)
         timeout = message_setting(outcome.extra, 'function_timeout', self.options.function_timeout)
-        return await (asyncio.wait_for(call, timeout) if timeout else call)
+        return await cancel_after(self._invoke(outcome), timeout, self.function)
 
     def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
         outcome.status, outcome.exception = 'succeeded', None

@@ -1,6 +1,7 @@
 """``task_deco`` and the task function it returns: still a plain function, plus push/consume/drain."""
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any, Callable, Iterable, Optional, Unpack
 
@@ -50,6 +51,14 @@ class TaskFunction:
         """Publish a call given as a dict of keyword arguments; ``overrides`` set options for this message only."""
         return self.publisher.publish(msg, task_id=task_id, countdown=countdown, eta=eta, priority=priority,
                                       **overrides)
+
+    async def aio_push(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``push`` for async code: publishes without blocking the event loop; ``await`` the result for its value."""
+        return await asyncio.to_thread(self.push, *args, **kwargs)
+
+    async def aio_pub(self, msg: dict[str, Any], **options: Any) -> AsyncResult:
+        """``pub`` for async code: publishes without blocking the event loop (same keywords as ``pub``)."""
+        return await asyncio.to_thread(self.pub, msg, **options)
 
     def clear_filter(self) -> None:
         """Forget which calls ran successfully, so ``do_task_filtering`` lets them run again."""

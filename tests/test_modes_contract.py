@@ -3,14 +3,18 @@ timeouts, qps accuracy and graceful stop, each combination in its own process (g
 eventlet must monkey-patch before anything else is imported, so every mode runs the same way)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from helpers import wait_until
 
+from fsdf import BrokerEnum, ConcurrentModeEnum, get_publisher, task_deco
 
 SCRIPT = '''
 import sys
@@ -209,3 +213,107 @@ def test_mode_contract(mode: str, broker: str, broker_env: None, run_script, que
     held = report['held']
     assert held['started'] == held['ended'] >= 1
     assert report['left_in_queue'] + held['ended'] == 20, report
+
+
+MULTI_PROCESS_SCRIPT = '''
+import sys
+if sys.argv[2] == 'GEVENT':
+    from gevent import monkey; monkey.patch_all()
+import asyncio, os, time
+from fsdf import task_deco, BrokerEnum, ConcurrentModeEnum
+
+queue, mode, out = sys.argv[1], ConcurrentModeEnum[sys.argv[2]], sys.argv[3]
+
+
+def record(i):
+    with open(out, 'a') as f:
+        f.write(f'{os.getpid()} {i}\\n')
+
+
+if mode == ConcurrentModeEnum.ASYNC:
+    @task_deco(queue, broker_kind=BrokerEnum.PERSISTQUEUE, concurrent_mode=mode, concurrent_num=20)
+    async def work(i):
+        await asyncio.sleep(0.2)
+        record(i)
+else:
+    @task_deco(queue, broker_kind=BrokerEnum.PERSISTQUEUE, concurrent_mode=mode, concurrent_num=20)
+    def work(i):
+        time.sleep(0.2)  # patched: yields to the other greenlets
+        record(i)
+
+if __name__ == '__main__':
+    work.multi_process_consume(2)
+'''
+
+
+@pytest.mark.parametrize('mode', ['ASYNC', 'GEVENT'])
+def test_multi_process_consume_with_async_and_green_children(mode: str, run_script, queue_name: str,
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / 'out.txt'
+    get_publisher(queue_name, BrokerEnum.PERSISTQUEUE).publish_many([{'i': i} for i in range(300)])
+    parent = run_script(MULTI_PROCESS_SCRIPT, queue_name, mode, str(out))
+    try:
+        def records() -> list[tuple[int, int]]:
+            return [tuple(map(int, line.split())) for line in out.read_text().splitlines()] if out.exists() else []
+        assert wait_until(lambda: len(records()) >= 300, timeout=30)
+        assert sorted(i for _, i in records()) == list(range(300))  # every message once
+        assert len({pid for pid, _ in records()}) == 2  # both children consumed
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(20) == 0
+
+
+def test_async_tasks_publish_and_await_results_without_blocking_the_loop(queue_name: str) -> None:
+    """A task on the shared loop fans out with aio_push and awaits the results, which run on the
+    same loop: it finishes only if neither publishing nor waiting blocks the loop."""
+    local, async_mode = BrokerEnum.LOCAL_PYTHON_QUEUE, ConcurrentModeEnum.ASYNC
+
+    @task_deco(f'{queue_name}_square', broker_kind=local, concurrent_mode=async_mode, is_using_rpc_mode=True)
+    async def square(x):
+        await asyncio.sleep(0.05)
+        return x * x
+
+    @task_deco(queue_name, broker_kind=local, concurrent_mode=async_mode, is_using_rpc_mode=True, concurrent_num=2)
+    async def total(n):
+        published = await asyncio.gather(*(square.aio_push(i) for i in range(n)))
+        published.append(await square.aio_pub({'x': 10}, task_id=f'{queue_name}-ten'))
+        return [sum(await asyncio.gather(*published)), published[-1].task_id]
+
+    square.consume()
+    total.consume()
+    try:
+        results = [total.push(n) for n in (3, 5)]
+        assert [r.get(20) for r in results] == [[105, f'{queue_name}-ten'], [130, f'{queue_name}-ten']]
+    finally:
+        total.stop(grace=5)
+        square.stop(grace=5)
+
+
+def test_plain_def_under_async_is_bounded_by_concurrent_num_and_really_stopped(queue_name: str) -> None:
+    """A blocking function under ASYNC runs in concurrent_num threads (not asyncio's few default
+    ones), and a run past function_timeout is stopped in its thread, not just abandoned."""
+    lock, state = threading.Lock(), {'running': 0, 'peak': 0, 'slow_finished': 0}
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=ConcurrentModeEnum.ASYNC,
+               concurrent_num=12, function_timeout=0.5, max_retry_times=0, is_print_detail_exception=False)
+    def block(seconds):
+        with lock:
+            state['running'] += 1
+            state['peak'] = max(state['peak'], state['running'])
+        try:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:  # short sleeps: a thread is interrupted between bytecodes
+                time.sleep(0.01)
+            if seconds > 1:
+                state['slow_finished'] += 1
+        finally:
+            with lock:
+                state['running'] -= 1
+
+    block.push(30)
+    block.push_many([0.3] * 23)
+    assert block.drain(timeout=20) == 24
+    counters = block.consumer.counters
+    assert (counters.succeeded, counters.dead_lettered) == (23, 1)
+    assert state['peak'] == 12
+    assert state['running'] == 0 and state['slow_finished'] == 0

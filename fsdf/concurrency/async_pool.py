@@ -2,17 +2,22 @@
 
 The consumer stops fetching when ``max_workers`` calls are in flight (the high mark) and starts
 again only when they have fallen to ``resume_at`` (the low mark), so the loop is never flooded
-with tasks and fetches come in batches rather than one by one.
+with tasks and fetches come in batches rather than one by one. A plain ``def`` under ASYNC runs
+in the pool's own thread executor of ``max_workers`` threads (asyncio's default executor has
+only a handful), so it is bounded by ``concurrent_num`` like everything else.
 """
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Coroutine, Optional, TypeVar
 
 from fsdf.concurrency.base import WorkerPool
 from fsdf.concurrency.event_loop import shared_loop
 
 LOW_WATER_FRACTION = 0.8
+T = TypeVar('T')
 
 
 class AsyncPool(WorkerPool):
@@ -24,6 +29,7 @@ class AsyncPool(WorkerPool):
         self.max_workers = max_workers
         self.loop = shared_loop()
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self._executor: Optional[ThreadPoolExecutor] = None
 
     @property
     def resume_at(self) -> int:
@@ -36,3 +42,15 @@ class AsyncPool(WorkerPool):
         task = self.loop.create_task(fn(*args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Await a blocking ``fn(*args)`` run in the pool's threads, in the caller's context."""
+        if self._executor is None:  # only created on the loop's thread, so no lock
+            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix='fsdf-async-sync')
+        context = contextvars.copy_context()
+        return await self.loop.run_in_executor(self._executor, context.run, fn, *args)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None

@@ -16,13 +16,14 @@ a task's ``except Exception`` does not swallow it.
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import heapq
 import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 T = TypeVar('T')
 
@@ -144,3 +145,17 @@ def timed_out(fn: Callable[..., Any], timeout: float) -> FunctionTimeoutError:
     """The error a strategy raises for a call of ``fn`` stopped after ``timeout`` seconds."""
     name = getattr(fn, '__qualname__', repr(fn))
     return FunctionTimeoutError(f'{name} ran longer than function_timeout={timeout} s and was stopped')
+
+
+async def cancel_after(call: Awaitable[T], timeout: Optional[float], fn: Callable[..., Any]) -> T:
+    """Await ``call`` (a run of ``fn``), cancelled with FunctionTimeoutError after ``timeout`` s (None: no limit)."""
+    if not timeout:
+        return await call
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await call
+    except TimeoutError:
+        if scope.expired():  # ours, not a TimeoutError the task raised itself
+            raise timed_out(fn, timeout) from None
+        raise
