@@ -12,7 +12,7 @@ stream would lose entries it has not read: give other readers their own stream).
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import redis
 
@@ -96,19 +96,23 @@ class RedisStreamBroker(RedisLeaseBroker):
         return self._deliveries(lambda: self._redis.xreadgroup(
             self._group, self.consumer_id, {self.queue_name: '>'}, count=max_count, block=int(wait * 1000)))
 
-    def _deliveries(self, read: Any) -> list[Delivery]:
-        """Run ``read`` (an XREADGROUP) and turn its entries into deliveries; recreate a deleted group."""
+    def _deliveries(self, read: Callable[[], Any]) -> list[Delivery]:
+        """Run ``read`` (an XREADGROUP) and turn its entries into deliveries."""
+        reply = self._with_group(read)
+        if not reply:
+            return []
+        return [Delivery(_body_of(fields), entry_id) for entry_id, fields in reply[0][1]]
+
+    def _with_group(self, call: Callable[[], Any]) -> Any:
+        """Run ``call``; if the stream or its group was deleted meanwhile, create them again and return None."""
         try:
-            reply = read()
+            return call()
         except redis.ResponseError as exc:
             if 'NOGROUP' not in str(exc):
                 raise
-            self.logger.warning('stream %r or its group was deleted; creating them again', self.queue_name)
-            self._ensure_group()
-            return []
-        if not reply:
-            return []
-        return [Delivery(fields.get('msg') or _without_msg(fields), entry_id) for entry_id, fields in reply[0][1]]
+        self.logger.warning('stream %r or its group was deleted; creating them again', self.queue_name)
+        self._ensure_group()
+        return None
 
     def _send_acks(self, tags: list[Any]) -> None:
         self._redis.xack(self.queue_name, self._group, *tags)
@@ -120,9 +124,9 @@ class RedisStreamBroker(RedisLeaseBroker):
         return self._return_script(keys=[self.queue_name], args=[self._group, consumer_id, self.consumer_id])
 
     def _held_in_redis(self) -> dict[Any, str]:
-        reply = self._redis.xreadgroup(self._group, self.consumer_id, {self.queue_name: '0'}, count=100_000)
-        return {entry_id: (fields or {}).get('msg') or _without_msg(fields or {}) for entry_id, fields in reply[0][1]} \
-            if reply else {}
+        reply = self._with_group(lambda: self._redis.xreadgroup(
+            self._group, self.consumer_id, {self.queue_name: '0'}, count=100_000))
+        return {entry_id: _body_of(fields) for entry_id, fields in reply[0][1]} if reply else {}
 
     def recover_abandoned(self) -> int:
         recovered = super().recover_abandoned()
@@ -131,7 +135,10 @@ class RedisStreamBroker(RedisLeaseBroker):
 
     def _trim(self) -> None:
         """Remove the entries every consumer of the group has taken and acked."""
-        oldest_pending = self._redis.xpending(self.queue_name, self._group)['min']
+        pending = self._with_group(lambda: self._redis.xpending(self.queue_name, self._group))
+        if pending is None:
+            return
+        oldest_pending = pending['min']
         floor = oldest_pending or self._group_info().get('last-delivered-id')
         if floor and floor != '0-0':
             self._redis.xtrim(self.queue_name, minid=floor, approximate=False)
@@ -159,6 +166,9 @@ class RedisStreamBroker(RedisLeaseBroker):
         self._trim()
 
 
-def _without_msg(fields: dict[str, str]) -> str:
-    """A body for an entry with no ``msg`` field: not JSON, so it is dead-lettered whole, with its fields."""
-    return f'stream entry without a "msg" field: {json.dumps(fields, ensure_ascii=False)}'
+def _body_of(fields: Optional[dict[str, str]]) -> str:
+    """The message of a stream entry: its ``msg`` field; for an entry without one, a text that is not
+    JSON, so the entry is dead-lettered whole, with its fields."""
+    if fields and 'msg' in fields:
+        return fields['msg']
+    return f'stream entry without a "msg" field: {json.dumps(fields or {}, ensure_ascii=False)}'
