@@ -14,7 +14,7 @@ import pytest
 
 import test_controls
 import test_rpc
-from fsdf import BrokerEnum, redis_registry, task_deco
+from fsdf import BrokerEnum, redis_registry, rpc, task_deco
 from fsdf.controls.distributed_rate import RedisPacer, rate_key
 from fsdf.controls.filtering import filter_key
 from fsdf.controls.redis_filter import RedisFilterStore, filter_entry_prefix
@@ -158,7 +158,7 @@ def test_distributed_pacer_starts_nothing_while_redis_is_unreachable(queue_name:
     stopping.set()
     taker.join(1.5)
     assert not taker.is_alive() and taken == [0]  # and a stop is still noticed within a second
-    assert 'distributed qps: Redis is unreachable' in fsdf_logs.text
+    assert 'distributed qps: no answer from Redis' in fsdf_logs.text
 
 
 def test_redis_controls_without_the_redis_client_say_how_to_install_it(queue_name: str, run_script) -> None:
@@ -309,6 +309,22 @@ def test_rpc_results_and_errors_live_in_redis_for_a_while(queue_name: str, embed
     assert 0 < client.ttl(result_key(ok.task_id)) <= RESULT_TTL_SECONDS
     stored = json.loads(client.lindex(result_key(bad.task_id), 0))
     assert stored['exception'] == {'type': 'ValueError', 'message': 'negative: -1'}
+
+
+def test_rpc_wait_spans_several_blocking_calls(queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rpc, 'BLOCK_SLICE_SECONDS', 0.2)  # long waits are cut in slices under the socket timeout
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.REDIS_ACK_ABLE, is_using_rpc_mode=True)
+    def slow(x):
+        time.sleep(0.7)
+        return x
+
+    result = slow.push(5)
+    slow.consume()
+    try:
+        assert result.get(timeout=10) == 5
+    finally:
+        slow.stop(grace=5)
 
 
 def test_rpc_get_times_out_clearly(queue_name: str, embedded_kind: BrokerEnum) -> None:

@@ -32,6 +32,7 @@ RETRY_SECONDS = 1.0  # how long to wait before asking an unreachable Redis again
 
 # KEYS[1] the schedule; ARGV: qps, most, max_credit (starts), early (s). Returns {count, wait in us, issued}.
 _TAKE_SCRIPT = """
+redis.replicate_commands()  -- writes after TIME: needed before Redis 5, a no-op since
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local qps, most = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -83,7 +84,7 @@ class RedisPacer(Pacer):
                                                       args=[self.qps, most, self.max_credit, EARLY_SECONDS])
             except redis.RedisError as exc:
                 if self._errors.ready(time.monotonic()):
-                    self.logger.error('distributed qps: Redis is unreachable, starting nothing until it answers: %s',
+                    self.logger.error('distributed qps: no answer from Redis, starting nothing until it answers: %s',
                                       exc)
                 stopping.wait(RETRY_SECONDS)
                 continue
