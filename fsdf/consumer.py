@@ -5,6 +5,7 @@ stop leaves little in flight, and prefetched messages that have not started are 
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 import time
@@ -40,6 +41,8 @@ class Consumer:
         self.logger = get_logger(queue_name, options.log_level, options.logger_prefix, options.create_logger_file)
         self.signature = message.CallSignature(consuming_function, options.is_consuming_function_use_multi_params)
         self._is_coroutine_function = inspect.iscoroutinefunction(consuming_function)
+        # _invoke under the function's name, so a timeout error names the user's function.
+        self._named_invoke = functools.update_wrapper(functools.partial(self._invoke), consuming_function)
         self.broker = get_broker(self.broker_kind, queue_name)
         self.pool = options.specify_concurrent_pool or make_pool(
             options.concurrent_mode, options.concurrent_num, name=f'fsdf-{queue_name}')
@@ -271,7 +274,7 @@ class Consumer:
         if self._is_coroutine_function:
             return run_on_shared_loop(cancel_after(self._invoke(outcome), timeout, self.function))
         if timeout:  # stopped the way this pool can (fsdf.concurrency.timeout)
-            return timeout_strategy_for(self.pool).run(timeout, self._invoke, outcome)
+            return timeout_strategy_for(self.pool).run(timeout, self._named_invoke, outcome)
         return self._invoke(outcome)
 
     def _max_retries(self, outcome: RunOutcome) -> int:
