@@ -16,7 +16,7 @@ import test_controls
 import test_rpc
 from fsdf import BrokerEnum, redis_registry, rpc, task_deco
 from fsdf.controls.distributed_rate import RedisPacer, rate_key
-from fsdf.controls.filtering import filter_key
+from fsdf.controls.filtering import MemoryFilterStore, SqliteFilterStore, filter_key, filter_store
 from fsdf.controls.redis_filter import RedisFilterStore, filter_entry_prefix
 from fsdf.hosts import HOST
 from fsdf.redis_connection import redis_client
@@ -108,8 +108,8 @@ def test_two_processes_share_the_rate_and_it_holds_when_one_leaves(queue_name: s
         assert wait_until(lambda: all(starts_in(path) for path in files), timeout=15)
         both_running = time.time()
         assert wait_until(lambda: sum(len(starts_in(p, both_running)) for p in files) >= 33, timeout=15)
-        together = [t for path in files for t in starts_in(path, both_running)]
-        shares = [len(starts_in(path, both_running)) for path in files]
+        per_process = [starts_in(path, both_running) for path in files]
+        together, shares = sum(per_process, []), [len(starts) for starts in per_process]
 
         procs[1].terminate()
         assert procs[1].wait(10) == 0
@@ -182,6 +182,13 @@ def test_redis_controls_without_the_redis_client_say_how_to_install_it(queue_nam
 
 
 # -- do_task_filtering in Redis ----------------------------------------------------------------
+def test_server_brokers_filter_in_redis_and_embedded_ones_never_do(queue_name: str) -> None:
+    for kind in BrokerEnum:
+        expected = {BrokerEnum.LOCAL_PYTHON_QUEUE: MemoryFilterStore,
+                    BrokerEnum.PERSISTQUEUE: SqliteFilterStore}.get(kind, RedisFilterStore)
+        assert type(filter_store(kind, queue_name)) is expected, kind.name
+
+
 def test_filter_entries_are_redis_keys_of_their_own(queue_name: str, embedded_kind: BrokerEnum) -> None:
     @task_deco(queue_name, broker_kind=embedded_kind, do_task_filtering=True, task_filtering_expire_seconds=60)
     def f(x):
