@@ -7,9 +7,9 @@ Benchmarks (every run in a fresh subprocess; GEVENT/EVENTLET runs monkey-patch b
   io       10,000 tasks each sleeping (ASYNC: awaiting) 50 ms at concurrency 1,000; ideal 0.5 s. fsdf ASYNC,
            GEVENT, THREADING next to dramatiq (threads and gevent), funboost's GEVENT mode and taskiq's receiver.
   processes  20,000 trivial tasks on PERSISTQUEUE (SQLite: the embedded broker many processes share),
-           ``multi_process_consume(1)`` against ``(2)``: the processes start on an empty queue, the
-           messages are published in one transaction once all have registered, and the time runs until
-           the last one is acked (process start-up not timed).
+           ``multi_process_consume(1)`` against ``(2)``, with 50 (the default) and 8 threads each: the
+           processes start on an empty queue, the messages are published in one transaction once all
+           have registered, and the time runs until the last one is acked (start-up not timed).
 Time = from starting the consumer to the last task's end (tasks are published before). Peers run in the
 peers virtualenv (``--peers-python``, default bench/.venv-peers; see bench/requirements.txt): dramatiq on
 its StubBroker with its own Worker, funboost on MEMORY_QUEUE, taskiq's Receiver (what ``taskiq worker``
@@ -289,7 +289,7 @@ def _rows(database: Path, sql: str) -> int:
         return -1
 
 
-def processes_seconds(runner: Runner, process_num: int) -> float:
+def processes_seconds(runner: Runner, process_num: int, concurrency: int) -> float:
     """Seconds to settle TRIVIAL_TASKS messages published at once to ``process_num`` consuming processes.
 
     The processes start on an empty queue; the messages are published in one transaction once every
@@ -298,7 +298,7 @@ def processes_seconds(runner: Runner, process_num: int) -> float:
     queue_name = f'bench_processes_{uuid.uuid4().hex[:8]}'
     folder = runner.workdir / 'sqlite'
     env = {**os.environ, 'FSDF_CONFIG_FILE': '0', 'FSDF_PERSIST_QUEUE_PATH': str(folder),
-           'FSDF_BENCH_QUEUE': queue_name, 'PYTHONPATH': str(BENCH_DIR)}
+           'FSDF_BENCH_QUEUE': queue_name, 'FSDF_BENCH_CONCURRENCY': str(concurrency), 'PYTHONPATH': str(BENCH_DIR)}
     os.environ.update(FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(folder))
     from fsdf import BrokerEnum
     from fsdf.brokers import get_broker
@@ -331,16 +331,17 @@ def processes_seconds(runner: Runner, process_num: int) -> float:
 
 
 def processes(runner: Runner) -> None:
-    print(f'\nprocesses: {TRIVIAL_TASKS} trivial tasks on PERSISTQUEUE, multi_process_consume(n), THREADING x50 each')
-    print('| processes | median s | median msg/s | runs (s) |')
-    print('|---|---|---|---|')
-    rates = {}
-    for process_num in (1, 2):
-        runs = [processes_seconds(runner, process_num) for _ in range(runner.repeat)]
-        rates[process_num] = TRIVIAL_TASKS / statistics.median(runs)
-        print(f'| {process_num} | {statistics.median(runs):.3f} | {rates[process_num]:.0f} | '
-              f'{", ".join(f"{r:.3f}" for r in runs)} |', flush=True)
-    print(f'2 processes / 1 process: {rates[2] / rates[1]:.2f}x')
+    print(f'\nprocesses: {TRIVIAL_TASKS} trivial tasks on PERSISTQUEUE, multi_process_consume(n), THREADING')
+    print('| threads per process | processes | median s | median msg/s | runs (s) | 2 processes / 1 |')
+    print('|---|---|---|---|---|---|')
+    for concurrency in (50, 8):  # 50 is fsdf's default
+        rates = {}
+        for process_num in (1, 2):
+            runs = [processes_seconds(runner, process_num, concurrency) for _ in range(runner.repeat)]
+            rates[process_num] = TRIVIAL_TASKS / statistics.median(runs)
+            ratio = f'{rates[2] / rates[1]:.2f}x' if process_num == 2 else ''
+            print(f'| {concurrency} | {process_num} | {statistics.median(runs):.3f} | {rates[process_num]:,.0f} | '
+                  f'{", ".join(f"{r:.3f}" for r in runs)} | {ratio} |', flush=True)
 
 
 BENCHES = {'latency': latency, 'io': io, 'processes': processes}
