@@ -13,7 +13,9 @@ import redis
 import test_consume
 import test_delayed
 from fsdf import BrokerEnum, redis_registry, task_deco
+from fsdf import brokers
 from fsdf.brokers import get_broker
+from fsdf.brokers.redis_base import RedisBroker
 from fsdf.redis_connection import redis_client
 from helpers import wait_until
 
@@ -32,6 +34,15 @@ def embedded_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
 def lease_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
     """The Redis kinds that keep a taken message until it is acked."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def close_redis_brokers():
+    """Close the Redis brokers a test opened, so their lease threads stop before the next test."""
+    yield
+    for broker in list(brokers._instances.values()):
+        if isinstance(broker, RedisBroker) and not broker._closed.is_set():
+            broker.close()
 
 
 @pytest.fixture
