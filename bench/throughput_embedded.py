@@ -32,7 +32,8 @@ from typing import Any, Callable
 
 os.environ.setdefault('FSDF_CONFIG_FILE', '0')
 os.environ.setdefault('FSDF_PERSIST_QUEUE_PATH', tempfile.mkdtemp(prefix='fsdf-bench-embedded-'))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / 'bench'))
 
 import persistqueue.serializers.json as pq_json  # noqa: E402
 from persistqueue.exceptions import Empty as PersistQueueEmpty  # noqa: E402
@@ -148,28 +149,29 @@ def persist_loop_run(n: int, folder: str) -> dict[str, float]:
 
 
 # -- the comparison with another commit ------------------------------------------------------
-def fsdf_at_commit(rev: str, n: int, runs: int) -> dict[str, dict[str, list[float]]]:
-    """Run the fsdf rows on the fsdf source of ``rev`` in a subprocess; {kind: {column: [tasks/s per run]}}."""
-    repo = Path(__file__).resolve().parent.parent
+def export_commit(rev: str) -> str:
+    """A temp dir holding the ``fsdf`` package as it was at ``rev``."""
     source = tempfile.mkdtemp(prefix=f'fsdf-{rev}-')
-    archive = subprocess.run(['git', '-C', str(repo), 'archive', rev, 'fsdf'], capture_output=True, check=True)
+    archive = subprocess.run(['git', '-C', str(REPO), 'archive', rev, 'fsdf'], capture_output=True, check=True)
     subprocess.run(['tar', '-x', '-C', source], input=archive.stdout, check=True)
+    return source
+
+
+def fsdf_in_subprocess(source: str, n: int) -> dict[str, dict[str, float]]:
+    """One run of the fsdf rows on the fsdf package found in ``source``, in a fresh process; {kind: {column: tasks/s}}."""
     env = {**os.environ, 'PYTHONPATH': source, 'FSDF_PERSIST_QUEUE_PATH': tempfile.mkdtemp(prefix='fsdf-bench-')}
-    out = subprocess.run([sys.executable, __file__, '--fsdf-only', '--n', str(n), '--runs', str(runs)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, __file__, '--fsdf-only', '--n', str(n)], env=env, capture_output=True,
+                         text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def fsdf_only(n: int, runs: int) -> None:
-    """Print the fsdf rows as one JSON line (what ``fsdf_at_commit`` reads)."""
+def fsdf_only(n: int) -> None:
+    """Print one run of the fsdf rows as one JSON line (what ``fsdf_in_subprocess`` reads)."""
     import fsdf
-    assert os.environ.get('PYTHONPATH', '') in fsdf.__file__, fsdf.__file__
-    found: dict[str, dict[str, list[float]]] = {}
-    for _ in range(runs):
-        for kind in KINDS:
-            for column, value in fsdf_run(kind, n).items():
-                found.setdefault(kind.name, {}).setdefault(column, []).append(value)
-    print(json.dumps(found))
+    source = os.environ.get('PYTHONPATH', '')
+    if not fsdf.__file__.startswith(source):
+        raise RuntimeError(f'fsdf imported from {fsdf.__file__}, not from {source}')
+    print(json.dumps({kind.name: fsdf_run(kind, n) for kind in KINDS}))
 
 
 def main() -> None:
@@ -182,12 +184,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.fsdf_only:
-        fsdf_only(args.n, args.runs)
+        fsdf_only(args.n)
         return
     print(machine_description())
     print(f'{args.n:,} trivial tasks, {args.runs} runs, medians in tasks/s; '
           f'(ratio) = median of per-run ratios to the hand loop on the same backend\n')
     folder = tempfile.mkdtemp(prefix='fsdf-bench-handloop-')
+    old_source = export_commit(args.compare_commit) if args.compare_commit else ''
     results = Measurements()
     for _ in range(args.runs):  # rows interleaved, so a burst of load hits them alike
         for kind in KINDS:
@@ -200,20 +203,24 @@ def main() -> None:
                 results.add(f'{kind.name} fsdf', column, value)
         for column, value in local_loop_run(args.n, as_json=False).items():
             results.add('LOCAL_PYTHON_QUEUE hand loop, plain tuples', column, value)
-    if args.compare_commit:
-        before = fsdf_at_commit(args.compare_commit, args.n, args.runs)
-        for kind_name, columns in before.items():
-            for column, values in columns.items():
-                for value in values:
-                    results.add(f'{kind_name} fsdf at {args.compare_commit}', column, value)
+        if old_source:  # both in fresh processes, one after the other
+            for label, source in ((f'fsdf at {args.compare_commit}', old_source), ('fsdf now', str(REPO))):
+                for kind_name, columns in fsdf_in_subprocess(source, args.n).items():
+                    for column, value in columns.items():
+                        results.add(f'{kind_name} {label}', column, value)
     for kind in KINDS:
         rows = [f'{kind.name} hand loop', f'{kind.name} fsdf']
-        if args.compare_commit:
-            rows.append(f'{kind.name} fsdf at {args.compare_commit}')
         if kind is BrokerEnum.LOCAL_PYTHON_QUEUE:
             rows.append('LOCAL_PYTHON_QUEUE hand loop, plain tuples')
         print(results.table(rows, COLUMNS, {c: f'{kind.name} hand loop' for c in COLUMNS}))
         print()
+    if old_source:
+        print(f'fsdf now (qps=0) against fsdf at {args.compare_commit}, each in a fresh process; '
+              f'(ratio) = now / then, same run\n')
+        for kind in KINDS:
+            rows = [f'{kind.name} fsdf at {args.compare_commit}', f'{kind.name} fsdf now']
+            print(results.table(rows, COLUMNS, {c: rows[0] for c in COLUMNS}))
+            print()
 
 
 if __name__ == '__main__':

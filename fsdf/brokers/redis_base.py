@@ -90,6 +90,8 @@ class RedisBroker(Broker):
 
     # -- consuming -----------------------------------------------------------------------
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if max_count < 1:  # nothing to take (and XREADGROUP refuses a count of 0)
+            return []
         deadline = time.monotonic() + timeout
         while True:
             self._promote_due()
