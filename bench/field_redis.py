@@ -38,7 +38,8 @@ from typing import Any, Callable, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-sys.path.insert(0, str(BENCH_DIR))
+if str(BENCH_DIR) not in sys.path:  # run as a script it is sys.path[0]; nb_log writes its config into sys.path[1]
+    sys.path.insert(0, str(BENCH_DIR))
 
 from benchlib import Measurements, dispatch, machine_description  # noqa: E402  (stdlib only: both venvs)
 
