@@ -33,10 +33,10 @@ class ResultBackend(ABC):
 
 
 class LocalResultBackend(ResultBackend):
-    """Results of in-process queues, kept in memory."""
+    """Results of in-process queues, kept in memory as JSON text so they read back as from any other store."""
 
     def __init__(self) -> None:
-        self._results: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._results: dict[str, tuple[float, str]] = {}
         self._arrived = threading.Condition()
 
     def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
@@ -44,14 +44,14 @@ class LocalResultBackend(ResultBackend):
         with self._arrived:
             if len(self._results) > 10_000:
                 self._results = {k: v for k, v in self._results.items() if v[0] > now}
-            self._results[task_id] = (now + ttl, payload)
+            self._results[task_id] = (now + ttl, json.dumps(payload))
             self._arrived.notify_all()
 
     def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
         with self._arrived:
             self._arrived.wait_for(lambda: task_id in self._results, timeout)
             found = self._results.get(task_id)
-        return found[1] if found else None
+        return json.loads(found[1]) if found else None
 
 
 class SqliteResultBackend(ResultBackend):

@@ -14,18 +14,18 @@ def test_results_and_failures_come_back(queue_name: str, embedded_kind: BrokerEn
     @task_deco(queue_name, broker_kind=embedded_kind, is_using_rpc_mode=True, max_retry_times=1,
                is_print_detail_exception=False)
     def divide(a, b):
-        return {'quotient': a / b}
+        return {'quotient': a / b, 'pair': (a, b)}
 
     good, bad = divide.push(1, 4), divide.push(1, 0)
     assert good.status == 'pending'
     divide.consume()
     try:
-        assert good.get(timeout=10) == {'quotient': 0.25}
+        assert good.get(timeout=10) == {'quotient': 0.25, 'pair': [1, 4]}  # JSON on every store
         assert good.status == 'success'
         with pytest.raises(TaskFailedError, match='failed after 1 retries: ZeroDivisionError'):
             bad.get(timeout=10)
         assert bad.status == 'failed'
-        assert asyncio.run(_await(divide.push(3, 2))) == {'quotient': 1.5}
+        assert asyncio.run(_await(divide.push(3, 2)))['quotient'] == 1.5
     finally:
         divide.stop(grace=5)
 
