@@ -147,7 +147,10 @@ def test_bookkeeping_lives_under_fsdf_and_acks_clear_it(queue_name: str, lease_k
         broker.ack(delivery)
     assert wait_until(lambda: held_by(raw, lease_kind, queue_name, broker.consumer_id) == 0, 2)  # the flusher
     assert broker.count() == 2
-    broker.close()
+    assert len(broker.fetch(2, 1)) == 2 and broker.count() == 0
+    broker.close()  # gives back what it still holds, and leaves the registry
+    assert broker.count() == 2 and held_by(raw, lease_kind, queue_name, broker.consumer_id) == 0
+    assert broker.consumer_id not in redis_registry.live_consumers(raw, queue_name)
 
 
 def held_by(raw: redis.Redis, kind: BrokerEnum, queue_name: str, consumer_id: str) -> int:
