@@ -20,7 +20,6 @@ import threading
 import time
 from typing import Any, Optional
 
-import redis
 
 from fsdf import redis_registry
 from fsdf.brokers.base import Delivery
@@ -93,7 +92,7 @@ class RedisLeaseBroker(RedisBroker):
             return True
         try:
             self._send_acks(acks)
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis away (or anything else): keep the acks, the flusher must live on
             self._keep_acks(acks)
             if self._ack_errors.ready(time.monotonic()):
                 self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name, exc)
