@@ -20,7 +20,6 @@ import threading
 import time
 from typing import Any, Optional
 
-
 from fsdf import redis_registry
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.redis_base import RedisBroker
