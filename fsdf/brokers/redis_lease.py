@@ -43,6 +43,7 @@ class RedisLeaseBroker(RedisBroker):
         self._flusher: Optional[threading.Thread] = None
         self._leases_lock = threading.Lock()
         self._started_at = time.time()
+        self._beat_by = 0.0  # monotonic time by which the next beat is overdue
         self._ack_errors = EveryNSeconds(10)
         self._held: set[Any] = set()      # tags handed out by fetch and not yet settled (guarded by _acks_lock)
         self._sending: list[Any] = []     # acks on their way to Redis
@@ -126,6 +127,8 @@ class RedisLeaseBroker(RedisBroker):
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._lease_thread is None:  # whoever takes messages must beat, or they would never come back
             self.start_leases()
+        elif time.monotonic() > self._beat_by:  # the lease thread fell behind (Redis was away): beat first
+            self.beat()
         taken = super().fetch(max_count, timeout)
         if taken:
             with self._acks_lock:
@@ -158,6 +161,7 @@ class RedisLeaseBroker(RedisBroker):
     def beat(self) -> None:
         redis_registry.beat(self._redis, self.queue_name, self.consumer_id,
                             {'start_time': self._started_at, 'broker': type(self).__name__})
+        self._beat_by = time.monotonic() + 2 * self.lease_check_seconds
 
     def recover_abandoned(self) -> int:
         recovered = 0
