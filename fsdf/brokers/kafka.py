@@ -91,12 +91,19 @@ class KafkaBroker(Broker):
             if producer is None:
                 producer = self._producers[self.bootstrap] = Producer({
                     'bootstrap.servers': self.bootstrap, 'acks': 'all', 'enable.idempotence': True,
-                    'linger.ms': 2})
+                    'linger.ms': 2,
+                    # Keyless messages go to a random partition each, not a whole batch to one
+                    # partition: every consumer of the group gets a share of a push_many.
+                    'sticky.partitioning.linger.ms': 0})
             return producer
 
     def _consumer_config(self) -> dict[str, Any]:
         return {'bootstrap.servers': self.bootstrap, 'group.id': self.queue_name, 'enable.auto.commit': False,
-                'auto.offset.reset': 'earliest', 'session.timeout.ms': 10000, 'heartbeat.interval.ms': 1000}
+                'auto.offset.reset': 'earliest',
+                # A killed member is evicted after this, and its partitions go to the others; 6 s is
+                # the least a Kafka broker accepts (group.min.session.timeout.ms) and well within the
+                # 20 s in which a dead consumer's messages must be back.
+                'session.timeout.ms': 6000, 'heartbeat.interval.ms': 1000}
 
     # -- publishing ----------------------------------------------------------------------
     def publish(self, body: str, priority: Optional[int] = None) -> None:

