@@ -16,6 +16,7 @@ the queue once two checks in a row have seen it, so no message waits for a live 
 from __future__ import annotations
 
 import atexit
+import math
 import threading
 import time
 from typing import Any, Optional
@@ -44,6 +45,8 @@ class RedisLeaseBroker(RedisBroker):
         self._leases_lock = threading.Lock()
         self._started_at = time.time()
         self._beat_by = 0.0  # monotonic time by which the next beat is overdue
+        self._beaten_at: Optional[float] = None
+        self._beats_trusted_from = 0.0  # monotonic; before it, a stale beat is not taken for a death
         self._ack_errors = EveryNSeconds(10)
         self._held: set[Any] = set()      # tags handed out by fetch and not yet settled (guarded by _acks_lock)
         self._sending: list[Any] = []     # acks on their way to Redis
@@ -161,11 +164,17 @@ class RedisLeaseBroker(RedisBroker):
     def beat(self) -> None:
         redis_registry.beat(self._redis, self.queue_name, self.consumer_id,
                             {'start_time': self._started_at, 'broker': type(self).__name__})
-        self._beat_by = time.monotonic() + 2 * self.lease_check_seconds
+        now = time.monotonic()
+        if self._beaten_at is not None and now - self._beaten_at > redis_registry.STALE_AFTER_SECONDS / 2:
+            # Redis was away a while: every consumer's beat looks stale now. Give them time to beat
+            # again before taking a stale beat for a death (a dead process on this host still counts).
+            self._beats_trusted_from = now + redis_registry.STALE_AFTER_SECONDS
+        self._beaten_at, self._beat_by = now, now + 2 * self.lease_check_seconds
 
     def recover_abandoned(self) -> int:
         recovered = 0
-        for consumer_id in redis_registry.dead_consumers(self._redis, self.queue_name):
+        stale_after = redis_registry.STALE_AFTER_SECONDS if time.monotonic() >= self._beats_trusted_from else math.inf
+        for consumer_id in redis_registry.dead_consumers(self._redis, self.queue_name, stale_after):
             if consumer_id == self.consumer_id:  # our own beat is late (Redis was away): we are alive
                 continue
             recovered += self._return_held(consumer_id)
