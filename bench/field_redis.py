@@ -61,7 +61,7 @@ class Completion:
 
     def __init__(self, redis_url: str, key: str, total: int) -> None:
         import redis
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=60)
         self.key, self.total = key, total
 
     def done(self, ran_for: float = 0.0) -> None:
@@ -138,7 +138,7 @@ class Raw(Framework):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         import redis
-        self.redis = redis.Redis.from_url(self.redis_url)
+        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=60)
         self.names = ('a', 'b') if self.task_name == 'add' else ('durations',)
 
     def publish_one(self, calls: list[tuple]) -> None:
@@ -333,7 +333,7 @@ class Driver:
     def __init__(self, redis_url: str, folder: Path, peers_python: str, latency_units_ms: list[float]) -> None:
         import redis
         self.redis_url, self.folder, self.latency_units_ms = redis_url, folder, latency_units_ms
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=60)
         self.pythons = {name: (peers_python if name in ('celery', 'dramatiq', 'funboost') else str(FSDF_PYTHON))
                         for name in FRAMEWORKS}
 
@@ -471,9 +471,13 @@ def driver_main(args: argparse.Namespace) -> None:
             print(f'{label}: cannot run here: {problems[framework]}', file=sys.stderr)
     rows = [row for row in rows if not problems.get(row[1])]
     server = RedisServer(port=args.redis_port).start()
+    # The tests' helper keeps an append-only file; with fsync every second on a disk shared with
+    # other work, Redis stalls writes for seconds now and then. A benchmark wants memory only.
+    import redis
+    redis.Redis.from_url(server.url).config_set('appendonly', 'no')
     folder = Path(tempfile.mkdtemp(prefix='fsdf-bench-field-'))
     print(machine_description())
-    print(f'redis-server on 127.0.0.1:{server.port} (append-only file, fsync every second); peers under '
+    print(f'redis-server on 127.0.0.1:{server.port} (in memory: appendonly no, save ""); peers under '
           f'{args.peers_python}; {args.n:,} add(a, b) tasks; {args.runs} runs; worker concurrency {CONCURRENCY}')
     units = [float(unit) for unit in args.latency_unit_ms.split(',')]
     latency_columns = [latency_column(unit, c) for unit in units for c in LATENCY_CONCURRENCIES]
