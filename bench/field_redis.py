@@ -485,8 +485,9 @@ def driver_main(args: argparse.Namespace) -> None:
         driver = Driver(server.url, folder, args.peers_python, units)
         for run in range(args.runs):
             began = time.monotonic()
-            run_rows(rows, lambda label, fw, variant: driver.throughput_row(results, label, fw, variant, args.n),
-                     results, COLUMNS)
+            if not args.latency_only:
+                run_rows(rows, lambda label, fw, variant: driver.throughput_row(results, label, fw, variant, args.n),
+                         results, COLUMNS)
             if not args.no_latency:
                 run_rows(rows, lambda label, fw, variant: driver.latency_row(results, label, fw, variant),
                          results, latency_columns)
@@ -577,6 +578,7 @@ def main() -> None:
     parser.add_argument('--redis-port', type=int, default=26390)
     parser.add_argument('--latency-unit-ms', default='1', help='ms per unit of the sleep distribution; a list: 1,10')
     parser.add_argument('--no-latency', action='store_true')
+    parser.add_argument('--latency-only', action='store_true')
     parser.add_argument('--keep-logs', action='store_true')
     child = parser.add_argument_group('subprocess roles (used by the driver)')
     child.add_argument('--child', dest='role', choices=['publish-one', 'publish-batch', 'work'])
