@@ -5,15 +5,19 @@ Collection ``<queue>``, one document per message::
 
     {"msg": "<the message's JSON text>" or {...the message object...},
      "state": 0,                   # 0 ready, 1 taken by a consumer
-     "time": 1763800000.123,       # publish time, epoch seconds: consumers take the oldest first
+     "time": 1763800000.123,       # when it may be taken, epoch seconds: its publish time, or
+                                   # the due time of a delayed message; oldest first, never early
      "consumer": "host:pid:id",    # only while taken
      "taken_at": 1763800001.5}     # only while taken
 
 Another program publishes with ``insert_one({"msg": {"a": 1, "b": 2}, "state": 0, "time": <now>})``.
-Taking is ``find_one_and_update`` from state 0 to 1 (index on ``state, time``); ack deletes the
-document. Consumers beat into ``fsdf_consumers`` (``_id`` = consumer id, ``queue``, ``host``,
-``pid``, ``last_beat``); messages taken by a consumer that stopped beating (or whose process is
-gone, on the same host) are put back to state 0 by any other consumer of the queue.
+Taking is ``find_one_and_update`` from state 0 to 1 of the oldest document whose ``time`` has
+come (one index on ``state, time`` serves both the filter and the order, so thousands of delayed
+documents cost a consumer nothing: they stay in the collection until due); ack deletes the
+document. ``count`` counts only due messages; ``purge`` removes delayed ones too. Consumers
+beat into ``fsdf_consumers`` (``_id`` = consumer id, ``queue``, ``host``, ``pid``, ``last_beat``);
+messages taken by a consumer that stopped beating (or whose process is gone, on the same host)
+are put back to state 0 by any other consumer of the queue.
 """
 from __future__ import annotations
 
@@ -64,6 +68,9 @@ class MongoBroker(Broker):
         now = time.time()
         self._collection.insert_many([{'msg': body, 'state': READY, 'time': now} for body in bodies])
 
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        self._collection.insert_many([{'msg': body, 'state': READY, 'time': due} for body in bodies])
+
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if time.monotonic() >= self._next_beat:  # holding messages without a beat would let others take them
             self.beat()
@@ -83,8 +90,9 @@ class MongoBroker(Broker):
         taken = []
         lease = {'$set': {'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': time.time()}}
         take = self._collection.find_one_and_update
+        due = {'state': READY, 'time': {'$lte': time.time()}}
         for _ in range(max_count):
-            document = take({'state': READY}, lease, sort=[('time', 1)], projection={'msg': 1},
+            document = take(due, lease, sort=[('time', 1)], projection={'msg': 1},
                             return_document=ReturnDocument.AFTER)
             if document is None:
                 break
@@ -99,7 +107,7 @@ class MongoBroker(Broker):
                                     {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': ''}})
 
     def count(self) -> int:
-        return self._collection.count_documents({'state': READY})
+        return self._collection.count_documents({'state': READY, 'time': {'$lte': time.time()}})
 
     def purge(self) -> None:
         self._collection.delete_many({'state': READY})

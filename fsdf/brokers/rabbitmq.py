@@ -10,9 +10,20 @@ thread-safe (pika) are never entered by two threads. Prefetch (``basic.qos``) is
 batch the consumer has asked for, which is its concurrency. When a connection drops, the next
 call opens a new one and consumes again; acks for messages of the dead connection are dropped
 (RabbitMQ has already put those messages back).
+
+Delayed messages wait in a delay queue ``fsdf.delay.<queue>.<ms>``: every message in it has the
+same delay (the queue's ``x-message-ttl``), and when it expires RabbitMQ dead-letters it through
+the default exchange to ``<queue>``. One queue per delay, because RabbitMQ expires messages only
+at the head of a queue: with per-message ``expiration`` in a shared queue, a message due in an
+hour would hold back one due in a second behind it; with one TTL per queue, head-first is also
+due-first. Delays are rounded up (to 0.1 s under a minute, 1 s beyond), so a message is never
+early and at most that late, and the number of delay queues stays bounded by the distinct
+delays in flight. Each delay queue deletes itself (``x-expires``) a minute after its last
+message has expired. ``count`` and ``purge`` see only the queue itself, not delayed messages.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -27,6 +38,7 @@ QUEUE_ARGUMENTS = {'x-max-priority': MAX_PRIORITY}
 RECONNECT_DEADLINE_SECONDS = 60.0  # how long a publish keeps trying while RabbitMQ is away
 RECONNECT_PAUSE_SECONDS = 0.5
 PUMP_SLICE_SECONDS = 0.01  # the longest an ack waits while the fetch thread waits for messages
+DELAY_QUEUE_LINGER_MS = 60_000  # an unused delay queue outlives its last message's expiry by this much
 
 OnMessage = Callable[[Body, int], None]
 
@@ -150,6 +162,20 @@ class RabbitMQBroker(Broker):
         # One transaction per batch: one round trip instead of a confirm per message, the same guarantee.
         self._with_publisher(lambda session: session.publish_batch(self.queue_name, bodies))
 
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        ttl_ms = delay_ms(due - time.time())
+        if ttl_ms <= 0:
+            self.publish_many(bodies)
+            return
+        delay_queue = f'fsdf.delay.{self.queue_name}.{ttl_ms}'
+        arguments = {'x-message-ttl': ttl_ms, 'x-expires': ttl_ms + DELAY_QUEUE_LINGER_MS,
+                     'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': self.queue_name}
+
+        def publish(session: AmqpSession) -> None:
+            session.declare(delay_queue, arguments)  # declaring also renews the queue's x-expires lease
+            session.publish_batch(delay_queue, bodies)
+        self._with_publisher(publish)
+
     def count(self) -> int:
         return self._with_publisher(lambda session: session.count(self.queue_name))
 
@@ -239,3 +265,9 @@ class RabbitMQBroker(Broker):
             if self._publisher is not None:
                 self._publisher.close()
                 self._publisher = None
+
+
+def delay_ms(seconds: float) -> int:
+    """A delay rounded up to its delay queue's step: 100 ms under a minute, whole seconds beyond."""
+    step = 100 if seconds < 60 else 1000
+    return math.ceil(seconds * 1000 / step) * step if seconds > 0 else 0

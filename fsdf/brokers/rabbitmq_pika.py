@@ -7,6 +7,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from fsdf.brokers.base import Body
 from fsdf.brokers.rabbitmq import AmqpSession, OnMessage, RabbitMQBroker
 
 PERSISTENT = pika.BasicProperties(delivery_mode=2, content_type='application/json')
@@ -28,17 +29,17 @@ class PikaSession(AmqpSession):
     def declare(self, queue: str, arguments: dict) -> None:
         self.channel.queue_declare(queue, durable=True, arguments=arguments)
 
-    def publish(self, queue: str, body: str, priority: Optional[int]) -> None:
+    def publish(self, queue: str, body: Body, priority: Optional[int]) -> None:
         properties = pika.BasicProperties(delivery_mode=2, content_type='application/json', priority=priority)
-        self.channel.basic_publish('', queue, body.encode(), properties, mandatory=True)
+        self.channel.basic_publish('', queue, _encoded(body), properties, mandatory=True)
 
-    def publish_batch(self, queue: str, bodies: list[str]) -> None:
+    def publish_batch(self, queue: str, bodies: list[Body]) -> None:
         if self.batch_channel is None:
             self.batch_channel = self.connection.channel()
             self.batch_channel.tx_select()
         publish = self.batch_channel.basic_publish
         for body in bodies:
-            publish('', queue, body.encode(), PERSISTENT)
+            publish('', queue, _encoded(body), PERSISTENT)
         self.batch_channel.tx_commit()
 
     def count(self, queue: str) -> int:
@@ -69,6 +70,11 @@ class PikaSession(AmqpSession):
             self.connection.close()
         except pika.exceptions.AMQPError:
             pass
+
+
+def _encoded(body: Body) -> bytes:
+    """A message body as pika sends it (a body fetched back from RabbitMQ is bytes already)."""
+    return body if isinstance(body, bytes) else body.encode()
 
 
 class PikaBroker(RabbitMQBroker):
