@@ -18,6 +18,7 @@ from fsdf.brokers import get_broker
 from fsdf.brokers.redis_base import RedisBroker
 from fsdf.redis_connection import redis_client
 from helpers import wait_until
+from servers._server_process import accepts
 
 KINDS = [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM]
 IDS = ['list', 'ack_able', 'brpoplpush', 'stream']
@@ -254,3 +255,24 @@ def test_redis_restart_mid_run(queue_name: str, embedded_kind, redis_server) -> 
                                           work.consumer.broker.consumer_id) == 0, 5)
     else:
         assert duplicates == 0 and missing <= 8  # at most one batch: the consumer's concurrency
+
+
+@pytest.mark.parametrize('kind', [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE], ids=['list', 'ack_able'])
+def test_a_consumer_started_while_redis_is_down_runs_when_it_is_back(queue_name: str, kind, redis_server) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=kind)
+    def work(x):
+        seen.append(x)
+
+    work.push_many(range(20))
+    outage = threading.Thread(target=redis_server.restart, args=(2.0,))
+    outage.start()
+    try:
+        assert wait_until(lambda: not accepts(redis_server.port), 10)
+        work.consume()  # does not raise: it logs, and fetches once Redis is back
+        outage.join()
+        assert wait_until(lambda: len(seen) == 20, 20)
+    finally:
+        outage.join()
+        work.consumer.stop()
