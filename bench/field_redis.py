@@ -498,18 +498,14 @@ def driver_main(args: argparse.Namespace) -> None:
             print(f'worker logs kept in {folder}', file=sys.stderr)
         else:
             shutil.rmtree(folder, ignore_errors=True)
-    report(results, [row[0] for row in rows], units, latency_columns, args.no_latency)
+    report(results, [row[0] for row in rows], units, latency_columns, args.no_latency, args.latency_only)
 
 
 def report(results: Measurements, labels: list[str], units: list[float], latency_columns: list[str],
-           no_latency: bool) -> None:
+           no_latency: bool, latency_only: bool) -> None:
     """Print the tables and the targets, as markdown."""
-    print('\nThroughput, tasks/s, medians; (ratio) = median of the per-run ratios to the raw loop of the same run: '
-          'one-call publish to raw LPUSH, batch publish and consume to raw pipelined\n')
-    print(results.table(labels, COLUMNS[:3], {'publish, one call each': 'raw LPUSH / BRPOP',
-                                              'publish, batch': 'raw pipelined', 'consume': 'raw pipelined'}))
-    print('\nWorker start (spawn to first task done, s) and peak RSS (MB), medians\n')
-    print(results.table(labels, COLUMNS[3:], {}, digits=2, with_ratio=False))
+    if not latency_only:
+        print_throughput(results, labels)
     if not no_latency:
         ideals = ', '.join(f'{latency_column(u, c)}: {ideal_latency_seconds(u, c):.3f} s'
                            for u in units for c in LATENCY_CONCURRENCIES)
@@ -518,7 +514,18 @@ def report(results: Measurements, labels: list[str], units: list[float], latency
         print(results.table(labels, latency_columns, {}, digits=2, with_ratio=False))
     print('\nTargets (same-run ratios, medians over runs)\n')
     for line in target_lines(results, labels, units, no_latency):
-        print(f'- {line}')
+        if not line.endswith('not measured'):
+            print(f'- {line}')
+
+
+def print_throughput(results: Measurements, labels: list[str]) -> None:
+    """The throughput table and the start/RSS table."""
+    print('\nThroughput, tasks/s, medians; (ratio) = median of the per-run ratios to the raw loop of the same run: '
+          'one-call publish to raw LPUSH, batch publish and consume to raw pipelined\n')
+    print(results.table(labels, COLUMNS[:3], {'publish, one call each': 'raw LPUSH / BRPOP',
+                                              'publish, batch': 'raw pipelined', 'consume': 'raw pipelined'}))
+    print('\nWorker start (spawn to first task done, s) and peak RSS (MB), medians\n')
+    print(results.table(labels, COLUMNS[3:], {}, digits=2, with_ratio=False))
 
 
 def target_lines(results: Measurements, labels: list[str], units: list[float], no_latency: bool) -> list[str]:
