@@ -6,6 +6,7 @@ On a rebalance the revoked partitions commit what settled and forget the rest; t
 gets those messages again. Kafka cannot put a message back, so ``requeue`` produces it again
 at the end of the topic. ``count`` is the group's lag; ``purge`` moves the group's committed
 offsets to the end of every partition (the messages stay in Kafka until its retention ends).
+Delayed messages wait in delay topics that the queue's consumers forward from (see kafka_delay).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, Optional
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from fsdf.brokers import kafka_delay
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
 
@@ -70,20 +72,26 @@ class KafkaBroker(Broker):
         self._track_lock = threading.Lock()
         self._lag_consumer: Optional[Consumer] = None
         self._lag_lock = threading.Lock()
+        self._forwarder: Optional[kafka_delay.DelayForwarder] = None
 
     # -- setup ---------------------------------------------------------------------------
     def _ensure_topic(self) -> None:
-        key = (self.bootstrap, self.queue_name)
-        if key in self._created_topics:
+        self._ensure_topics([self.queue_name], self.num_partitions)
+
+    def _ensure_topics(self, topics: list[str], partitions: int) -> None:
+        """Create the topics that this process has not created or seen yet (an existing one is fine)."""
+        missing = [topic for topic in topics if (self.bootstrap, topic) not in self._created_topics]
+        if not missing:
             return
         admin = AdminClient({'bootstrap.servers': self.bootstrap})
-        future = admin.create_topics([NewTopic(self.queue_name, self.num_partitions, 1)])[self.queue_name]
-        try:
-            future.result(15)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-        self._created_topics.add(key)
+        futures = admin.create_topics([NewTopic(topic, partitions, 1) for topic in missing])
+        for topic, future in futures.items():
+            try:
+                future.result(15)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+            self._created_topics.add((self.bootstrap, topic))
 
     def _shared_producer(self) -> Producer:
         with self._shared_lock:
@@ -110,17 +118,32 @@ class KafkaBroker(Broker):
         self.publish_many([body])
 
     def publish_many(self, bodies: list[str]) -> None:
+        self._send([(self.queue_name, body, None) for body in bodies])
+
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        remaining = due - time.time()
+        if remaining <= 0:
+            self.publish_many(bodies)
+            return
+        topics = kafka_delay.level_topics(self.queue_name)
+        self._ensure_topics(topics, 1)
+        level, headers = topics[kafka_delay.level_for(remaining)], {kafka_delay.DUE_HEADER: str(due)}
+        self._send([(level, body, headers) for body in bodies])
+
+    def _send(self, records: list[kafka_delay.Record]) -> None:
+        """Produce records; return once the broker has acknowledged them all, else raise."""
         errors: list[KafkaError] = []
 
         def delivered(error: Optional[KafkaError], _message: Any) -> None:
             if error is not None:
                 errors.append(error)
 
-        producer, topic = self._producer, self.queue_name
-        for body in bodies:
+        producer = self._producer
+        for topic, body, headers in records:
+            value = body.encode() if isinstance(body, str) else body
             while True:
                 try:
-                    producer.produce(topic, body.encode() if isinstance(body, str) else body, on_delivery=delivered)
+                    producer.produce(topic, value, headers=headers, on_delivery=delivered)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain
                     producer.poll(0.1)
@@ -153,6 +176,7 @@ class KafkaBroker(Broker):
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._consumer is None:
+            self._start_forwarder()
             self._consumer = self._start_consumer()
         consumer = self._consumer
         self._commit(synchronous=False)
@@ -175,6 +199,13 @@ class KafkaBroker(Broker):
                 catch_up_deadline = now + CATCH_UP_SECONDS
             if now >= catch_up_deadline or not self._unread(consumer):
                 return []
+
+    def _start_forwarder(self) -> None:
+        """Consumers of a queue are the ones that move its delayed messages along (kafka_delay)."""
+        if self._forwarder is None:
+            self._ensure_topics(kafka_delay.level_topics(self.queue_name), 1)
+            self._forwarder = kafka_delay.DelayForwarder(self.queue_name, self._consumer_config(), self._send)
+            self._forwarder.start()
 
     def _track(self, messages: list[Any]) -> list[Delivery]:
         deliveries = []
@@ -268,6 +299,8 @@ class KafkaBroker(Broker):
 
     def close(self) -> None:
         super().close()
+        if self._forwarder is not None:
+            self._forwarder.stop()
         if self._consumer is not None:
             self._commit(synchronous=True)
             self._consumer.close()

@@ -1,0 +1,85 @@
+"""Delayed messages on the server brokers: they wait on the broker, run no earlier than due and
+within 1 s after, and a consumer holds none of them before then."""
+from __future__ import annotations
+
+import os
+import time
+
+import psutil
+import pytest
+
+import test_delayed
+from fsdf import BrokerEnum, get_publisher, task_deco
+from helpers import wait_until
+
+SERVER_OF = {
+    BrokerEnum.RABBITMQ_AMQPSTORM: 'rabbitmq_server',
+    BrokerEnum.RABBITMQ_PIKA: 'rabbitmq_server',
+    BrokerEnum.MONGOMQ: 'mongo_server',
+    BrokerEnum.KAFKA: 'kafka_server',
+}
+
+
+@pytest.fixture(params=list(SERVER_OF), ids=['amqpstorm', 'pika', 'mongo', 'kafka'])
+def embedded_kind(request: pytest.FixtureRequest) -> BrokerEnum:
+    """Each server broker, with its server started; named like conftest's fixture so the delayed tests run on them."""
+    request.getfixturevalue(SERVER_OF[request.param])
+    return request.param
+
+
+# What the embedded brokers guarantee for delayed messages, run unchanged on the server brokers.
+test_delayed_calls_run_on_time = test_delayed.test_delayed_calls_run_on_time
+test_push_many_with_countdown = test_delayed.test_push_many_with_countdown
+test_a_raw_message_with_a_future_eta_is_delayed_by_the_consumer = (
+    test_delayed.test_a_raw_message_with_a_future_eta_is_delayed_by_the_consumer)
+
+
+def test_a_shorter_delay_is_not_held_back_by_a_longer_one(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    ran: dict[str, float] = {}
+
+    @task_deco(queue_name, broker_kind=embedded_kind)
+    def later(name):
+        ran[name] = time.time()
+
+    later.consume()
+    try:
+        later.pub({'name': 'long'}, countdown=3.0)
+        published = time.time()
+        later.pub({'name': 'short'}, countdown=1.0)
+        assert wait_until(lambda: len(ran) == 2, 10)
+    finally:
+        later.stop(grace=5)
+    assert 1.0 <= ran['short'] - published < 2.0
+    assert ran['long'] - published >= 3.0 - 0.1  # 'long' was published up to 0.1 s before 'published'
+
+
+def test_5000_delayed_messages_stay_on_the_broker_until_due(queue_name: str, rabbitmq_server) -> None:
+    ran = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.RABBITMQ_AMQPSTORM, concurrent_num=8)
+    def later(n):
+        ran.append(n)
+
+    process = psutil.Process(os.getpid())
+    later.consume()
+    try:
+        assert wait_until(lambda: later.consumer.broker._consumer is not None, 10)  # consuming, prefetch open
+        before = process.memory_info().rss
+        later.push_many(range(5000), countdown=4)
+        due = time.time() + 4
+        later.push(-1)  # an ordinary message goes first: the consumer is not blocked by the delayed ones
+        assert wait_until(lambda: ran == [-1], 3)
+        while time.time() < due - 1:  # the consumer keeps fetching; nothing delayed may reach it
+            assert later.get_message_count() == 0 and later.consumer._in_flight == 0 and ran == [-1]
+            time.sleep(0.1)
+        grown = process.memory_info().rss - before
+    finally:
+        later.stop(grace=5)
+        later.consumer.broker.close()  # unsubscribes, so what comes due stays in the queue to be counted
+    publisher = get_publisher(queue_name, BrokerEnum.RABBITMQ_AMQPSTORM)
+    try:
+        assert wait_until(lambda: publisher.get_message_count() == 5000, 10)  # then all of them, once due
+        assert time.time() >= due
+    finally:
+        publisher.clear()
+    assert grown < 10 * 1024 * 1024, f'RSS grew {grown / 1e6:.1f} MB while 5000 messages were delayed'
