@@ -276,3 +276,20 @@ def test_a_consumer_started_while_redis_is_down_runs_when_it_is_back(queue_name:
     finally:
         outage.join()
         work.consumer.stop()
+
+
+def test_a_long_call_is_not_redelivered_while_its_consumer_beats(queue_name: str, redis_server, monkeypatch) -> None:
+    """No visibility timeout: a message stays with a live consumer however long its call runs."""
+    monkeypatch.setattr(redis_registry, 'STALE_AFTER_SECONDS', 2.5)  # shorter than the call below
+    kind_class = type(get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name))
+    busy, other = kind_class(queue_name), kind_class(queue_name)
+    busy.publish('{"x": 1}')
+    [delivery] = busy.fetch(1, 1)  # starts its beats
+    deadline = time.monotonic() + 6  # more than twice the stale period
+    while time.monotonic() < deadline:
+        assert other.recover_abandoned() == 0 and other.count() == 0
+        time.sleep(0.5)
+    busy.ack(delivery)
+    busy.close()
+    other.close()
+    assert other.count() == 0
