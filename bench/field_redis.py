@@ -368,7 +368,7 @@ class Driver:
                                   start_new_session=True)
         try:
             deadline = time.monotonic() + timeout
-            while int(self.redis.get(counter) or 0) < total:
+            while not self.redis.exists(f'{counter}:last'):  # written just after the count reaches total
                 if worker.poll() is not None:
                     raise RuntimeError(f'{framework} {variant} worker exited with {worker.returncode}; '
                                        f'see {log.name}')
