@@ -176,8 +176,8 @@ class KafkaBroker(Broker):
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._consumer is None:
-            self._start_forwarder()
             self._consumer = self._start_consumer()
+            self._start_forwarder()
         consumer = self._consumer
         self._commit(synchronous=False)
         deadline = time.monotonic() + timeout
