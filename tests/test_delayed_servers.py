@@ -83,3 +83,27 @@ def test_5000_delayed_messages_stay_on_the_broker_until_due(queue_name: str, rab
     finally:
         publisher.clear()
     assert grown < 10 * 1024 * 1024, f'RSS grew {grown / 1e6:.1f} MB while 5000 messages were delayed'
+
+
+def test_kafka_delay_levels_are_not_read_into_the_consumer(queue_name: str, kafka_server) -> None:
+    ran = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
+    def later(n, pad):
+        ran.append(n)
+
+    pad = 'x' * 1000  # 30 MB of delayed messages: a client that prefetched them grows 10+ MB in 3 s
+    later.publisher.publish_many(({'n': n, 'pad': pad} for n in range(30_000)), countdown=60)
+    process = psutil.Process(os.getpid())
+    before = process.memory_info().rss
+    later.consume()
+    try:
+        deadline = time.monotonic() + 3  # the forwarder joins, reads the head of the level and pauses there
+        while time.monotonic() < deadline:
+            assert later.get_message_count() == 0 and later.consumer._in_flight == 0 and not ran
+            time.sleep(0.1)
+        grown = process.memory_info().rss - before
+    finally:
+        later.stop(grace=5)
+        later.consumer.broker.close()
+    assert grown < 6 * 1024 * 1024, f'RSS grew {grown / 1e6:.1f} MB while 30 MB of messages were delayed'
