@@ -66,8 +66,8 @@ def test_5000_delayed_messages_stay_on_the_broker_until_due(queue_name: str, rab
     try:
         assert wait_until(lambda: later.consumer.broker._consumer is not None, 10)  # consuming, prefetch open
         before = process.memory_info().rss
+        due = time.time() + 4  # every message's due time is later than this
         later.push_many(range(5000), countdown=4)
-        due = time.time() + 4
         later.push(-1)  # an ordinary message goes first: the consumer is not blocked by the delayed ones
         assert wait_until(lambda: ran == [-1], 3)
         while time.time() < due - 1:  # the consumer keeps fetching; nothing delayed may reach it
@@ -85,22 +85,35 @@ def test_5000_delayed_messages_stay_on_the_broker_until_due(queue_name: str, rab
     assert grown < 10 * 1024 * 1024, f'RSS grew {grown / 1e6:.1f} MB while 5000 messages were delayed'
 
 
-def test_kafka_delay_levels_are_not_read_into_the_consumer(queue_name: str, kafka_server) -> None:
+PUBLISH_DELAYED_SCRIPT = '''
+import sys
+from fsdf import BrokerEnum, get_publisher
+
+pad = 'x' * 1000
+get_publisher(sys.argv[1], BrokerEnum.KAFKA).publish_many(({'n': n, 'pad': pad} for n in range(30_000)), countdown=60)
+'''
+
+
+def test_kafka_delay_levels_are_not_read_into_the_consumer(queue_name: str, kafka_server, run_script) -> None:
     ran = []
 
     @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
     def later(n, pad):
         ran.append(n)
 
-    pad = 'x' * 1000  # 30 MB of delayed messages: a client that prefetched them grows 10+ MB in 3 s
-    later.publisher.publish_many(({'n': n, 'pad': pad} for n in range(30_000)), countdown=60)
     process = psutil.Process(os.getpid())
-    before = process.memory_info().rss
     later.consume()
     try:
-        deadline = time.monotonic() + 3  # the forwarder joins, reads the head of the level and pauses there
+        later.pub({'n': -1, 'pad': ''})
+        assert wait_until(lambda: ran == [-1], 20)  # consuming: clients connected, group joined
+        assert later.get_message_count() == 0
+        before = process.memory_info().rss
+        # 30 MB of delayed messages, published by another process so that only consuming counts here:
+        # a client that prefetched them would grow by 10+ MB in 3 s.
+        assert run_script(PUBLISH_DELAYED_SCRIPT, queue_name).wait(60) == 0
+        deadline = time.monotonic() + 3  # the forwarder reads the head of the level and pauses there
         while time.monotonic() < deadline:
-            assert later.get_message_count() == 0 and later.consumer._in_flight == 0 and not ran
+            assert later.get_message_count() == 0 and later.consumer._in_flight == 0 and ran == [-1]
             time.sleep(0.1)
         grown = process.memory_info().rss - before
     finally:
