@@ -177,6 +177,7 @@ class KafkaBroker(Broker):
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         if self._consumer is None:
             self._consumer = self._start_consumer()
+        if self._forwarder is None:
             self._start_forwarder()
         consumer = self._consumer
         self._commit(synchronous=False)
@@ -202,10 +203,9 @@ class KafkaBroker(Broker):
 
     def _start_forwarder(self) -> None:
         """Consumers of a queue are the ones that move its delayed messages along (kafka_delay)."""
-        if self._forwarder is None:
-            self._ensure_topics(kafka_delay.level_topics(self.queue_name), 1)
-            self._forwarder = kafka_delay.DelayForwarder(self.queue_name, self._consumer_config(), self._send)
-            self._forwarder.start()
+        self._ensure_topics(kafka_delay.level_topics(self.queue_name), 1)
+        self._forwarder = kafka_delay.DelayForwarder(self.queue_name, self._consumer_config(), self._send)
+        self._forwarder.start()
 
     def _track(self, messages: list[Any]) -> list[Delivery]:
         deliveries = []
