@@ -103,10 +103,11 @@ def test_5000_delayed_messages_stay_on_the_broker_until_due(queue_name: str, rab
     try:
         assert wait_until(lambda: later.consumer.broker._consumer is not None, 10)  # consuming, prefetch open
         before = process.memory_info().rss
-        due = time.time() + 4  # every message's due time is later than this
-        later.push_many(range(5000), countdown=4)
+        due = time.time() + 6  # every message's due time is later than this
+        later.push_many(range(5000), countdown=6)
         later.push(-1)  # an ordinary message goes first: the consumer is not blocked by the delayed ones
-        assert wait_until(lambda: ran == [-1], 3)
+        assert wait_until(lambda: ran == [-1], 20)
+        assert later.get_message_count() == 0 and later.consumer._in_flight == 0
         while time.time() < due - 1:  # the consumer keeps fetching; nothing delayed may reach it
             assert later.get_message_count() == 0 and later.consumer._in_flight == 0 and ran == [-1]
             time.sleep(0.1)
