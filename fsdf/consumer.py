@@ -1,6 +1,7 @@
 """The consume path, top to bottom: fetch a batch -> pool -> decode -> run with retries -> settle -> ack.
 
-A consumer never holds more unsettled messages than its pool can run at once, so a crash or a
+A consumer never holds more unsettled messages than its pool can run at once (plus, while calls are
+short, the pool's small prefetch margin, which starts within a fraction of a call), so a crash or a
 stop leaves little in flight, and prefetched messages that have not started are given back.
 """
 from __future__ import annotations
@@ -28,6 +29,9 @@ from fsdf.stats import RunCounters
 FETCH_WAIT_SECONDS = 1.0  # how long one fetch blocks, so a stop is noticed within about a second
 DRAIN_FETCH_WAIT_SECONDS = 0.1
 EARLY_TOLERANCE_SECONDS = 0.05  # a message this close to its eta runs now
+# While calls take less than this on average, a consumer may hold the pool's prefetch margin beyond
+# its concurrency: those messages start within a fraction of a call, so they count as starting soon.
+SHORT_CALL_SECONDS = 0.05
 
 
 class Consumer:
@@ -52,6 +56,9 @@ class Consumer:
         self._publisher: Optional[Publisher] = None
         self._slots = threading.Condition()
         self._in_flight = 0           # fetched and not yet settled
+        self._low_water = self.pool.resume_at  # a full consumer's fetch loop sleeps until in-flight falls to it
+        self._margin = self.pool.prefetch_margin
+        self._mean_call: Optional[float] = None  # seconds, a running mean of recent calls
         self._waiting: set[Delivery] = set()  # handed to the pool, not started
         self._stopping = threading.Event()
         self._stop_when_idle = False
@@ -154,11 +161,21 @@ class Consumer:
                 submit(run, delivery)
 
     def _wait_for_free_slots(self) -> int:
-        limit = self.pool.max_workers
+        """How many messages to fetch now, after waiting while the consumer holds enough."""
+        workers = self.pool.max_workers
+        mean_call = self._mean_call
+        if self._margin and mean_call is not None and mean_call < SHORT_CALL_SECONDS:
+            # Short calls: hold up to the margin beyond the workers, and fetch once three quarters of it
+            # are used (in a batch); what is left keeps every thread busy during the round trip.
+            limit = workers + self._margin
+            low_water = wait_from = workers + self._margin // 4
+        else:  # long calls: fetch whenever a worker is free; once full, wait for the pool's low water mark
+            limit = wait_from = workers
+            low_water = self.pool.resume_at
         with self._slots:
-            if self._in_flight >= limit:  # full: wait for the pool's low water mark
-                resume_at = self.pool.resume_at
-                while self._in_flight > resume_at and not self._stopping.is_set():
+            self._low_water = low_water
+            if self._in_flight >= wait_from:
+                while self._in_flight > low_water and not self._stopping.is_set():
                     self._slots.wait(FETCH_WAIT_SECONDS)
             return max(0, limit - self._in_flight)
 
@@ -183,11 +200,14 @@ class Consumer:
     def _release(self) -> None:
         with self._slots:
             self._in_flight -= 1
-            self._slots.notify()
+            # Above the low water mark nobody waits for this: waking the fetch loop per call costs a switch.
+            if self._in_flight <= self._low_water:
+                self._slots.notify_all()
 
     def _run_delivery(self, delivery: Delivery) -> None:
         if not self._claim(delivery):
             return
+        began = time.monotonic()
         try:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
@@ -208,7 +228,13 @@ class Consumer:
         except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
             self.logger.exception('could not settle a message of %r', self.queue_name)
         finally:
+            self._note_call(time.monotonic() - began)
             self._release()
+
+    def _note_call(self, seconds: float) -> None:
+        mean = self._mean_call
+        # No lock: a lost update between threads only nudges an estimate.
+        self._mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
 
     async def _run_delivery_async(self, delivery: Delivery) -> None:
         """The same as ``_run_delivery`` for ASYNC mode, awaiting the call on the pool's loop."""

@@ -17,6 +17,11 @@ class WorkerPool(ABC):
         """Once full, the consumer fetches again when in-flight calls fall to this (the low water mark)."""
         return self.max_workers - 1
 
+    @property
+    def prefetch_margin(self) -> int:
+        """Messages a consumer may hold beyond ``max_workers`` while calls are short, so no worker waits for a fetch."""
+        return 0
+
     @abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` soon; exceptions are the caller's to handle inside ``fn``."""

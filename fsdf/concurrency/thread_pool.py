@@ -10,6 +10,14 @@ from typing import Any, Callable, Optional
 from fsdf.concurrency.base import WorkerPool
 
 logger = logging.getLogger('fsdf.pool')
+# A full pool is refilled once this fraction of its calls are left: one fetch then brings a batch
+# while the rest keep the threads busy, instead of one message per round trip as each slot frees.
+LOW_WATER_FRACTION = 0.75
+# Short calls: a finishing thread takes the next message from the pool's queue instead of sleeping
+# until the fetch loop's next round trip brings one. Only big pools hold such a margin: there threads
+# finish often enough for it to pay, and a small pool's messages stay free for other consumers.
+PREFETCH_FRACTION = 0.5
+PREFETCH_FROM_WORKERS = 16
 
 
 class ShrinkableThreadPool(WorkerPool):
@@ -47,6 +55,14 @@ class ShrinkableThreadPool(WorkerPool):
     def keep_alive(self, seconds: float) -> None:
         self._keep_alive = seconds
         self._window_end = min(self._window_end, time.monotonic() + seconds)
+
+    @property
+    def resume_at(self) -> int:
+        return int(self.max_workers * LOW_WATER_FRACTION)
+
+    @property
+    def prefetch_margin(self) -> int:
+        return int(self.max_workers * PREFETCH_FRACTION) if self.max_workers >= PREFETCH_FROM_WORKERS else 0
 
     @property
     def idle_count(self) -> int:
