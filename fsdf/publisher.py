@@ -89,13 +89,19 @@ class Publisher:
               priority: Optional[int]) -> tuple[str, dict[str, Any]]:
         if not isinstance(msg, dict):
             raise TypeError(f'a message must be a dict of keyword arguments, got {type(msg).__name__}')
-        arguments = dict(msg)
-        given_extra = arguments.pop(message.EXTRA, None) or {}
+        given_extra = None
+        if message.EXTRA in msg:
+            arguments = dict(msg)
+            given_extra = arguments.pop(message.EXTRA) or {}
+            task_id = task_id or given_extra.get('task_id')
+        else:
+            arguments = msg  # only read from here on
         if self.signature is not None:
             self.signature.check_fits(arguments)
-        extra = message.new_extra(task_id or given_extra.get('task_id'), priority=priority,
-                                  eta=due_time(countdown, eta))
-        extra = {**given_extra, **extra}
+        due = None if countdown is None and eta is None else due_time(countdown, eta)
+        extra = message.new_extra(task_id, priority, due)
+        if given_extra:
+            extra = {**given_extra, **extra}
         return message.encode(arguments, extra), extra
 
 
