@@ -23,8 +23,8 @@ class RabbitMQServer:
 
     def __init__(self, port: int = 15673) -> None:
         self.port = pick_port(int(os.environ.get('RABBITMQ_PORT', port)))
-        self.dist_port = pick_port(self.port + 10000)
-        self.epmd_port = pick_port(14369)
+        self.dist_port = pick_port(int(os.environ.get('RABBITMQ_DIST_PORT', 25673)))
+        self.epmd_port = pick_port(int(os.environ.get('RABBITMQ_EPMD_PORT', 14369)))
         self.folder = SERVERS_DIR / f'rabbitmq-{self.port}'
         self.node = f'fsdf{self.port}@localhost'
         self._broker: Optional[subprocess.Popen] = None
