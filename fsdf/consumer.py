@@ -28,7 +28,6 @@ from fsdf.stats import RunCounters
 
 FETCH_WAIT_SECONDS = 1.0  # how long one fetch blocks, so a stop is noticed within about a second
 DRAIN_FETCH_WAIT_SECONDS = 0.1
-EARLY_TOLERANCE_SECONDS = 0.05  # a message this close to its eta runs now
 # While calls take less than this on average, a consumer may hold the pool's prefetch margin beyond
 # its concurrency: those messages start within a fraction of a call, so they count as starting soon.
 SHORT_CALL_SECONDS = 0.05
@@ -274,7 +273,7 @@ class Consumer:
             return RunOutcome(None, {}, {}, 'malformed')
         outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
         eta = extra.get('eta')
-        if eta and eta > outcome.started + EARLY_TOLERANCE_SECONDS:
+        if eta and eta > outcome.started:  # never early: back to the broker until due
             # Published with a future eta by a client that did not delay it on the broker.
             self.broker.publish_delayed(delivery.body, eta)
             self.broker.ack(delivery)
