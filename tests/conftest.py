@@ -61,6 +61,13 @@ def fsdf_logs(caplog: pytest.LogCaptureFixture):
         logger.removeHandler(caplog.handler)
 
 
+def _stop_background_brokers() -> None:
+    """Stop every broker's lease thread before a server stops, so none logs errors after the session."""
+    from fsdf.brokers import _instances
+    for broker in list(_instances.values()):
+        broker._closed.set()
+
+
 def _point_fsdf_at(setting: str, value: str) -> None:
     """Set a connection setting here and for the scripts tests start (they inherit the environment)."""
     os.environ[f'FSDF_{setting}'] = value
@@ -75,6 +82,7 @@ def redis_server():
     server = need(lambda: RedisServer().start())
     _point_fsdf_at('REDIS_URL', server.url)
     yield server
+    _stop_background_brokers()
     server.stop()
 
 
@@ -86,6 +94,7 @@ def rabbitmq_server():
     server = need(lambda: RabbitMQServer().start())
     _point_fsdf_at('RABBITMQ_URL', server.url)
     yield server
+    _stop_background_brokers()
     server.stop()
 
 
@@ -97,6 +106,7 @@ def mongo_server():
     server = need(lambda: MongoServer().start())
     _point_fsdf_at('MONGO_CONNECT_URL', server.url)
     yield server
+    _stop_background_brokers()
     server.stop()
 
 
@@ -108,4 +118,5 @@ def kafka_server():
     server = need(lambda: KafkaServer().start())
     _point_fsdf_at('KAFKA_BOOTSTRAP_SERVERS', server.bootstrap_servers)
     yield server
+    _stop_background_brokers()
     server.stop()

@@ -9,7 +9,6 @@ import time
 import amqpstorm
 import pytest
 
-import test_consume
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import broker_class, get_broker
 from fsdf.exceptions import BrokerNotAvailableError
@@ -24,13 +23,7 @@ def embedded_kind(request: pytest.FixtureRequest, rabbitmq_server) -> BrokerEnum
     return request.param
 
 
-# The broker contract the embedded brokers pass, run unchanged on RabbitMQ.
-test_every_pushed_call_runs_once = test_consume.test_every_pushed_call_runs_once
-test_message_without_extra_from_another_program = test_consume.test_message_without_extra_from_another_program
-test_retries_then_success = test_consume.test_retries_then_success
-test_last_failure_goes_to_the_dead_letter_queue = test_consume.test_last_failure_goes_to_the_dead_letter_queue
-test_malformed_messages_go_to_the_dlq_with_the_reason = test_consume.test_malformed_messages_go_to_the_dlq_with_the_reason
-test_requeue_gives_the_message_back = test_consume.test_requeue_gives_the_message_back
+from broker_contract import *  # noqa: E402,F401,F403  (the broker contract, on this module's kinds)
 
 
 def raw_channel(url: str) -> tuple[amqpstorm.Connection, amqpstorm.Channel]:

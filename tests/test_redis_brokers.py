@@ -54,13 +54,7 @@ def raw(redis_server) -> redis.Redis:
     client.close()
 
 
-# The broker contract the embedded brokers pass, run unchanged on every Redis kind.
-test_every_pushed_call_runs_once = test_consume.test_every_pushed_call_runs_once
-test_message_without_extra_from_another_program = test_consume.test_message_without_extra_from_another_program
-test_retries_then_success = test_consume.test_retries_then_success
-test_last_failure_goes_to_the_dead_letter_queue = test_consume.test_last_failure_goes_to_the_dead_letter_queue
-test_malformed_messages_go_to_the_dlq_with_the_reason = test_consume.test_malformed_messages_go_to_the_dlq_with_the_reason
-test_requeue_gives_the_message_back = test_consume.test_requeue_gives_the_message_back
+from broker_contract import *  # noqa: E402,F401,F403  (the broker contract, on this module's kinds)
 test_delayed_calls_run_on_time = test_delayed.test_delayed_calls_run_on_time
 test_push_many_with_countdown = test_delayed.test_push_many_with_countdown
 test_a_raw_message_with_a_future_eta_is_delayed_by_the_consumer = \

@@ -1,6 +1,7 @@
 """The one small interface every broker implements, and the behaviour they share."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -12,6 +13,9 @@ from typing import Any, ClassVar, Iterable, Optional, Union
 from fsdf.hosts import HOST
 
 Body = Union[str, bytes]
+# Set as the interpreter exits: lease threads stop before logging and the backends' clients shut down.
+_exiting = threading.Event()
+atexit.register(_exiting.set)
 
 
 @dataclass(slots=True, eq=False)
@@ -124,7 +128,7 @@ class Broker(ABC):
         return 0
 
     def _lease_loop(self) -> None:
-        while not self._closed.wait(self.lease_check_seconds):
+        while not self._closed.wait(self.lease_check_seconds) and not _exiting.is_set():
             try:
                 self.beat()
                 recovered = self.recover_abandoned()
