@@ -32,13 +32,35 @@ def queue_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def run_script(tmp_path: Path):
-    """Start a Python script (given as text) in a new process with the test environment; returns Popen."""
+    """Start a Python script (given as text) in a new process with the test environment; returns Popen.
+
+    Whatever the test's outcome, the scripts and every process they started are killed afterwards,
+    so a failed test leaves no consumer running into the next ones.
+    """
+    started: list[subprocess.Popen] = []
+
     def start(source: str, *args: str, **popen_kwargs) -> subprocess.Popen:
         path = tmp_path / f'script_{uuid.uuid4().hex[:6]}.py'
         path.write_text(textwrap.dedent(source))
         env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1'}
-        return subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path, **popen_kwargs)
-    return start
+        process = subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path, **popen_kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    import psutil
+    for process in started:
+        try:
+            tree = psutil.Process(process.pid)
+            doomed = [*tree.children(recursive=True), tree]
+        except psutil.NoSuchProcess:
+            continue
+        for member in doomed:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(doomed, timeout=10)
 
 
 @pytest.fixture(params=[fsdf.BrokerEnum.LOCAL_PYTHON_QUEUE, fsdf.BrokerEnum.PERSISTQUEUE],
@@ -61,11 +83,22 @@ def fsdf_logs(caplog: pytest.LogCaptureFixture):
         logger.removeHandler(caplog.handler)
 
 
-def _stop_background_brokers() -> None:
-    """Stop every broker's lease thread before a server stops, so none logs errors after the session."""
+REDIS_KINDS = (fsdf.BrokerEnum.REDIS, fsdf.BrokerEnum.REDIS_ACK_ABLE, fsdf.BrokerEnum.RedisBrpopLpush,
+               fsdf.BrokerEnum.REDIS_STREAM)
+
+
+def _stop_background_brokers(*kinds: fsdf.BrokerEnum) -> None:
+    """Stop the consumers of these kinds and close their brokers before their server stops, so none
+    polls or logs errors after."""
+    from fsdf import shutdown
     from fsdf.brokers import _instances
-    for broker in list(_instances.values()):
-        broker._closed.set()
+    with shutdown._lock:
+        running = [c for c in shutdown._running if c.broker_kind in kinds]
+    for consumer in running:
+        consumer.stop(grace=2)
+    for (kind, _), broker in list(_instances.items()):
+        if kind in kinds:
+            broker.close()
 
 
 def _point_fsdf_at(setting: str, value: str) -> None:
@@ -82,7 +115,7 @@ def redis_server():
     server = need(lambda: RedisServer().start())
     _point_fsdf_at('REDIS_URL', server.url)
     yield server
-    _stop_background_brokers()
+    _stop_background_brokers(*REDIS_KINDS)
     server.stop()
 
 
@@ -94,7 +127,7 @@ def rabbitmq_server():
     server = need(lambda: RabbitMQServer().start())
     _point_fsdf_at('RABBITMQ_URL', server.url)
     yield server
-    _stop_background_brokers()
+    _stop_background_brokers(fsdf.BrokerEnum.RABBITMQ_AMQPSTORM, fsdf.BrokerEnum.RABBITMQ_PIKA)
     server.stop()
 
 
@@ -106,17 +139,21 @@ def mongo_server():
     server = need(lambda: MongoServer().start())
     _point_fsdf_at('MONGO_CONNECT_URL', server.url)
     yield server
-    _stop_background_brokers()
+    _stop_background_brokers(fsdf.BrokerEnum.MONGOMQ)
     server.stop()
 
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def kafka_server():
-    """A Kafka-protocol broker (Tansu, a compatible server) on loopback for the whole session."""
+    """A Kafka-protocol broker (a compatible server) on loopback for one test module.
+
+    Per module, not per session: Kafka consumers keep polling until closed, and a server left
+    serving them costs a core for the rest of the suite.
+    """
     from servers._server_process import need
     from servers.kafka_server import KafkaServer
     server = need(lambda: KafkaServer().start())
     _point_fsdf_at('KAFKA_BOOTSTRAP_SERVERS', server.bootstrap_servers)
     yield server
-    _stop_background_brokers()
+    _stop_background_brokers(fsdf.BrokerEnum.KAFKA, fsdf.BrokerEnum.CONFLUENT_KAFKA)
     server.stop()
