@@ -60,6 +60,10 @@ class AmqpstormSession(AmqpSession):
     def pump(self, seconds: float) -> None:
         # AMQPStorm reads the socket in its own thread; this hands over what arrived (or idles 10 ms).
         self.channel.process_data_events(to_tuple=True, auto_decode=False)
+        # process_data_events returns quietly once the channel is closed (it raises only on the next
+        # call, and not at all if AMQPStorm takes the close for one we asked for): say so, to reconnect.
+        if not (self.connection.is_open and self.channel.is_open):
+            raise amqpstorm.AMQPConnectionError('RabbitMQ closed the consuming connection')
 
     def ack(self, tag: int) -> None:
         self.channel.basic.ack(tag)
