@@ -114,8 +114,12 @@ class Broker(ABC):
     def start_leases(self) -> None:
         """Start beating and recovering abandoned messages, if this broker lends messages."""
         if self.lease_check_seconds and self._lease_thread is None:
-            self.beat()
-            self.recover_abandoned()
+            try:
+                self.beat()
+                self.recover_abandoned()
+            except Exception as exc:  # the backend is away: start all the same, the lease loop catches up
+                self.logger.error('could not reach the broker of %r (%s); it starts when the broker is back',
+                                  self.queue_name, exc)
             self._lease_thread = threading.Thread(
                 target=self._lease_loop, name=f'fsdf-lease-{self.queue_name}', daemon=True)
             self._lease_thread.start()

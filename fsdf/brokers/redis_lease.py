@@ -25,7 +25,6 @@ from fsdf import redis_registry
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.redis_base import RedisBroker
 from fsdf.log import EveryNSeconds
-from fsdf.redis_connection import describe_redis
 
 ACK_FLUSH_SECONDS = 0.02  # acks wait this long for company before the flusher sends them
 ACK_RETRY_SECONDS = 1.0   # pause after a failed ack flush (Redis away)
@@ -153,20 +152,11 @@ class RedisLeaseBroker(RedisBroker):
                 self._held.discard(delivery.tag)
 
     def start_leases(self) -> None:
-        """Beat, return dead consumers' messages, and start the lease and ack threads; a consumer
-        started while Redis is away starts all the same and catches up when Redis is back."""
+        """Start the lease thread (``Broker.start_leases``) and the ack flusher, once."""
         with self._leases_lock:
             if self._lease_thread is not None:
                 return
-            try:
-                self.beat()
-                self.recover_abandoned()
-            except Exception as exc:
-                self.logger.error('Redis %s is not reachable (%s); %r will start when it is', describe_redis(),
-                                  exc, self.queue_name)
-            self._lease_thread = threading.Thread(
-                target=self._lease_loop, name=f'fsdf-lease-{self.queue_name}', daemon=True)
-            self._lease_thread.start()
+            super().start_leases()
             self._flusher = threading.Thread(target=self._flush_loop, name=f'fsdf-acks-{self.queue_name}',
                                              daemon=True)
             self._flusher.start()
