@@ -2,14 +2,16 @@
 
 A queue is a durable RabbitMQ queue of the same name (``x-max-priority`` 10), messages are
 persistent, and every publish waits for the broker's confirm. Each broker instance holds two
-connections: one for publishing (any thread, one at a time) and one for consuming. The
-consuming connection is used only under ``_consume_lock``: the fetch thread holds it while it
-waits for messages, and a pool thread that settles a message either takes it at once or leaves
-the ack for the fetch thread to send within a few milliseconds — so clients that are not
-thread-safe (pika) are never entered by two threads. Prefetch (``basic.qos``) is the largest
-batch the consumer has asked for, which is its concurrency. When a connection drops, the next
-call opens a new one and consumes again; acks for messages of the dead connection are dropped
-(RabbitMQ has already put those messages back).
+connections: one for publishing (any thread, one at a time) and one for consuming. Settled
+messages queue up in ``_settles`` and are acked in batches (one socket write for a thread-safe
+client): with a thread-safe client (AMQPStorm) by whichever pool thread finds the settle lock
+free; otherwise (pika) by a pool thread only when the fetch thread is not using the connection,
+else by the fetch thread within a few milliseconds, so such a client is never entered by two
+threads. Prefetch (``basic.qos``) grows to the most the consumer has held at once (messages
+it holds unsettled plus the batch it asks for): its concurrency, and for short calls the pool's
+small prefetch margin, so RabbitMQ keeps every worker busy while acks travel. When a connection
+drops, the next call opens a new one and consumes again; acks for messages of the dead
+connection are dropped (RabbitMQ has already put those messages back).
 
 Delayed messages wait in a delay queue ``fsdf.delay.<queue>.<ms>``: every message in it has the
 same delay (the queue's ``x-message-ttl``), and when it expires RabbitMQ dead-letters it through
@@ -48,6 +50,8 @@ class AmqpSession(ABC):
 
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """Exceptions that mean the connection or channel is gone and a new session is needed."""
+    thread_safe: ClassVar[bool] = False
+    """True if any thread may settle while another thread pumps the same session."""
 
     @abstractmethod
     def __init__(self, url: str, confirm: bool) -> None:
@@ -86,12 +90,12 @@ class AmqpSession(ABC):
         """Read from the connection for about ``seconds``, calling ``on_message`` for each delivery."""
 
     @abstractmethod
-    def ack(self, tag: int) -> None:
-        """Acknowledge one delivery."""
+    def settle(self, acks: list[int], requeues: list[int]) -> None:
+        """Acknowledge some deliveries and give others back to the queue."""
 
-    @abstractmethod
-    def requeue(self, tag: int) -> None:
-        """Give one delivery back to the queue."""
+    def wake_pump(self, fn: Callable[[], None]) -> bool:
+        """From another thread: have the pumping thread run ``fn`` at once; False if this client cannot."""
+        return False
 
     @abstractmethod
     def close(self) -> None:
@@ -110,11 +114,15 @@ class RabbitMQBroker(Broker):
         self._publish_lock = threading.Lock()
         self._publisher: Optional[AmqpSession] = None
         self._consume_lock = threading.Lock()
+        # Who may send settles: any thread with a thread-safe client, else whoever holds the connection.
+        self._settle_lock = threading.Lock() if self.session_class.thread_safe else self._consume_lock
         self._consumer: Optional[AmqpSession] = None
-        self._generation = 0  # which consuming connection a delivery came from
         self._prefetch = 0
-        self._received: deque[Delivery] = deque()
-        self._settles: deque[tuple[Delivery, bool]] = deque()  # (delivery, ack?) waiting for the fetch thread
+        self._unsettled = 0  # deliveries of the current session handed to the consumer and not yet settled
+        self._unsettled_lock = threading.Lock()
+        self._received: deque[Delivery] = deque()  # tagged (session, delivery tag): tags are per connection
+        self._settles: deque[tuple[Delivery, bool]] = deque()  # (delivery, ack?) waiting to be sent
+        self._wake_pending = False  # the pumping thread has been asked to send the waiting settles
 
     # -- sessions ------------------------------------------------------------------------
     def _open(self, confirm: bool) -> AmqpSession:
@@ -184,7 +192,7 @@ class RabbitMQBroker(Broker):
 
     # -- consuming -----------------------------------------------------------------------
     def _on_message(self, body: Body, tag: int) -> None:
-        self._received.append(Delivery(body, (self._generation, tag)))
+        self._received.append(Delivery(body, (self._consumer, tag)))
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         try:
@@ -199,12 +207,12 @@ class RabbitMQBroker(Broker):
                 self._flush_settles()
                 if self._consumer is None:
                     self._consumer = self._open(confirm=False)
-                    self._generation += 1
+                    self._unsettled = 0
                     self._prefetch = max(1, max_count)
                     self._consumer.consume(self.queue_name, self._prefetch, self._on_message)
-                elif max_count > self._prefetch:
-                    self._prefetch = max_count
-                    self._consumer.set_prefetch(max_count)
+                elif max_count + self._unsettled > self._prefetch:
+                    self._prefetch = max_count + self._unsettled
+                    self._consumer.set_prefetch(self._prefetch)
                 deadline = time.monotonic() + timeout  # counted from here: connecting is not waiting
                 while not self._received:
                     remaining = deadline - time.monotonic()
@@ -216,34 +224,63 @@ class RabbitMQBroker(Broker):
                 self._drop_consumer(exc)
                 raise ConnectionError(f'RabbitMQ consuming connection lost: {exc}') from exc
             received = self._received
-            return [received.popleft() for _ in range(min(max_count, len(received)))]
+            taken = min(max_count, len(received))
+            with self._unsettled_lock:
+                self._unsettled += taken
+            return [received.popleft() for _ in range(taken)]
 
     def _flush_settles(self) -> None:
-        """Send the acks and requeues other threads left (caller holds ``_consume_lock``)."""
-        settles, consumer, generation = self._settles, self._consumer, self._generation
+        """Send the acks and requeues waiting in ``_settles`` (caller holds ``_settle_lock`` or the connection)."""
+        settles, consumer = self._settles, self._consumer
+        acks: list[int] = []
+        requeues: list[int] = []
         while settles:
             delivery, is_ack = settles.popleft()
-            delivery_generation, tag = delivery.tag
-            if consumer is None or delivery_generation != generation:
-                continue  # from a connection that is gone: RabbitMQ has requeued it already
-            if is_ack:
-                consumer.ack(tag)
-            else:
-                consumer.requeue(tag)
+            session, tag = delivery.tag
+            if session is consumer:  # else from a connection that is gone: RabbitMQ has requeued it already
+                (acks if is_ack else requeues).append(tag)
+        if acks or requeues:
+            with self._unsettled_lock:
+                self._unsettled -= len(acks) + len(requeues)
+            consumer.settle(acks, requeues)
 
     def _settle(self, delivery: Delivery, is_ack: bool) -> None:
         self._settles.append((delivery, is_ack))
         self._flush_if_free()
 
     def _flush_if_free(self) -> None:
-        """Send waiting settles now unless the fetch thread holds the connection (it sends them then)."""
-        if self._consume_lock.acquire(blocking=False):
+        """Send waiting settles unless another thread is sending them or holds the connection.
+
+        Whoever sends looks again after letting go of the lock, so a settle queued by a thread
+        that found the lock taken is never left behind. If the fetch thread holds a client that
+        only it may use, it is woken (where the client allows) to send them without waiting out
+        its pump slice.
+        """
+        settles, lock = self._settles, self._settle_lock
+        while settles:
+            if not lock.acquire(blocking=False):
+                consumer = self._consumer
+                if not self._wake_pending and consumer is not None and lock is self._consume_lock:
+                    self._wake_pending = True  # before the call: the woken thread may clear it at once
+                    try:
+                        if not consumer.wake_pump(self._flush_in_pump):
+                            self._wake_pending = False
+                    except self.session_class.connection_errors:
+                        self._wake_pending = False  # the fetch thread's pump notices the loss itself
+                return
             try:
                 self._flush_settles()
             except self.session_class.connection_errors as exc:
-                self._drop_consumer(exc)
+                if self.session_class.thread_safe:  # the fetch thread's next pump notices and reconnects
+                    self.logger.debug('could not settle deliveries on a lost connection: %s', exc)
+                else:  # we hold the connection: drop it here
+                    self._drop_consumer(exc)
             finally:
-                self._consume_lock.release()
+                lock.release()
+
+    def _flush_in_pump(self) -> None:
+        self._wake_pending = False  # first: a settle queued from here on asks for another wake
+        self._flush_settles()
 
     def ack(self, delivery: Delivery) -> None:
         self._settle(delivery, True)

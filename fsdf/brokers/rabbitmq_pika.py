@@ -1,7 +1,7 @@
 """RABBITMQ_PIKA: the RabbitMQ broker on pika's BlockingConnection (never entered by two threads at once)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import pika
 import pika.exceptions
@@ -59,11 +59,22 @@ class PikaSession(AmqpSession):
     def pump(self, seconds: float) -> None:
         self.connection.process_data_events(time_limit=seconds)
 
-    def ack(self, tag: int) -> None:
-        self.channel.basic_ack(tag)
+    def settle(self, acks: list[int], requeues: list[int]) -> None:
+        # BlockingChannel flushes the socket after every ack; queue the frames on the channel
+        # underneath and let one public call send them all.
+        queued = self.channel._impl
+        for tag in requeues:
+            queued.basic_nack(tag, requeue=True)
+        if acks:
+            for tag in acks[:-1]:
+                queued.basic_ack(tag)
+            self.channel.basic_ack(acks[-1])
+        elif requeues:
+            self.channel._flush_output()
 
-    def requeue(self, tag: int) -> None:
-        self.channel.basic_nack(tag, requeue=True)
+    def wake_pump(self, fn: Callable[[], None]) -> bool:
+        self.connection.add_callback_threadsafe(fn)  # the only pika call another thread may make
+        return True
 
     def close(self) -> None:
         try:
