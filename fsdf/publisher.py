@@ -14,9 +14,6 @@ from fsdf.controls.overrides import MessageOverrides, with_overrides
 from fsdf.enums import BrokerEnum
 from fsdf.result import AsyncResult
 
-PUBLISH_BATCH = 1000
-
-
 class Publisher:
     """Publishes to one queue. With a signature (a task's publisher) each call is checked before it leaves."""
 
@@ -64,8 +61,8 @@ class Publisher:
                      eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches (all delayed alike if countdown/eta is given)."""
         results: list[AsyncResult] = []
-        iterator = iter(msgs)
-        while batch := list(islice(iterator, PUBLISH_BATCH)):
+        iterator, batch_size = iter(msgs), self.broker.publish_batch_size
+        while batch := list(islice(iterator, batch_size)):
             bodies = []
             for msg in batch:
                 body, extra = self._body(msg, None, countdown, eta, None)

@@ -38,6 +38,8 @@ class Broker(ABC):
     guarantee: ClassVar[str] = ''
     """The delivery guarantee, as the README's broker table states it."""
     lease_check_seconds: ClassVar[float] = 0
+    publish_batch_size: ClassVar[int] = 1000
+    """The most messages one ``publish_many`` call carries; a publisher splits bigger batches."""
 
     def __init__(self, queue_name: str) -> None:
         self.queue_name = queue_name

@@ -106,6 +106,7 @@ class RabbitMQBroker(Broker):
     """A durable RabbitMQ queue with confirms, manual acks, bounded prefetch and reconnection."""
 
     guarantee = 'at-least-once, publisher confirms, persistent messages'
+    publish_batch_size = 10_000  # one transaction each: a commit waits for the disk, so fewer is faster
     session_class: ClassVar[type[AmqpSession]]
 
     def __init__(self, queue_name: str) -> None:

@@ -37,7 +37,7 @@ class PikaSession(AmqpSession):
         if self.batch_channel is None:
             self.batch_channel = self.connection.channel()
             self.batch_channel.tx_select()
-        publish = self.batch_channel.basic_publish
+        publish = self.batch_channel._impl.basic_publish  # queue the frames; tx_commit sends them in one go
         for body in bodies:
             publish('', queue, _encoded(body), PERSISTENT)
         self.batch_channel.tx_commit()
