@@ -3,6 +3,7 @@ no real mongod can be installed on these machines)."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pymongo
@@ -10,6 +11,7 @@ import pytest
 
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
+from fsdf.brokers.mongo import MongoBroker
 from helpers import wait_until
 
 
@@ -61,11 +63,65 @@ def test_taken_messages_are_leased_to_the_consumer(queue_name: str, mongo_server
     broker = get_broker(BrokerEnum.MONGOMQ, queue_name)
     broker.publish_many(['{"x": 1}', '{"x": 2}'])
     [delivery] = broker.fetch(1, 1)
-    [leased] = collection(mongo_server, queue_name).find({'state': 1})
-    assert leased['consumer'] == broker.consumer_id and leased['taken_at'] > 0
+    documents = collection(mongo_server, queue_name)
+    [leased] = documents.find({'state': 1})
+    assert leased['consumer'] == broker.consumer_id and leased['taken_at'] > 0 and leased['lease']
     assert broker.count() == 1
     broker.requeue(delivery)
     assert broker.count() == 2
+    assert all(set(document) == {'_id', 'msg', 'state', 'time'} for document in documents.find())
+
+
+def test_a_batch_comes_oldest_first(queue_name: str, mongo_server) -> None:
+    documents = collection(mongo_server, queue_name)
+    now = time.time()
+    documents.insert_many([{'msg': str(i), 'state': 0, 'time': now - i} for i in range(10)]
+                          + [{'msg': 'later', 'state': 0, 'time': now + 60}])
+    broker = MongoBroker(queue_name)
+    assert [d.body for d in broker.fetch(100, 1)] == [str(i) for i in reversed(range(10))]
+    assert documents.count_documents({'state': 1}) == 10  # the delayed one stays ready
+
+
+def test_racing_consumers_each_get_a_message_once(queue_name: str, mongo_server) -> None:
+    MongoBroker(queue_name).publish_many([str(i) for i in range(600)])
+    consumers = [MongoBroker(queue_name) for _ in range(4)]
+    got: list[list[str]] = [[] for _ in consumers]
+
+    def take(broker: MongoBroker, into: list[str]) -> None:
+        while taken := broker.fetch(7, 0.05):
+            into.extend(d.body for d in taken)
+
+    threads = [threading.Thread(target=take, args=pair) for pair in zip(consumers, got)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    bodies = [body for bodies in got for body in bodies]
+    assert sorted(bodies, key=int) == [str(i) for i in range(600)]  # each taken by exactly one
+
+
+def test_acks_from_many_threads_all_delete(queue_name: str, mongo_server) -> None:
+    broker = MongoBroker(queue_name)
+    broker.publish_many([str(i) for i in range(500)])
+    deliveries = broker.fetch(500, 1)
+    assert len(deliveries) == 500
+    threads = [threading.Thread(target=lambda part=deliveries[i::20]: [broker.ack(d) for d in part])
+               for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Every ack() returned, so none may wait for a later call: all are deleted now.
+    assert collection(mongo_server, queue_name).count_documents({}) == 0
+
+
+def test_close_sends_acks_left_behind(queue_name: str, mongo_server) -> None:
+    broker = MongoBroker(queue_name)
+    broker.publish_many(['1', '2'])
+    deliveries = broker.fetch(2, 1)
+    broker._acks.extend(d.tag for d in deliveries)  # as a failed send leaves them
+    broker.close()
+    assert collection(mongo_server, queue_name).count_documents({}) == 0
 
 
 CONSUMER_SCRIPT = '''

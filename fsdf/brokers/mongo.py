@@ -8,15 +8,19 @@ Collection ``<queue>``, one document per message::
      "time": 1763800000.123,       # when it may be taken, epoch seconds: its publish time, or
                                    # the due time of a delayed message; oldest first, never early
      "consumer": "host:pid:id",    # only while taken
-     "taken_at": 1763800001.5}     # only while taken
+     "taken_at": 1763800001.5,     # only while taken
+     "lease": "<token>"}           # only while taken: unique to the fetch that took it
 
 Another program publishes with ``insert_one({"msg": {"a": 1, "b": 2}, "state": 0, "time": <now>})``.
-Taking is ``find_one_and_update`` from state 0 to 1 of the oldest document whose ``time`` has
-come (one index on ``state, time`` serves both the filter and the order, so thousands of delayed
-documents cost a consumer nothing: they stay in the collection until due); ack deletes the
-document. ``count`` counts only due messages; ``purge`` removes delayed ones too. Consumers
-beat into ``fsdf_consumers`` (``_id`` = consumer id, ``queue``, ``host``, ``pid``, ``last_beat``);
-messages taken by a consumer that stopped beating (or whose process is gone, on the same host)
+Taking a batch is three round trips: find the ids of the oldest documents whose ``time`` has come
+(one index on ``state, time`` serves both the filter and the order, so thousands of delayed
+documents cost a consumer nothing: they stay in the collection until due), ``update_many`` those
+still in state 0 to 1 with a fresh ``lease`` token (each document changes atomically, so of two
+consumers racing for one only one wins), then read back the ones carrying the token. Ack deletes
+the document; acks from many threads go out together in one ``delete_many``. ``count`` counts only
+due messages; ``purge`` removes delayed ones too. Consumers beat into ``fsdf_consumers`` (``_id`` =
+consumer id, ``queue``, ``host``, ``pid``, ``last_beat``); messages taken by a consumer that
+stopped beating (or whose process is gone, on the same host)
 are put back to state 0 by any other consumer of the queue.
 """
 from __future__ import annotations
@@ -25,10 +29,11 @@ import json
 import os
 import threading
 import time
+import uuid
+from collections import deque
 from typing import Any, ClassVar, Optional
 
 import pymongo
-from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
 from fsdf.brokers.base import Broker, Delivery
@@ -36,6 +41,7 @@ from fsdf.config import settings
 from fsdf.hosts import HOST, process_alive
 
 READY, TAKEN = 0, 1
+BACK_TO_READY = {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': '', 'lease': ''}}
 CONSUMERS_COLLECTION = 'fsdf_consumers'
 STALE_AFTER_SECONDS = 12.0  # a consumer that has not beaten for this long is taken for dead
 
@@ -60,6 +66,8 @@ class MongoBroker(Broker):
         self._consumers: Collection = database[CONSUMERS_COLLECTION]
         self._collection.create_index([('state', 1), ('time', 1)])
         self._next_beat = 0.0
+        self._acks: deque[Any] = deque()  # ids of acked documents not yet deleted
+        self._acks_lock = threading.Lock()  # held by the one thread sending them
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self._collection.insert_one({'msg': body, 'state': READY, 'time': time.time()})
@@ -87,24 +95,44 @@ class MongoBroker(Broker):
             pause = min(pause * 2, 0.05)
 
     def _take(self, max_count: int) -> list[Delivery]:
-        taken = []
-        lease = {'$set': {'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': time.time()}}
-        take = self._collection.find_one_and_update
-        due = {'state': READY, 'time': {'$lte': time.time()}}
-        for _ in range(max_count):
-            document = take(due, lease, sort=[('time', 1)], projection={'msg': 1},
-                            return_document=ReturnDocument.AFTER)
-            if document is None:
-                break
-            taken.append(Delivery(_body_of(document.get('msg')), document['_id']))
-        return taken
+        collection = self._collection
+        while True:
+            now = time.time()
+            ids = [document['_id'] for document in collection.find(
+                {'state': READY, 'time': {'$lte': now}}, {'_id': 1}, sort=[('time', 1)], limit=max_count)]
+            if not ids:
+                return []
+            token = uuid.uuid4().hex
+            collection.update_many({'_id': {'$in': ids}, 'state': READY}, {'$set': {
+                'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': now, 'lease': token}})
+            won = collection.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)])
+            taken = [Delivery(_body_of(document.get('msg')), document['_id']) for document in won]
+            if taken:
+                return taken
+            # Other consumers took all of them between our find and update: more may be ready, look again.
 
     def ack(self, delivery: Delivery) -> None:
-        self._collection.delete_one({'_id': delivery.tag})
+        self._acks.append(delivery.tag)
+        self._send_acks()
+
+    def _send_acks(self, wait: bool = False) -> None:
+        """Delete the acked documents in one ``delete_many``, unless another thread is sending them now."""
+        # The rule: ack() appends its id before trying the lock, and the thread holding the lock looks at
+        # the deque again after releasing it. So when ack() returns, its id is deleted, or the thread
+        # sending holds the lock and will send it. If the process dies first, the message is redelivered.
+        while self._acks and self._acks_lock.acquire(blocking=wait):
+            ids = [self._acks.popleft() for _ in range(len(self._acks))]
+            try:
+                if ids:
+                    self._collection.delete_many({'_id': {'$in': ids}})
+            except BaseException:
+                self._acks.extend(ids)  # sent by the next ack, beat or close
+                raise
+            finally:
+                self._acks_lock.release()
 
     def requeue(self, delivery: Delivery) -> None:
-        self._collection.update_one({'_id': delivery.tag},
-                                    {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': ''}})
+        self._collection.update_one({'_id': delivery.tag}, BACK_TO_READY)
 
     def count(self) -> int:
         return self._collection.count_documents({'state': READY, 'time': {'$lte': time.time()}})
@@ -114,6 +142,7 @@ class MongoBroker(Broker):
 
     def close(self) -> None:
         super().close()
+        self._send_acks(wait=True)  # before the consumer record goes: others would put these back to ready
         self._consumers.delete_one({'_id': self.consumer_id})
 
     def beat(self) -> None:
@@ -123,6 +152,7 @@ class MongoBroker(Broker):
             {'_id': self.consumer_id},
             {'$set': {'last_beat': now, 'queue': self.queue_name, 'host': HOST, 'pid': os.getpid()}},
             upsert=True)
+        self._send_acks()  # ones left behind by a failed send
 
     def recover_abandoned(self) -> int:
         cutoff = time.time() - STALE_AFTER_SECONDS
@@ -134,8 +164,7 @@ class MongoBroker(Broker):
                 self._consumers.delete_one({'_id': consumer['_id']})
             else:
                 live.append(consumer['_id'])
-        result = self._collection.update_many({'state': TAKEN, 'consumer': {'$nin': live}},
-                                              {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': ''}})
+        result = self._collection.update_many({'state': TAKEN, 'consumer': {'$nin': live}}, BACK_TO_READY)
         return result.modified_count
 
 
