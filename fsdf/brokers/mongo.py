@@ -51,6 +51,7 @@ class MongoBroker(Broker):
 
     guarantee = 'at-least-once: a dead consumer\'s messages return'
     lease_check_seconds = 4.0
+    publish_batch_size = 10_000  # one insert_many each (pymongo splits it by the server's message size)
     _clients: ClassVar[dict[str, pymongo.MongoClient]] = {}
     _clients_lock: ClassVar[threading.Lock] = threading.Lock()
 
