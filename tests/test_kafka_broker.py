@@ -63,6 +63,25 @@ def test_count_is_lag_and_purge_skips_to_the_end(queue_name: str, kafka_server) 
     assert f.get_message_count() == 0
 
 
+def test_purge_while_consumers_run_is_a_clear_error_and_loses_nothing(queue_name: str, kafka_server) -> None:
+    seen = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
+    def f(x):
+        seen.append(x)
+
+    f.push(0)
+    f.consume()
+    try:
+        assert wait_until(lambda: seen == [0], 30)
+        f.push_many(range(1, 6))
+        with pytest.raises(RuntimeError, match='while consumers of its group are running'):
+            f.clear()
+        assert wait_until(lambda: sorted(seen) == list(range(6)), 20)
+    finally:
+        f.consumer.stop()
+
+
 def test_slow_message_holds_back_the_commit(queue_name: str, kafka_server) -> None:
     broker = KafkaBroker(queue_name)
     producer = Producer({'bootstrap.servers': kafka_server.bootstrap_servers})

@@ -5,7 +5,8 @@ message that is not yet settled, so a slow message is never skipped by faster on
 On a rebalance the revoked partitions commit what settled and forget the rest; the new owner
 gets those messages again. Kafka cannot put a message back, so ``requeue`` produces it again
 at the end of the topic. ``count`` is the group's lag; ``purge`` moves the group's committed
-offsets to the end of every partition (the messages stay in Kafka until its retention ends).
+offsets to the end of every partition (the messages stay in Kafka until its retention ends), which
+Kafka allows only while no consumer of the queue runs.
 Delayed messages wait in delay topics that the queue's consumers forward from (see kafka_delay).
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
 
 JOIN_WAIT_SECONDS = 30.0  # a fetch waits this long for the group to give it partitions
+# What a commit from outside the group gets while the group has members.
+GROUP_BUSY = (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS)
 CATCH_UP_SECONDS = 5.0  # an empty fetch keeps polling this long while our partitions still have unread messages
 
 
@@ -295,8 +298,16 @@ class KafkaBroker(Broker):
             consumer, committed, ends = self._group_offsets()
             ahead = [TopicPartition(self.queue_name, tp.partition, high)
                      for tp, high in zip(committed, ends) if high > tp.offset]
-            if ahead:
+            if not ahead:
+                return
+            try:
                 consumer.commit(offsets=ahead, asynchronous=False)
+            except KafkaException as exc:
+                if exc.args[0].code() not in GROUP_BUSY:
+                    raise
+                raise RuntimeError(
+                    f'cannot purge Kafka queue {self.queue_name!r} while consumers of its group are running '
+                    f'(Kafka takes offset commits only from the members): stop them, then purge') from exc
 
     def close(self) -> None:
         super().close()
