@@ -235,8 +235,11 @@ class RabbitMQBroker(Broker):
         settles, consumer = self._settles, self._consumer
         acks: list[int] = []
         requeues: list[int] = []
-        while settles:
-            delivery, is_ack = settles.popleft()
+        while True:
+            try:  # another thread may take the last one between a check and a pop
+                delivery, is_ack = settles.popleft()
+            except IndexError:
+                break
             session, tag = delivery.tag
             if session is consumer:  # else from a connection that is gone: RabbitMQ has requeued it already
                 (acks if is_ack else requeues).append(tag)

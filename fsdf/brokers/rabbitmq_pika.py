@@ -30,7 +30,8 @@ class PikaSession(AmqpSession):
         self.channel.queue_declare(queue, durable=True, arguments=arguments)
 
     def publish(self, queue: str, body: Body, priority: Optional[int]) -> None:
-        properties = pika.BasicProperties(delivery_mode=2, content_type='application/json', priority=priority)
+        properties = PERSISTENT if priority is None else pika.BasicProperties(
+            delivery_mode=2, content_type='application/json', priority=priority)
         self.channel.basic_publish('', queue, _encoded(body), properties, mandatory=True)
 
     def publish_batch(self, queue: str, bodies: list[Body]) -> None:
