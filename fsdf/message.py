@@ -16,6 +16,7 @@ EXTRA = 'extra'
 # The task id of the call running in this thread or coroutine, so calls it publishes name their parent.
 current_task_id: ContextVar[Optional[str]] = ContextVar('fsdf_current_task_id', default=None)
 
+
 def _not_serializable(value: Any) -> Any:
     raise TypeError(f'Object of type {type(value).__name__} is not JSON serializable')
 

@@ -14,6 +14,7 @@ from fsdf.controls.overrides import MessageOverrides, with_overrides
 from fsdf.enums import BrokerEnum
 from fsdf.result import AsyncResult
 
+
 class Publisher:
     """Publishes to one queue. With a signature (a task's publisher) each call is checked before it leaves."""
 

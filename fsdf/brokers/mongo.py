@@ -20,8 +20,8 @@ consumers racing for one only one wins), then read back the ones carrying the to
 the document; acks from many threads go out together in one ``delete_many``. ``count`` counts only
 due messages; ``purge`` removes delayed ones too. Consumers beat into ``fsdf_consumers`` (``_id`` =
 consumer id, ``queue``, ``host``, ``pid``, ``last_beat``); messages taken by a consumer that
-stopped beating (or whose process is gone, on the same host)
-are put back to state 0 by any other consumer of the queue.
+stopped beating (or whose process is gone, on the same host) are put back to state 0 by any other
+consumer of the queue.
 """
 from __future__ import annotations
 
