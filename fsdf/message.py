@@ -4,6 +4,8 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import json.decoder
+import json.scanner
 import os
 import time
 from contextvars import ContextVar
@@ -32,7 +34,22 @@ def _compact_dumps() -> Callable[[Any], str]:
 
 
 _dumps = _compact_dumps()
-_loads = json.loads
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads ends up in
+_whitespace = json.decoder.WHITESPACE.match
+
+
+def _loads(body: Body) -> Any:
+    """``json.loads``, at half its cost for UTF-8 text: it finds the encoding of bytes and goes
+    through two Python layers before the C scanner. Anything unusual (a BOM, UTF-16, an error
+    to word) is left to ``json.loads`` itself."""
+    try:
+        text = body.decode() if isinstance(body, bytes) else body
+        value, end = _scan(text, 0)  # leading whitespace: StopIteration, then json.loads
+        if end == len(text) or _whitespace(text, end).end() == len(text):
+            return value
+    except (StopIteration, ValueError, TypeError):  # ValueError covers bad UTF-8 and bad JSON
+        pass
+    return json.loads(body)
 
 
 class CallSignature:
@@ -125,7 +142,8 @@ def new_extra(task_id: Optional[str] = None, priority: Optional[int] = None, eta
               ) -> dict[str, Any]:
     """The ``extra`` of a newly published message."""
     now = time.time()
-    extra = {'task_id': task_id or new_task_id(), 'publish_time': round(now, 4),
+    # Cut to 0.1 ms by integer division: round(now, 4) is a third of this function.
+    extra = {'task_id': task_id or new_task_id(), 'publish_time': int(now * 10000) / 10000,
              'publish_time_format': _format_time(now)}
     parent = current_task_id.get()
     if parent:

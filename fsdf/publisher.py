@@ -61,12 +61,21 @@ class Publisher:
     def publish_many(self, msgs: Iterable[dict[str, Any]], *, countdown: Optional[float] = None,
                      eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches (all delayed alike if countdown/eta is given)."""
+        return self._publish_batches(msgs, countdown, eta, check=True)
+
+    def publish_bound_many(self, calls: Iterable[dict[str, Any]], *, countdown: Optional[float] = None,
+                           eta: Any = None) -> list[AsyncResult]:
+        """``publish_many`` of calls already bound by ``CallSignature.arguments_of``, so not checked twice."""
+        return self._publish_batches(calls, countdown, eta, check=False)
+
+    def _publish_batches(self, msgs: Iterable[dict[str, Any]], countdown: Optional[float], eta: Any,
+                         check: bool) -> list[AsyncResult]:
         results: list[AsyncResult] = []
         iterator, batch_size = iter(msgs), self.broker.publish_batch_size
         while batch := list(islice(iterator, batch_size)):
             bodies = []
             for msg in batch:
-                body, extra = self._body(msg, None, countdown, eta, None)
+                body, extra = self._body(msg, None, countdown, eta, None, check)
                 bodies.append(body)
                 results.append(AsyncResult(extra['task_id'], self.broker_kind))
             if 'eta' in extra and extra['eta'] > time.time():
@@ -84,7 +93,7 @@ class Publisher:
         return self.broker.count()
 
     def _body(self, msg: dict[str, Any], task_id: Optional[str], countdown: Optional[float], eta: Any,
-              priority: Optional[int]) -> tuple[str, dict[str, Any]]:
+              priority: Optional[int], check: bool = True) -> tuple[str, dict[str, Any]]:
         if not isinstance(msg, dict):
             raise TypeError(f'a message must be a dict of keyword arguments, got {type(msg).__name__}')
         given_extra = None
@@ -94,7 +103,7 @@ class Publisher:
             task_id = task_id or given_extra.get('task_id')
         else:
             arguments = msg  # only read from here on
-        if self.signature is not None:
+        if check and self.signature is not None:
             self.signature.check_fits(arguments)
         due = None if countdown is None and eta is None else due_time(countdown, eta)
         extra = message.new_extra(task_id, priority, due)

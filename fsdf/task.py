@@ -68,7 +68,7 @@ class TaskFunction:
                   eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches; each item is a tuple of positional arguments (or one argument)."""
         arguments_of = self.consumer.signature.arguments_of
-        return self.publisher.publish_many(
+        return self.publisher.publish_bound_many(
             (arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls),
             countdown=countdown, eta=eta)
 
