@@ -25,7 +25,7 @@ def test_sequential_work_uses_one_thread() -> None:
         done = threading.Event()
         pool.submit(done.set)
         assert done.wait(5)
-        wait_until(lambda: pool._idle._value == 1)  # the worker has reported itself idle
+        wait_until(lambda: pool.idle_count == 1)  # the worker has reported itself idle
     assert pool.thread_count == 1
 
 

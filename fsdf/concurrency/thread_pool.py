@@ -37,8 +37,9 @@ class ShrinkableThreadPool(WorkerPool):
         self._keep_alive = keep_alive
         self.name = name
         self._work: queue.SimpleQueue[Optional[tuple[Callable[..., Any], tuple]]] = queue.SimpleQueue()
-        # One permit per idle thread: a submit that takes one knows an idle thread will run its call.
-        self._idle = threading.Semaphore(0)
+        # Idle threads, each a permit: a submit that takes one knows an idle thread will run its call.
+        # A plain int under a plain lock: a Semaphore is Python code, and this runs twice per call.
+        self._idle = 0
         self._lock = threading.Lock()
         self._threads = 0
         self._started = 0
@@ -67,7 +68,7 @@ class ShrinkableThreadPool(WorkerPool):
     @property
     def idle_count(self) -> int:
         """Threads alive and waiting for a call."""
-        return self._idle._value
+        return self._idle
 
     @property
     def thread_count(self) -> int:
@@ -76,19 +77,22 @@ class ShrinkableThreadPool(WorkerPool):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._work.put((fn, args))
-        idle = self._idle
-        if idle._value < self._fewest_idle:
-            self._fewest_idle = idle._value
-        if idle.acquire(blocking=False):
+        with self._lock:
+            idle = self._idle
+            if idle < self._fewest_idle:
+                self._fewest_idle = idle
+            if idle:
+                self._idle = idle - 1
+            elif self._threads >= self.max_workers:
+                return
+            else:
+                self._threads += 1
+                self._started += 1
+                number = self._started
+        if idle:
             if time.monotonic() >= self._window_end:
                 self._end_window()
             return
-        with self._lock:
-            if self._threads >= self.max_workers:
-                return
-            self._threads += 1
-            self._started += 1
-            number = self._started
         threading.Thread(target=self._run, name=f'{self.name}-{number}', daemon=True).start()
 
     def _end_window(self) -> None:
@@ -105,18 +109,19 @@ class ShrinkableThreadPool(WorkerPool):
             try:
                 item = get(timeout=self.keep_alive)
             except queue.Empty:
-                if self._idle.acquire(blocking=False):
+                if self._take_idle():
                     break
                 continue
             if item is None:
-                self._idle.acquire(blocking=False)
+                self._take_idle()
                 break
             fn, args = item
             try:
                 fn(*args)
             except BaseException:  # fn handles its own errors; this keeps the thread alive regardless
                 logger.exception('uncaught error in pool call %r', fn)
-            self._idle.release()
+            with self._lock:
+                self._idle += 1
             if self._retire > 0 and self._leave_as_surplus():
                 return
         with self._lock:
@@ -124,8 +129,17 @@ class ShrinkableThreadPool(WorkerPool):
 
     def _leave_as_surplus(self) -> bool:
         with self._lock:
-            if self._retire <= 0 or not self._idle.acquire(blocking=False):
+            if self._retire <= 0 or not self._idle:
                 return False
+            self._idle -= 1
             self._retire -= 1
             self._threads -= 1
+            return True
+
+    def _take_idle(self) -> bool:
+        """Take one idle permit for a thread about to exit; False if a submit took them all."""
+        with self._lock:
+            if not self._idle:
+                return False
+            self._idle -= 1
             return True
