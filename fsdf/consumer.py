@@ -18,7 +18,7 @@ from fsdf.concurrency import make_pool
 from fsdf.concurrency.event_loop import run_on_shared_loop
 from fsdf.concurrency.timeout import cancel_after, timeout_strategy_for
 from fsdf.config import settings
-from fsdf.controls import RunOutcome, build_controls
+from fsdf.controls import Control, RunOutcome, build_controls
 from fsdf.controls.overrides import message_setting
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.log import EveryNSeconds, get_logger
@@ -52,8 +52,13 @@ class Consumer:
         self._run = self._run_delivery_async if self.pool.runs_coroutines else self._run_delivery
         self.counters = RunCounters()
         self.controls = build_controls(self)
+        # Only the controls that do something per message are called per message.
+        self._skip_checks = [c for c in self.controls if type(c).skip_reason is not Control.skip_reason]
+        self._settle_hooks = [c for c in self.controls if type(c).after_settle is not Control.after_settle]
         self._publisher: Optional[Publisher] = None
-        self._slots = threading.Condition()
+        # The fetch loop waits on _slots; the per-message paths take its plain lock (a C-level with).
+        self._slots_lock = threading.Lock()
+        self._slots = threading.Condition(self._slots_lock)
         self._in_flight = 0           # fetched and not yet settled
         self._low_water = self.pool.resume_at  # a full consumer's fetch loop sleeps until in-flight falls to it
         self._margin = self.pool.prefetch_margin
@@ -190,14 +195,15 @@ class Consumer:
     # -- one message ---------------------------------------------------------------------
     def _claim(self, delivery: Delivery) -> bool:
         """Mark a delivery as started; False if stop() already gave it back."""
-        with self._slots:
-            if delivery not in self._waiting:
+        with self._slots_lock:
+            try:
+                self._waiting.remove(delivery)
+            except KeyError:
                 return False
-            self._waiting.discard(delivery)
             return True
 
     def _release(self) -> None:
-        with self._slots:
+        with self._slots_lock:
             self._in_flight -= 1
             # Above the low water mark nobody waits for this: waking the fetch loop per call costs a switch.
             if self._in_flight <= self._low_water:
@@ -279,7 +285,7 @@ class Consumer:
             self.broker.ack(delivery)
             outcome.status = 'delayed'
             return outcome
-        for control in self.controls:
+        for control in self._skip_checks:
             reason = control.skip_reason(arguments, extra)
             if reason:
                 outcome.status = reason
@@ -315,7 +321,10 @@ class Consumer:
     def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
         outcome.status, outcome.exception = 'succeeded', None
         self.broker.ack(delivery)
-        self._count('succeeded')
+        counters = self.counters
+        with counters._lock:  # _count('succeeded') without its loop: this runs for nearly every message
+            counters.succeeded += 1
+            counters.settled += 1
 
     def _failed(self, delivery: Delivery, outcome: RunOutcome, exc: Exception, attempt: int) -> bool:
         """Handle a failed attempt; True if the caller should try again."""
@@ -339,9 +348,9 @@ class Consumer:
         return False
 
     def _finish(self, outcome: RunOutcome) -> None:
-        if self.controls:
+        if self._settle_hooks:
             outcome.finished = time.time()
-            for control in self.controls:
+            for control in self._settle_hooks:
                 control.after_settle(outcome)
 
     def _count(self, *names: str) -> None:

@@ -5,7 +5,7 @@ message be skipped (``skip_reason``), and tells each what became of a run (``aft
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ class RunOutcome:
     retries: int = 0
     started: float = 0.0
     finished: float = 0.0
-    context: dict[str, Any] = field(default_factory=dict)
 
 
 class Control:
