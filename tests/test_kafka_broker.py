@@ -3,6 +3,7 @@ kafka service by default, or Tansu: compatible servers, since Apache Kafka canno
 from __future__ import annotations
 
 import signal
+import threading
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -64,10 +65,12 @@ def test_count_is_lag_and_purge_skips_to_the_end(queue_name: str, kafka_server) 
 
 
 def test_purge_while_consumers_run_is_a_clear_error_and_loses_nothing(queue_name: str, kafka_server) -> None:
-    seen = []
+    seen, release = [], threading.Event()
 
     @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
     def f(x):
+        if x:  # held: their offsets stay uncommitted, so clear() has something to skip
+            release.wait(20)
         seen.append(x)
 
     f.push(0)
@@ -77,8 +80,10 @@ def test_purge_while_consumers_run_is_a_clear_error_and_loses_nothing(queue_name
         f.push_many(range(1, 6))
         with pytest.raises(RuntimeError, match='while consumers of its group are running'):
             f.clear()
+        release.set()
         assert wait_until(lambda: sorted(seen) == list(range(6)), 20)
     finally:
+        release.set()
         f.consumer.stop()
 
 
