@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
-from fsdf import BrokerEnum, ExceptionForRequeue, ExceptionForRetry, task_deco
+from fsdf import BrokerEnum, ExceptionForRequeue, ExceptionForRetry, message, task_deco
 from fsdf.brokers import get_broker
+from fsdf.exceptions import MalformedMessageError
 
 
 def dead_letters(kind: BrokerEnum, queue_name: str) -> list[dict]:
@@ -116,6 +117,26 @@ def test_malformed_messages_go_to_the_dlq_with_the_reason(queue_name: str, embed
         assert {k: v for k, v in letter.items() if k != 'extra'} == json.loads(body)
     else:
         assert letter['raw_body'] == body  # kept whole, so nothing is lost
+
+
+@pytest.mark.parametrize('body', [
+    b'{"a": 1, "b": 2}', '{"a": 1, "b": 2}', b' \n{"a": 1, "b": 2}\n', b'\xef\xbb\xbf{"a": 1, "b": 2}',
+    '{"a": 1, "b": 2}'.encode('utf-16'), bytearray(b'{"a": 1, "b": 2}'),
+    b'{"a": 1, "b": 2} x', b'', b'\xff{}', b'[1, 2]', b'{"a": NaN, "b": 2}'])
+def test_bodies_decode_as_json_loads_reads_them(body) -> None:
+    """fsdf's fast JSON read accepts and refuses exactly what json.loads does (cross-language publishers)."""
+    try:
+        expected = json.loads(body)
+    except ValueError as exc:
+        with pytest.raises(MalformedMessageError, match='not JSON') as caught:
+            message.decode(body)
+        assert str(exc) in str(caught.value)  # the same words json.loads would give
+        return
+    if not isinstance(expected, dict):
+        with pytest.raises(MalformedMessageError, match='not a JSON object'):
+            message.decode(body)
+        return
+    assert message.decode(body) == (expected, {})
 
 
 def test_requeue_gives_the_message_back(queue_name: str, embedded_kind: BrokerEnum) -> None:

@@ -2,13 +2,16 @@
 kafka service by default, or Tansu: compatible servers, since Apache Kafka cannot be installed here)."""
 from __future__ import annotations
 
+import json
 import signal
 import threading
+import time
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from fsdf import BrokerEnum, patch_frame_config, task_deco
+from fsdf.brokers import kafka as kafka_module
 from fsdf.brokers.kafka import KafkaBroker
 from fsdf.config import settings
 from helpers import wait_until
@@ -106,6 +109,31 @@ def test_slow_message_holds_back_the_commit(queue_name: str, kafka_server) -> No
     broker.fetch(1, 0.1)
     assert wait_until(lambda: committed(kafka_server, queue_name)[0] == 5, 10)
     broker.close()
+
+
+def test_a_partial_batch_comes_back_without_waiting_for_a_full_one(queue_name: str, kafka_server,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """confluent-kafka's consume(n, t) waits for all n; a fetch must hand over the few that are there."""
+    monkeypatch.setattr(kafka_module, 'LONGEST_WAIT_SECONDS', 3.0)  # what a partial batch must not sit out
+    broker = KafkaBroker(queue_name)
+    producer = Producer({'bootstrap.servers': kafka_server.bootstrap_servers})
+    try:
+        producer.produce(queue_name, b'{"n": 0}')
+        producer.flush()
+        taken = []
+        while not taken:  # joins the group
+            taken = broker.fetch(100, 5)
+        broker.ack(taken[0])
+        for n in range(1, 4):
+            producer.produce(queue_name, f'{{"n": {n}}}'.encode())
+        producer.flush()
+        began, taken = time.monotonic(), []
+        while len(taken) < 3 and time.monotonic() - began < 10:
+            taken += broker.fetch(100, 10)
+        assert sorted(json.loads(delivery.body)['n'] for delivery in taken) == [1, 2, 3]
+        assert time.monotonic() - began < 2.0
+    finally:
+        broker.close()
 
 
 @pytest.fixture
