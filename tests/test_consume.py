@@ -139,6 +139,21 @@ def test_bodies_decode_as_json_loads_reads_them(body) -> None:
     assert message.decode(body) == (expected, {})
 
 
+def test_calls_failing_at_once_all_reach_the_dlq(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    """The first dead letters open <queue>_dlq from several threads at the same moment."""
+    together = threading.Barrier(8)
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8, max_retry_times=0,
+               is_print_detail_exception=False)
+    def fail(x):
+        together.wait(10)
+        raise ValueError('always')
+
+    fail.push_many(range(8))
+    assert fail.drain(timeout=20) == 8
+    assert sorted(letter['x'] for letter in dead_letters(embedded_kind, queue_name)) == list(range(8))
+
+
 def test_requeue_gives_the_message_back(queue_name: str, embedded_kind: BrokerEnum) -> None:
     runs = []
 

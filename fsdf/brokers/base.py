@@ -46,6 +46,7 @@ class Broker(ABC):
         self.consumer_id = f'{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
         self.logger = logging.getLogger(f'fsdf.broker.{queue_name}')
         self._dlq: Optional[Broker] = None
+        self._dlq_lock = threading.Lock()
         self._lease_thread: Optional[threading.Thread] = None
         self._closed = threading.Event()
 
@@ -101,7 +102,10 @@ class Broker(ABC):
     def dlq(self) -> 'Broker':
         """The dead-letter queue ``<queue>_dlq``: an ordinary queue of the same kind."""
         if self._dlq is None:
-            self._dlq = self.sibling(f'{self.queue_name}_dlq')
+            # Two threads dead-lettering at once must not both open it (SQLite: "database is locked").
+            with self._dlq_lock:
+                if self._dlq is None:
+                    self._dlq = self.sibling(f'{self.queue_name}_dlq')
         return self._dlq
 
     def sibling(self, queue_name: str) -> 'Broker':
