@@ -42,14 +42,22 @@ class Publisher:
         """
         if overrides:
             msg = with_overrides(msg, dict(overrides))
-        body, extra = self._body(msg, task_id, countdown, eta, priority)
+        return self._publish_one(msg, task_id, countdown, eta, priority, check=True)
+
+    pub = publish
+
+    def publish_bound(self, arguments: dict[str, Any]) -> AsyncResult:
+        """``publish`` of a call already bound by ``CallSignature.arguments_of``, so not checked twice."""
+        return self._publish_one(arguments, None, None, None, None, check=False)
+
+    def _publish_one(self, msg: dict[str, Any], task_id: Optional[str], countdown: Optional[float], eta: Any,
+                     priority: Optional[int], check: bool) -> AsyncResult:
+        body, extra = self._body(msg, task_id, countdown, eta, priority, check)
         if 'eta' in extra and extra['eta'] > time.time():
             self.broker.publish_delayed(body, extra['eta'])
         else:
             self.broker.publish(body, priority)
         return AsyncResult(extra['task_id'], self.broker_kind)
-
-    pub = publish
 
     async def aio_publish(self, msg: dict[str, Any], **options: Any) -> AsyncResult:
         """``publish`` for async code: the broker round trip runs in a thread, so the event loop never waits."""
@@ -93,7 +101,7 @@ class Publisher:
         return self.broker.count()
 
     def _body(self, msg: dict[str, Any], task_id: Optional[str], countdown: Optional[float], eta: Any,
-              priority: Optional[int], check: bool = True) -> tuple[str, dict[str, Any]]:
+              priority: Optional[int], check: bool) -> tuple[str, dict[str, Any]]:
         if not isinstance(msg, dict):
             raise TypeError(f'a message must be a dict of keyword arguments, got {type(msg).__name__}')
         given_extra = None
