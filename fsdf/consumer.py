@@ -19,7 +19,7 @@ from fsdf.concurrency.event_loop import run_on_shared_loop
 from fsdf.concurrency.timeout import cancel_after, timeout_strategy_for
 from fsdf.config import settings
 from fsdf.controls import Control, RunOutcome, build_controls
-from fsdf.controls.overrides import message_setting
+from fsdf.controls.overrides import OVERRIDABLE, message_setting
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.log import EveryNSeconds, get_logger
 from fsdf.options import TaskOptions
@@ -29,7 +29,7 @@ from fsdf.stats import RunCounters
 FETCH_WAIT_SECONDS = 1.0  # how long one fetch blocks, so a stop is noticed within about a second
 DRAIN_FETCH_WAIT_SECONDS = 0.1
 # While calls take less than this on average, a consumer may hold the pool's prefetch margin beyond
-# its concurrency: those messages start within a fraction of a call, so they count as starting soon.
+# its concurrency, up to what its workers start within this time: those messages count as starting soon.
 SHORT_CALL_SECONDS = 0.05
 
 
@@ -50,6 +50,7 @@ class Consumer:
         self.pool = options.specify_concurrent_pool or make_pool(
             options.concurrent_mode, options.concurrent_num, name=f'fsdf-{queue_name}')
         self._run = self._run_delivery_async if self.pool.runs_coroutines else self._run_delivery
+        self._runs_inline = self.pool.runs_inline
         self.counters = RunCounters()
         self.controls = build_controls(self)
         # Only the controls that do something per message are called per message.
@@ -157,6 +158,9 @@ class Consumer:
             if self._stopping.is_set():
                 self.broker.requeue_many(deliveries)
                 break
+            if self._runs_inline:
+                self._run_inline(deliveries)
+                continue
             with self._slots:
                 self._in_flight += len(deliveries)
                 self._waiting.update(deliveries)
@@ -169,10 +173,12 @@ class Consumer:
         workers = self.pool.max_workers
         mean_call = self._mean_call
         if self._margin and mean_call is not None and mean_call < SHORT_CALL_SECONDS:
-            # Short calls: hold up to the margin beyond the workers, and fetch once three quarters of it
-            # are used (in a batch); what is left keeps every thread busy during the round trip.
-            limit = workers + self._margin
-            low_water = wait_from = workers + self._margin // 4
+            # Short calls: hold up to the margin beyond the workers, but no more than the workers start
+            # within SHORT_CALL_SECONDS, and fetch once three quarters of it are used (in a batch); what is
+            # left keeps every thread busy during the round trip.
+            margin = min(self._margin, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
+            limit = workers + margin
+            low_water = wait_from = workers + margin // 4
         else:  # long calls: fetch whenever a worker is free; once full, wait for the pool's low water mark
             limit = wait_from = workers
             low_water = self.pool.resume_at
@@ -210,36 +216,65 @@ class Consumer:
                 self._slots.notify_all()
 
     def _run_delivery(self, delivery: Delivery) -> None:
+        """Run one message the pool started (in a thread, a greenlet ...)."""
         if not self._claim(delivery):
             return
+        try:
+            self._run_one(delivery)
+        finally:
+            self._release()
+
+    def _run_inline(self, deliveries: list[Delivery]) -> None:
+        """SINGLE_THREAD: run a fetched batch in this thread, in order; once stopping, give back the rest.
+
+        The per-message claim and release of the pools are taken once per batch: nothing else runs them.
+        """
+        with self._slots_lock:
+            self._in_flight += len(deliveries)
+        started = 0
+        stopping = self._stopping.is_set
+        try:
+            for delivery in deliveries:
+                if stopping():
+                    break
+                started += 1
+                self._run_one(delivery)
+        finally:
+            if started < len(deliveries):
+                self.broker.requeue_many(deliveries[started:])
+            with self._slots:
+                self._in_flight -= len(deliveries)
+                self._slots.notify_all()
+
+    def _run_one(self, delivery: Delivery) -> None:
+        """Decode, run with retries and settle one claimed message."""
         began = time.monotonic()
         try:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
+                max_retries, timeout = self._settings_of(outcome.extra)
+                direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
                 token = message.current_task_id.set(outcome.task_id)
                 try:
-                    for attempt in range(self._max_retries(outcome) + 1):
+                    for attempt in range(max_retries + 1):
                         try:
-                            outcome.result = self._call(outcome)
+                            outcome.result = self._invoke(outcome) if direct else self._call(outcome, timeout)
                         except Exception as exc:
-                            if self._failed(delivery, outcome, exc, attempt):
+                            if self._failed(delivery, outcome, exc, attempt, max_retries):
                                 continue
                         else:
                             self._succeeded(delivery, outcome)
                         break
                 finally:
                     message.current_task_id.reset(token)
-            self._finish(outcome)
+            if self._settle_hooks:
+                self._finish(outcome)
         except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
             self.logger.exception('could not settle a message of %r', self.queue_name)
         finally:
-            self._note_call(time.monotonic() - began)
-            self._release()
-
-    def _note_call(self, seconds: float) -> None:
-        mean = self._mean_call
-        # No lock: a lost update between threads only nudges an estimate.
-        self._mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
+            # A running mean of call times; no lock: a lost update between threads only nudges an estimate.
+            seconds, mean = time.monotonic() - began, self._mean_call
+            self._mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
 
     async def _run_delivery_async(self, delivery: Delivery) -> None:
         """The same as ``_run_delivery`` for ASYNC mode, awaiting the call on the pool's loop."""
@@ -248,17 +283,19 @@ class Consumer:
         try:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
+                max_retries, timeout = self._settings_of(outcome.extra)
                 message.current_task_id.set(outcome.task_id)  # each asyncio task has its own context
-                for attempt in range(self._max_retries(outcome) + 1):
+                for attempt in range(max_retries + 1):
                     try:
-                        outcome.result = await self._call_async(outcome)
+                        outcome.result = await self._call_async(outcome, timeout)
                     except Exception as exc:
-                        if self._failed(delivery, outcome, exc, attempt):
+                        if self._failed(delivery, outcome, exc, attempt, max_retries):
                             continue
                     else:
                         self._succeeded(delivery, outcome)
                     break
-            self._finish(outcome)
+            if self._settle_hooks:
+                self._finish(outcome)
         except Exception:
             self.logger.exception('could not settle a message of %r', self.queue_name)
         finally:
@@ -299,23 +336,26 @@ class Consumer:
             return self.function(**outcome.arguments)
         return self.function(outcome.arguments)
 
-    def _call(self, outcome: RunOutcome) -> Any:
+    def _call(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
         """Run the function once with the message's arguments (an ``async def`` on the shared loop)."""
-        timeout = message_setting(outcome.extra, 'function_timeout', self.options.function_timeout)
         if self._is_coroutine_function:
             return run_on_shared_loop(cancel_after(self._invoke(outcome), timeout, self.function))
         if timeout:  # stopped the way this pool can (fsdf.concurrency.timeout)
             return timeout_strategy_for(self.pool).run(timeout, self._named_invoke, outcome)
         return self._invoke(outcome)
 
-    def _max_retries(self, outcome: RunOutcome) -> int:
-        return message_setting(outcome.extra, 'max_retry_times', self.options.max_retry_times)
+    def _settings_of(self, extra: dict[str, Any]) -> tuple[int, Optional[float]]:
+        """``(max_retry_times, function_timeout)`` for one message: its own overrides, else the task's."""
+        options = self.options
+        if OVERRIDABLE.isdisjoint(extra):  # the usual message: one set operation, not a lookup per option
+            return options.max_retry_times, options.function_timeout
+        return (message_setting(extra, 'max_retry_times', options.max_retry_times),
+                message_setting(extra, 'function_timeout', options.function_timeout))
 
-    async def _call_async(self, outcome: RunOutcome) -> Any:
+    async def _call_async(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
         """Await the coroutine function once, within the timeout (a plain function runs in the pool's threads)."""
         if not self._is_coroutine_function:  # _call stops it with the thread timeout, which really ends it
-            return await self.pool.run_in_thread(self._call, outcome)
-        timeout = message_setting(outcome.extra, 'function_timeout', self.options.function_timeout)
+            return await self.pool.run_in_thread(self._call, outcome, timeout)
         return await cancel_after(self._invoke(outcome), timeout, self.function)
 
     def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
@@ -326,7 +366,8 @@ class Consumer:
             counters.succeeded += 1
             counters.settled += 1
 
-    def _failed(self, delivery: Delivery, outcome: RunOutcome, exc: Exception, attempt: int) -> bool:
+    def _failed(self, delivery: Delivery, outcome: RunOutcome, exc: Exception, attempt: int, max_retries: int
+                ) -> bool:
         """Handle a failed attempt; True if the caller should try again."""
         outcome.retries, outcome.exception = attempt, exc
         if isinstance(exc, ExceptionForRequeue):
@@ -335,7 +376,6 @@ class Consumer:
             outcome.status = 'requeued'
             self.logger.info('task %s asked to be requeued', outcome.task_id)
             return False
-        max_retries = self._max_retries(outcome)
         self._log_failure(outcome.task_id, attempt, max_retries, exc)
         if attempt < max_retries:
             self.counters.add('retried')
@@ -348,10 +388,9 @@ class Consumer:
         return False
 
     def _finish(self, outcome: RunOutcome) -> None:
-        if self._settle_hooks:
-            outcome.finished = time.time()
-            for control in self._settle_hooks:
-                control.after_settle(outcome)
+        outcome.finished = time.time()
+        for control in self._settle_hooks:
+            control.after_settle(outcome)
 
     def _count(self, *names: str) -> None:
         counters = self.counters

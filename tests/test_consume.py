@@ -209,6 +209,51 @@ def test_single_thread_mode(queue_name: str, embedded_kind: BrokerEnum) -> None:
     assert threads == {f'fsdf-fetch-{queue_name}'}
 
 
+def test_single_thread_stop_gives_back_the_rest_of_its_batch(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    """SINGLE_THREAD runs a fetched batch of up to 256 in the fetch thread: a stop during one call
+    must run nothing after it and leave the rest of the batch on the queue, none lost, none run twice."""
+    ran: list[int] = []
+    slow_started, release = threading.Event(), threading.Event()
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)
+    def record(x):
+        ran.append(x)
+        if x == 5:
+            slow_started.set()
+            release.wait(10)
+
+    record.push_many(range(50))
+    record.consume()
+    assert slow_started.wait(10)
+    stopper = threading.Thread(target=record.consumer.stop, kwargs={'grace': 10})
+    stopper.start()
+    assert record.consumer._stopping.wait(10)
+    release.set()
+    stopper.join(15)
+    assert ran == list(range(6))  # calls 6.. were fetched with 5 but had not started
+    assert record.get_message_count() == 44
+    assert record.drain(timeout=10) == 44
+    assert sorted(ran) == list(range(50))
+
+
+def test_single_thread_holds_only_what_starts_within_a_short_while(queue_name: str, embedded_kind: BrokerEnum) -> None:
+    """Calls of 20 ms: beyond the running call a SINGLE_THREAD consumer may hold what starts within
+    SHORT_CALL_SECONDS (two more), not its whole margin of 255, which other consumers could be running."""
+    import time
+
+    from fsdf.consumer import SHORT_CALL_SECONDS
+    held: list[int] = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)
+    def slow(x):
+        held.append(slow.consumer._in_flight)
+        time.sleep(0.02)  # the work itself
+
+    slow.push_many(range(30))
+    assert slow.drain(timeout=30) == 30
+    assert max(held) <= 1 + int(SHORT_CALL_SECONDS / 0.02)
+
+
 def test_another_program_publishes_with_plain_sql(queue_name: str) -> None:
     import sqlite3
 

@@ -11,6 +11,9 @@ class WorkerPool(ABC):
     max_workers: int
     runs_coroutines = False
     """True for pools whose submitted functions are coroutine functions (ASYNC)."""
+    runs_inline = False
+    """True for the pool that runs each call in the consumer's fetch thread (SINGLE_THREAD): the consumer
+    then runs a fetched batch itself, in order, instead of submitting message by message."""
 
     @property
     def resume_at(self) -> int:

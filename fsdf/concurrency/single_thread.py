@@ -10,10 +10,11 @@ class InlinePool(WorkerPool):
     """Runs each call at once in the submitting thread."""
 
     max_workers = 1
-    # While calls are short the consumer fetches this many more at once: they run one after another
-    # in the fetch thread anyway, and one fetch (and one offset commit) per call would cost more than
-    # a short call itself.
-    prefetch_margin = 15
+    runs_inline = True
+    # While calls are short the consumer fetches up to this many more at once (as many as start within
+    # consumer.SHORT_CALL_SECONDS): they run one after another in the fetch thread anyway, and a fetch
+    # (and an offset commit) per few calls would cost more than short calls themselves.
+    prefetch_margin = 255
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         fn(*args)

@@ -30,6 +30,8 @@ class MessageExpiry(Control):
         self._logger = consumer.logger
 
     def skip_reason(self, arguments: dict[str, Any], extra: dict[str, Any]) -> Optional[str]:
+        if not self.default_seconds and 'msg_expire_seconds' not in extra:  # the usual case: nothing to check
+            return None
         limit = message_setting(extra, 'msg_expire_seconds', self.default_seconds)
         published = extra.get('publish_time')
         if not limit or not isinstance(published, (int, float)):

@@ -7,6 +7,7 @@ from fsdf.message import EXTRA
 
 # The options a single message may override, with the type its value must have.
 MESSAGE_OVERRIDES: dict[str, type] = {'msg_expire_seconds': float, 'function_timeout': float, 'max_retry_times': int}
+OVERRIDABLE = frozenset(MESSAGE_OVERRIDES)
 
 
 class MessageOverrides(TypedDict, total=False):
