@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from fsdf import BrokerEnum, patch_frame_config, task_deco
+from fsdf.brokers import _instances as broker_instances
 from fsdf.brokers import kafka as kafka_module
 from fsdf.brokers.kafka import KafkaBroker
 from fsdf.config import settings
@@ -136,6 +137,31 @@ def test_a_partial_batch_comes_back_without_waiting_for_a_full_one(queue_name: s
         broker.close()
 
 
+def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: str, kafka_server) -> None:
+    """Brokers of a process share one producer per bootstrap list. Once all have closed it is dropped,
+    so it does not keep reconnecting (and logging each refusal) to a server that has stopped."""
+    previous = settings.KAFKA_BOOTSTRAP_SERVERS
+    bootstrap = f'{kafka_server.bootstrap_servers},{kafka_server.bootstrap_servers}'  # this test's own key
+    patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    brokers = [KafkaBroker(queue_name), KafkaBroker(f'{queue_name}_2')]
+    first, second = brokers
+    try:
+        assert first._producer is second._producer
+        first.close()
+        second.publish('{"n": 1}')
+        assert bootstrap in KafkaBroker._producers
+        second.close()
+        assert bootstrap not in KafkaBroker._producers
+        first.publish('{"n": 2}')  # through a closed broker: it takes a producer again
+        brokers.append(KafkaBroker(queue_name))
+        assert brokers[-1].count() == 1
+    finally:
+        patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=previous)
+        for broker in brokers:
+            broker.close()
+    assert bootstrap not in KafkaBroker._producers
+
+
 @pytest.fixture
 def evicting_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
     """A Kafka-protocol server that evicts a dead group member: Tansu (noida-db never does, see
@@ -151,6 +177,9 @@ def evicting_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
         yield server
     finally:
         patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=previous)
+        for broker in list(broker_instances.values()):  # so no client of this process outlives the server
+            if isinstance(broker, KafkaBroker) and broker.bootstrap == server.bootstrap_servers:
+                broker.close()
         server.stop()
 
 

@@ -69,6 +69,7 @@ class KafkaBroker(Broker):
     num_partitions: ClassVar[int] = 4
     """Partitions of a topic fsdf creates; set before first use (or create the topic yourself)."""
     _producers: ClassVar[dict[str, Producer]] = {}
+    _producer_users: ClassVar[dict[str, int]] = {}  # open brokers holding each shared producer
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
     _created_topics: ClassVar[set[tuple[str, str]]] = set()
 
@@ -76,7 +77,7 @@ class KafkaBroker(Broker):
         super().__init__(queue_name)
         self.bootstrap = settings.KAFKA_BOOTSTRAP_SERVERS
         self._ensure_topic()
-        self._producer = self._shared_producer()
+        self._producer: Optional[Producer] = self._shared_producer()
         self._consumer: Optional[Consumer] = None
         self._assigned = threading.Event()
         self._generation = 0  # bumped on every assignment change: settles of older deliveries are dropped
@@ -107,6 +108,7 @@ class KafkaBroker(Broker):
             self._created_topics.add((self.bootstrap, topic))
 
     def _shared_producer(self) -> Producer:
+        """The process's producer for these bootstrap servers; every broker that takes it releases it on close."""
         with self._shared_lock:
             producer = self._producers.get(self.bootstrap)
             if producer is None:
@@ -118,7 +120,20 @@ class KafkaBroker(Broker):
                     'sticky.partitioning.linger.ms': 0,
                     # _send hears only of failures: a Python callback per delivered message is a fifth of a push_many.
                     'delivery.report.only.error': True})
+            self._producer_users[self.bootstrap] = self._producer_users.get(self.bootstrap, 0) + 1
             return producer
+
+    def _release_producer(self) -> None:
+        """Let go of the shared producer; the last broker to do so drops it, so that nothing keeps
+        reconnecting (and logging so) to a server that is gone."""
+        with self._shared_lock:
+            self._producer = None
+            users = self._producer_users.get(self.bootstrap, 0) - 1
+            if users > 0:
+                self._producer_users[self.bootstrap] = users
+                return
+            self._producer_users.pop(self.bootstrap, None)
+            self._producers.pop(self.bootstrap, None)
 
     def _consumer_config(self) -> dict[str, Any]:
         return {'bootstrap.servers': self.bootstrap, 'group.id': self.queue_name, 'enable.auto.commit': False,
@@ -153,15 +168,18 @@ class KafkaBroker(Broker):
             if error is not None:
                 errors.append(error)
 
-        produce = self._producer.produce
+        producer = self._producer
+        if producer is None:  # publishing through a closed broker: it takes the producer again
+            producer = self._producer = self._shared_producer()
+        produce = producer.produce
         for topic, body, headers in records:
             while True:
                 try:
                     produce(topic, body, headers=headers, on_delivery=delivered)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain
-                    self._producer.poll(0.1)
-        self._producer.flush()  # returns once the broker acknowledged (acks=all) or gave up
+                    producer.poll(0.1)
+        producer.flush()  # returns once the broker acknowledged (acks=all) or gave up
         if errors:
             raise KafkaException(errors[0])
 
@@ -340,6 +358,8 @@ class KafkaBroker(Broker):
         super().close()
         if self._forwarder is not None:
             self._forwarder.stop()
+        if self._producer is not None:
+            self._release_producer()
         if self._consumer is not None:
             self._commit(synchronous=True)
             self._consumer.close()
