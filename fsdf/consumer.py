@@ -1,7 +1,7 @@
 """The consume path, top to bottom: fetch a batch -> pool -> decode -> run with retries -> settle -> ack.
 
 A consumer never holds more unsettled messages than its pool can run at once (plus, while calls are
-short, the pool's small prefetch margin, which starts within a fraction of a call), so a crash or a
+short, what the pool starts within SHORT_CALL_SECONDS, up to its prefetch margin), so a crash or a
 stop leaves little in flight, and prefetched messages that have not started are given back.
 """
 from __future__ import annotations
