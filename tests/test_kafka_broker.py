@@ -138,8 +138,9 @@ def test_a_partial_batch_comes_back_without_waiting_for_a_full_one(queue_name: s
 
 
 def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: str, kafka_server) -> None:
-    """Brokers of a process share one producer per bootstrap list. Once all have closed it is dropped,
-    so it does not keep reconnecting (and logging each refusal) to a server that has stopped."""
+    """Brokers of a process share one producer per bootstrap list. Once all have closed (with their
+    dead-letter queues) it is dropped, so it does not keep reconnecting (and logging each refusal)
+    to a server that has stopped."""
     previous = settings.KAFKA_BOOTSTRAP_SERVERS
     bootstrap = f'{kafka_server.bootstrap_servers},{kafka_server.bootstrap_servers}'  # this test's own key
     patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
@@ -147,6 +148,7 @@ def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: 
     first, second = brokers
     try:
         assert first._producer is second._producer
+        first.dlq.publish('{"n": 0}')  # the dead-letter queue is a broker of its own that first closes
         first.close()
         second.publish('{"n": 1}')
         assert bootstrap in KafkaBroker._producers

@@ -89,8 +89,12 @@ class Broker(ABC):
         """Remove every waiting message."""
 
     def close(self) -> None:
-        """Release connections; the broker is not used again."""
+        """Release connections, the dead-letter queue's too; the broker is not used again."""
         self._closed.set()
+        with self._dlq_lock:
+            dlq, self._dlq = self._dlq, None
+        if dlq is not None:
+            dlq.close()
 
     # -- shared behaviour ----------------------------------------------------------------
     def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
