@@ -2,10 +2,12 @@
 kafka service by default, or Tansu: compatible servers, since Apache Kafka cannot be installed here)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
 import time
+from typing import Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -164,14 +166,9 @@ def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: 
     assert bootstrap not in KafkaBroker._producers
 
 
-@pytest.fixture
-def evicting_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
-    """A Kafka-protocol server that evicts a dead group member: Tansu (noida-db never does, see
-    servers/kafka_server.py); fsdf here and in the scripts this test starts point at it meanwhile."""
-    if kafka_server.impl == 'tansu':
-        yield kafka_server
-        return
-    server = need(lambda: KafkaServer(port=kafka_server.port + 1, impl='tansu').start())
+@contextlib.contextmanager
+def fsdf_pointed_at(server: KafkaServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[KafkaServer]:
+    """Point fsdf here and in the scripts a test starts at a server of the test's own, then stop it."""
     previous = settings.KAFKA_BOOTSTRAP_SERVERS
     monkeypatch.setenv('FSDF_KAFKA_BOOTSTRAP_SERVERS', server.bootstrap_servers)
     patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=server.bootstrap_servers)
@@ -183,6 +180,48 @@ def evicting_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
             if isinstance(broker, KafkaBroker) and broker.bootstrap == server.bootstrap_servers:
                 broker.close()
         server.stop()
+
+
+@pytest.fixture
+def evicting_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
+    """A Kafka-protocol server that evicts a dead group member: Tansu (noida-db never does, see
+    servers/kafka_server.py); fsdf here and in the scripts this test starts point at it meanwhile."""
+    if kafka_server.impl == 'tansu':
+        yield kafka_server
+        return
+    with fsdf_pointed_at(need(lambda: KafkaServer(port=kafka_server.port + 1, impl='tansu').start()), monkeypatch):
+        yield
+
+
+@pytest.fixture
+def restartable_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
+    """A server of this test's own that keeps its data over a restart: noida-db (Tansu here keeps it in memory)."""
+    with fsdf_pointed_at(need(lambda: KafkaServer(port=kafka_server.port + 2, impl='noida').start()),
+                         monkeypatch) as server:
+        yield server
+
+
+def test_kafka_restart_mid_run(queue_name: str, restartable_kafka_server) -> None:
+    """The server goes away and comes back on the same data: consumers and publishers carry on and
+    every call runs."""
+    seen = set()
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA, concurrent_num=4)
+    def work(x):
+        time.sleep(0.01)
+        with lock:
+            seen.add(x)
+
+    work.push_many(range(100))
+    work.consume()
+    try:
+        assert wait_until(lambda: len(seen) >= 10, 30)
+        restartable_kafka_server.restart()
+        work.push_many(range(100, 150))  # publishing works again after the restart
+        assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
+    finally:
+        work.consumer.stop()
 
 
 CONSUMER_SCRIPT = '''

@@ -159,3 +159,27 @@ def test_kill_9_returns_the_leased_messages(queue_name: str, mongo_server, run_s
     assert set(map(int, done.read_text().split())) == set(range(60))
     assert leased.count_documents({}) == 0
     assert time.monotonic() - started < 20
+
+
+def test_mongo_restart_mid_run(queue_name: str, mongo_server) -> None:
+    """The server goes away and comes back on the same data: consumers and publishers carry on and
+    every call runs, none left leased or waiting."""
+    seen = set()
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.MONGOMQ, concurrent_num=4)
+    def work(x):
+        time.sleep(0.01)
+        with lock:
+            seen.add(x)
+
+    work.push_many(range(100))
+    work.consume()
+    try:
+        assert wait_until(lambda: len(seen) >= 10, 20)
+        mongo_server.restart()
+        work.push_many(range(100, 150))  # publishing works again after the restart
+        assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
+        assert wait_until(lambda: collection(mongo_server, queue_name).count_documents({}) == 0, 20)
+    finally:
+        work.consumer.stop()

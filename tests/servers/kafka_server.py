@@ -41,6 +41,15 @@ class KafkaServer:
     def start(self) -> 'KafkaServer':
         """Install if needed, start with empty storage, and wait until it accepts connections."""
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._launch()
+        return self
+
+    def restart(self) -> None:
+        """Stop the broker and start it again on the same port (and data: noida-db; Tansu's is in memory)."""
+        self.stop()
+        self._launch()
+
+    def _launch(self) -> None:
         log = self.folder / 'server.log'
         if self.impl == 'tansu':
             pip_install_tool(TANSU, TANSU_TARGET)
@@ -53,7 +62,6 @@ class KafkaServer:
                     '--host', '127.0.0.1', '--only', 'kafka', '--kafka-port', str(self.port)]
         self._process = start_process(argv, log)
         wait_until_accepting(self._process, self.port, 30, log)
-        return self
 
     def stop(self) -> None:
         """Stop the broker by its pid."""

@@ -48,13 +48,21 @@ class MongoServer:
         install()
         shutil.rmtree(self.folder, ignore_errors=True)
         (self.folder / 'data').mkdir(parents=True)
+        self._launch()
+        return self
+
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port and data."""
+        self.stop()
+        self._launch()
+
+    def _launch(self) -> None:
         log = self.folder / 'server.log'
         self._process = start_process(
             [str(VENV / 'bin' / 'nx-27017'), '--host', '127.0.0.1', '-p', str(self.port),
              '--data-dir', str(self.folder / 'data'), '--log-file', str(log),
              '--pid-file', str(self.folder / 'pid')], self.folder / 'stdout.log')
         wait_until_accepting(self._process, self.port, 30, log)
-        return self
 
     def stop(self) -> None:
         """Stop the server by its pid."""
