@@ -217,7 +217,7 @@ def test_kafka_restart_mid_run(queue_name: str, restartable_kafka_server) -> Non
     work.consume()
     try:
         assert wait_until(lambda: len(seen) >= 10, 30)
-        restartable_kafka_server.restart()
+        restartable_kafka_server.restart(down_seconds=2.0)
         work.push_many(range(100, 150))  # publishing works again after the restart
         assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
     finally:

@@ -177,7 +177,7 @@ def test_mongo_restart_mid_run(queue_name: str, mongo_server) -> None:
     work.consume()
     try:
         assert wait_until(lambda: len(seen) >= 10, 20)
-        mongo_server.restart()
+        mongo_server.restart(down_seconds=2.0)
         work.push_many(range(100, 150))  # publishing works again after the restart
         assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
         assert wait_until(lambda: collection(mongo_server, queue_name).count_documents({}) == 0, 20)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from typing import Optional
 
 from servers._server_process import (SERVERS_DIR, TOOLS_DIR, pick_port, pip_install_tool, start_process,
@@ -44,9 +45,11 @@ class KafkaServer:
         self._launch()
         return self
 
-    def restart(self) -> None:
-        """Stop the broker and start it again on the same port (and data: noida-db; Tansu's is in memory)."""
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the broker, stay down ``down_seconds``, and start it again on the same port (and data:
+        noida-db's; Tansu keeps its data in memory)."""
         self.stop()
+        time.sleep(down_seconds)  # the outage itself is what is being simulated
         self._launch()
 
     def _launch(self) -> None:

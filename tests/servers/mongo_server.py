@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from typing import Optional
 
 from servers._server_process import (SERVERS_DIR, TOOLS_DIR, ServerUnavailable, pick_port, start_process,
@@ -51,9 +52,10 @@ class MongoServer:
         self._launch()
         return self
 
-    def restart(self) -> None:
-        """Stop the server and start it again on the same port and data."""
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server, stay down ``down_seconds``, and start it again on the same port and data."""
         self.stop()
+        time.sleep(down_seconds)  # the outage itself is what is being simulated
         self._launch()
 
     def _launch(self) -> None:
