@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
 from fsdf import BrokerEnum, ExceptionForRequeue, ExceptionForRetry, message, task_deco
 from fsdf.brokers import get_broker
+from fsdf.consumer import SHORT_CALL_SECONDS
 from fsdf.exceptions import MalformedMessageError
 
 
@@ -239,9 +241,6 @@ def test_single_thread_stop_gives_back_the_rest_of_its_batch(queue_name: str, em
 def test_single_thread_holds_only_what_starts_within_a_short_while(queue_name: str, embedded_kind: BrokerEnum) -> None:
     """Calls of 20 ms: beyond the running call a SINGLE_THREAD consumer may hold what starts within
     SHORT_CALL_SECONDS (two more), not its whole margin of 255, which other consumers could be running."""
-    import time
-
-    from fsdf.consumer import SHORT_CALL_SECONDS
     held: list[int] = []
 
     @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)

@@ -189,8 +189,9 @@ def evicting_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
     if kafka_server.impl == 'tansu':
         yield kafka_server
         return
-    with fsdf_pointed_at(need(lambda: KafkaServer(port=kafka_server.port + 1, impl='tansu').start()), monkeypatch):
-        yield
+    with fsdf_pointed_at(need(lambda: KafkaServer(port=kafka_server.port + 1, impl='tansu').start()),
+                         monkeypatch) as server:
+        yield server
 
 
 @pytest.fixture
