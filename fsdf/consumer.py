@@ -164,9 +164,7 @@ class Consumer:
             with self._slots:
                 self._in_flight += len(deliveries)
                 self._waiting.update(deliveries)
-            submit, run = self.pool.submit, self._run
-            for delivery in deliveries:
-                submit(run, delivery)
+            self.pool.submit_many(self._run, deliveries)
 
     def _wait_for_free_slots(self) -> int:
         """How many messages to fetch now, after waiting while the consumer holds enough."""

@@ -38,10 +38,19 @@ class AsyncPool(WorkerPool):
     def submit(self, fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         self.loop.call_soon_threadsafe(self._start, fn, args)
 
+    def submit_many(self, fn: Callable[[Any], Coroutine[Any, Any, Any]], items: list[Any]) -> None:
+        # One wake-up of the loop for a fetched batch: each call_soon_threadsafe writes to the loop's
+        # self-pipe and hands the GIL over, which under load was most of the fetch thread's time.
+        self.loop.call_soon_threadsafe(self._start_many, fn, items)
+
     def _start(self, fn: Callable[..., Coroutine[Any, Any, Any]], args: tuple) -> None:
         task = self.loop.create_task(fn(*args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _start_many(self, fn: Callable[[Any], Coroutine[Any, Any, Any]], items: list[Any]) -> None:
+        for item in items:
+            self._start(fn, (item,))
 
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Await a blocking ``fn(*args)`` run in the pool's threads, in the caller's context."""

@@ -29,5 +29,10 @@ class WorkerPool(ABC):
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` soon; exceptions are the caller's to handle inside ``fn``."""
 
+    def submit_many(self, fn: Callable[[Any], Any], items: list[Any]) -> None:
+        """Run ``fn(item)`` soon for each item (pools that can hand a batch over at once do so)."""
+        for item in items:
+            self.submit(fn, item)
+
     def shutdown(self) -> None:
         """Let idle workers exit; running calls finish on their own."""
