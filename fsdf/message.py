@@ -93,8 +93,7 @@ class CallSignature:
 
     def check_fits(self, arguments: dict[str, Any]) -> None:
         """Raise TypeError if a message's arguments cannot call the function."""
-        keys = arguments.keys()
-        if not self.multi_params or (self._plain and self._required <= keys <= self._names):  # _fits_plain, inline
+        if not self.multi_params or (self._plain and self._fits_plain(arguments)):
             return
         try:
             self.signature.bind(**arguments)

@@ -17,7 +17,7 @@ from fsdf.brokers import _instances as broker_instances
 from fsdf.brokers import kafka as kafka_module
 from fsdf.brokers.kafka import KafkaBroker
 from fsdf.config import settings
-from helpers import wait_until
+from helpers import every_call_runs_across_a_restart, wait_until
 from servers._server_process import need
 from servers.kafka_server import KafkaServer
 
@@ -203,26 +203,10 @@ def restartable_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
 
 
 def test_kafka_restart_mid_run(queue_name: str, restartable_kafka_server) -> None:
-    """The server goes away and comes back on the same data: consumers and publishers carry on and
-    every call runs."""
-    seen = set()
-    lock = threading.Lock()
-
-    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA, concurrent_num=4)
-    def work(x):
-        time.sleep(0.01)
-        with lock:
-            seen.add(x)
-
-    work.push_many(range(100))
-    work.consume()
-    try:
-        assert wait_until(lambda: len(seen) >= 10, 30)
-        restartable_kafka_server.restart(down_seconds=2.0)
-        work.push_many(range(100, 150))  # publishing works again after the restart
-        assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
-    finally:
-        work.consumer.stop()
+    """The server goes away for 2 s and comes back on the same data: consumers and publishers carry on
+    and every call runs."""
+    every_call_runs_across_a_restart(queue_name, BrokerEnum.KAFKA,
+                                     lambda: restartable_kafka_server.restart(down_seconds=2.0))
 
 
 CONSUMER_SCRIPT = '''

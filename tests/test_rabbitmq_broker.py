@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import amqpstorm
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import broker_class, get_broker
 from fsdf.exceptions import BrokerNotAvailableError
-from helpers import wait_until
+from helpers import every_call_runs_across_a_restart, wait_until
 
 KINDS = [BrokerEnum.RABBITMQ_AMQPSTORM, BrokerEnum.RABBITMQ_PIKA]
 
@@ -163,22 +162,5 @@ def test_kill_9_of_a_consumer_loses_nothing(queue_name: str, embedded_kind, run_
 
 
 def test_rabbitmq_restart_mid_run(queue_name: str, embedded_kind, rabbitmq_server) -> None:
-    seen = set()
-    lock = threading.Lock()
-
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=4)
-    def work(x):
-        time.sleep(0.01)
-        with lock:
-            seen.add(x)
-
-    work.push_many(range(100))
-    work.consume()
-    try:
-        assert wait_until(lambda: len(seen) >= 10, 20)
-        rabbitmq_server.restart()
-        work.push_many(range(100, 150))  # publishing works again after the restart
-        assert wait_until(lambda: len(seen) == 150, 60), f'{150 - len(seen)} calls never ran'
-        assert wait_until(lambda: work.get_message_count() == 0, 10)
-    finally:
-        work.consumer.stop()
+    every_call_runs_across_a_restart(queue_name, embedded_kind, rabbitmq_server.restart,
+                                     lambda: get_broker(embedded_kind, queue_name).count() == 0)
