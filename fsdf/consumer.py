@@ -238,11 +238,13 @@ class Consumer:
                 started += 1
                 self._run_one(delivery)
         finally:
-            if started < len(deliveries):
-                self.broker.requeue_many(deliveries[started:])
-            with self._slots:
-                self._in_flight -= len(deliveries)
-                self._slots.notify_all()
+            try:
+                if started < len(deliveries):
+                    self.broker.requeue_many(deliveries[started:])
+            finally:  # a broker that fails to take them back redelivers them later; stop() must not wait
+                with self._slots:
+                    self._in_flight -= len(deliveries)
+                    self._slots.notify_all()
 
     def _run_one(self, delivery: Delivery) -> None:
         """Decode, run with retries and settle one claimed message."""
