@@ -5,6 +5,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from fsdf import task_deco
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` s pass; its last value."""
@@ -20,7 +22,6 @@ def every_call_runs_across_a_restart(queue_name: str, kind, restart: Callable[[]
                                      settled: Optional[Callable[[], bool]] = None) -> None:
     """Consume 100 calls with 4 threads, ``restart()`` the server after 10 have run, publish 50 more,
     and assert that all 150 run, and then that ``settled()`` (nothing left on the server) holds."""
-    from fsdf import task_deco
     seen = set()
     lock = threading.Lock()
 
