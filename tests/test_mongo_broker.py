@@ -2,6 +2,7 @@
 no real mongod can be installed on these machines)."""
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -70,6 +71,34 @@ def test_taken_messages_are_leased_to_the_consumer(queue_name: str, mongo_server
     broker.requeue(delivery)
     assert broker.count() == 2
     assert all(set(document) == {'_id', 'msg', 'state', 'time'} for document in documents.find())
+
+
+def test_a_take_whose_reply_is_lost_gives_its_messages_back(queue_name: str, mongo_server, monkeypatch) -> None:
+    """The server leases the documents, then the connection drops before the consumer reads them back:
+    the consumer is alive, so no lease check would ever return them; its next take must."""
+    broker = MongoBroker(queue_name)
+    broker.publish_many(['{"x": 1}', '{"x": 2}'])
+    real = broker._collection
+
+    class ReplyLost:
+        """The real collection, whose read-back of a take fails once, as when the server goes away."""
+
+        def __getattr__(self, name: str):
+            return getattr(real, name)
+
+        def find(self, filter, *args, **kwargs):
+            if 'lease' in filter:
+                monkeypatch.setattr(broker, '_collection', real)
+                raise pymongo.errors.AutoReconnect('connection closed')
+            return real.find(filter, *args, **kwargs)
+
+    monkeypatch.setattr(broker, '_collection', ReplyLost())
+    with pytest.raises(pymongo.errors.AutoReconnect):
+        broker.fetch(10, 1)
+    assert collection(mongo_server, queue_name).count_documents({'state': 1}) == 2  # leased, to nobody
+    taken = broker.fetch(10, 1)
+    assert sorted(json.loads(delivery.body)['x'] for delivery in taken) == [1, 2]
+    broker.close()
 
 
 def test_a_batch_comes_oldest_first(queue_name: str, mongo_server) -> None:

@@ -16,7 +16,9 @@ Taking a batch is three round trips: find the ids of the oldest documents whose 
 (one index on ``state, time`` serves both the filter and the order, so thousands of delayed
 documents cost a consumer nothing: they stay in the collection until due), ``update_many`` those
 still in state 0 to 1 with a fresh ``lease`` token (each document changes atomically, so of two
-consumers racing for one only one wins), then read back the ones carrying the token. Ack deletes
+consumers racing for one only one wins), then read back the ones carrying the token. If the server
+goes away before that read-back answers, the next take puts the token's documents back to state 0:
+they are leased to a consumer that is alive and never got them. Ack deletes
 the document; acks from many threads go out together in one ``delete_many``. ``count`` counts only
 due messages; ``purge`` removes delayed ones too. Consumers beat into ``fsdf_consumers`` (``_id`` =
 consumer id, ``queue``, ``host``, ``pid``, ``last_beat``); messages taken by a consumer that
@@ -34,6 +36,7 @@ from collections import deque
 from typing import Any, ClassVar, Optional
 
 import pymongo
+import pymongo.errors
 from pymongo.collection import Collection
 
 from fsdf.brokers.base import Broker, Delivery
@@ -69,6 +72,9 @@ class MongoBroker(Broker):
         self._next_beat = 0.0
         self._acks: deque[Any] = deque()  # ids of acked documents not yet deleted
         self._acks_lock = threading.Lock()  # held by the one thread sending them
+        # Leases of takes whose reply never came (the server went away mid-take): the server may have
+        # leased those documents to this live consumer, which never got them; the next take puts them back.
+        self._lost_leases: list[str] = []
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self._collection.insert_one({'msg': body, 'state': READY, 'time': time.time()})
@@ -97,6 +103,9 @@ class MongoBroker(Broker):
 
     def _take(self, max_count: int) -> list[Delivery]:
         collection = self._collection
+        if self._lost_leases:
+            collection.update_many({'lease': {'$in': self._lost_leases}, 'state': TAKEN}, BACK_TO_READY)
+            self._lost_leases.clear()
         while True:
             now = time.time()
             ids = [document['_id'] for document in collection.find(
@@ -104,9 +113,13 @@ class MongoBroker(Broker):
             if not ids:
                 return []
             token = uuid.uuid4().hex
-            collection.update_many({'_id': {'$in': ids}, 'state': READY}, {'$set': {
-                'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': now, 'lease': token}})
-            won = collection.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)])
+            try:
+                collection.update_many({'_id': {'$in': ids}, 'state': READY}, {'$set': {
+                    'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': now, 'lease': token}})
+                won = list(collection.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)]))
+            except pymongo.errors.PyMongoError:
+                self._lost_leases.append(token)
+                raise
             taken = [Delivery(_body_of(document.get('msg')), document['_id']) for document in won]
             if taken:
                 return taken
