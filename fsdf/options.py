@@ -5,8 +5,9 @@ import difflib
 import logging
 import warnings
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Optional, Tuple, TypedDict
+from typing import Any, Optional, Sequence, Tuple, TypedDict
 
+from fsdf.controls.base import Middleware
 from fsdf.enums import BrokerEnum, ConcurrentModeEnum
 
 
@@ -30,7 +31,7 @@ class TaskOptions:
     broker_kind: Optional[BrokerEnum] = None
     """Broker to use; None takes ``DEFAULT_BROKER_KIND`` from the config."""
     concurrent_mode: ConcurrentModeEnum = ConcurrentModeEnum.THREADING
-    """How calls run: THREADING or SINGLE_THREAD (GEVENT, EVENTLET, ASYNC: not built yet)."""
+    """How calls run: THREADING, SINGLE_THREAD, GEVENT, EVENTLET (monkey-patched first) or ASYNC."""
     concurrent_num: int = 50
     """Most calls running at once; also bounds how many unacked messages a consumer holds."""
     specify_concurrent_pool: Any = None
@@ -43,6 +44,13 @@ class TaskOptions:
     (``fsdf:rate:<queue>``, on Redis's clock); a consumer joining or leaving does not disturb the rate."""
     max_retry_times: int = 3
     """Retries after a failing run before the message goes to ``<queue>_dlq``."""
+    retry_delay: float = 0
+    """Seconds before a failed run is retried, 0 = at once in the same worker. A delayed retry goes back
+    through the broker's delayed path (the worker is freed meanwhile), carrying its retry count."""
+    retry_backoff: bool = False
+    """Double the delay at each further retry: ``retry_delay * 2 ** (retry - 1)``, capped by retry_backoff_max."""
+    retry_backoff_max: float = 600
+    """The longest delay backoff reaches, in seconds."""
     function_timeout: float = 0
     """Seconds a run may take, 0 = unlimited; a longer run is stopped and counts as a failure.
     Threads are interrupted when they next run Python code (a call blocked in C, when it returns)."""
@@ -77,6 +85,8 @@ class TaskOptions:
     """Also log to a rotating file named after the queue, under ``LOG_PATH``."""
     is_print_detail_exception: bool = True
     """Log full tracebacks of failing runs (False: one line)."""
+    middleware: Sequence[Middleware] = ()
+    """Extra :class:`fsdf.Middleware` for this task's consumers and publishers, after fsdf's own."""
 
     def __post_init__(self) -> None:
         if self.broker_kind is not None:
@@ -87,10 +97,12 @@ class TaskOptions:
                f'concurrent_num must be an int >= 1, got {self.concurrent_num!r}')
         _check(isinstance(self.max_retry_times, int) and self.max_retry_times >= 0,
                f'max_retry_times must be an int >= 0, got {self.max_retry_times!r}')
-        for name in ('qps', 'function_timeout', 'msg_expire_seconds', 'task_filtering_expire_seconds'):
+        for name in ('qps', 'function_timeout', 'msg_expire_seconds', 'task_filtering_expire_seconds',
+                     'retry_delay', 'retry_backoff_max'):
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
                    f'{name} must be a number >= 0, got {value!r}')
+        object.__setattr__(self, 'middleware', _middleware_tuple(self.middleware))
         window = self.do_not_run_by_specify_time
         _check(isinstance(window, (tuple, list)) and len(window) == 2,
                f'do_not_run_by_specify_time must be (start, end), got {window!r}')
@@ -130,6 +142,10 @@ class TaskOptionsKwargs(TypedDict, total=False):
     logger_prefix: str
     create_logger_file: bool
     is_print_detail_exception: bool
+    retry_delay: float
+    retry_backoff: bool
+    retry_backoff_max: float
+    middleware: Sequence[Middleware]
 
 
 # Options accepted for compatibility whose behaviour later issues build.
@@ -178,6 +194,14 @@ def _enum_member(enum_cls: Any, value: Any, name: str) -> Any:
         return enum_cls(value)
     except ValueError:
         raise ValueError(f'{name} must be one of {[m.name for m in enum_cls]}, got {value!r}') from None
+
+
+def _middleware_tuple(middleware: Any) -> tuple[Middleware, ...]:
+    _check(isinstance(middleware, (list, tuple)), f'middleware must be a list of fsdf.Middleware, got {middleware!r}')
+    for item in middleware:
+        _check(isinstance(item, Middleware),
+               f'middleware must be fsdf.Middleware instances, got {type(item).__name__}')
+    return tuple(middleware)
 
 
 def _check(condition: bool, message: str) -> None:

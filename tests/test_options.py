@@ -17,7 +17,9 @@ def test_every_spec_option_has_a_typed_default() -> None:
             'do_not_run_by_specify_time', 'is_using_rpc_mode', 'is_send_consumer_heartbeat_to_redis',
             'function_result_status_persistance_conf', 'is_consuming_function_use_multi_params',
             'schedule_tasks_on_main_thread', 'log_level', 'logger_prefix', 'create_logger_file',
-            'is_print_detail_exception']
+            'is_print_detail_exception',
+            # beyond the seed: delayed retries and the middleware API
+            'retry_delay', 'retry_backoff', 'retry_backoff_max', 'middleware']
     assert sorted(f.name for f in fields(TaskOptions)) == sorted(spec)
 
 

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from fsdf.concurrency.timeout import TimeoutStrategy
 
 
 class WorkerPool(ABC):
@@ -24,6 +27,13 @@ class WorkerPool(ABC):
     def prefetch_margin(self) -> int:
         """Messages a consumer may hold beyond ``max_workers`` while calls are short, so no worker waits for a fetch."""
         return 0
+
+    timeout_strategy: Optional['TimeoutStrategy'] = None
+    """How this pool stops a call that runs past ``function_timeout``; None: the thread strategy."""
+
+    def shrink_idle_after(self, seconds: float) -> None:
+        """Let workers idle for ``seconds`` exit sooner than the pool's own keep-alive (pools without idle
+        workers to retire ignore this)."""
 
     @abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:

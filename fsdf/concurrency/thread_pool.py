@@ -57,6 +57,9 @@ class ShrinkableThreadPool(WorkerPool):
         self._keep_alive = seconds
         self._window_end = min(self._window_end, time.monotonic() + seconds)
 
+    def shrink_idle_after(self, seconds: float) -> None:
+        self.keep_alive = min(self.keep_alive, seconds)
+
     @property
     def resume_at(self) -> int:
         return int(self.max_workers * LOW_WATER_FRACTION)

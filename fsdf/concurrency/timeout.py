@@ -136,9 +136,9 @@ class ThreadTimeout(TimeoutStrategy):
 THREAD_TIMEOUT = ThreadTimeout()
 
 
-def timeout_strategy_for(pool: Any) -> TimeoutStrategy:
+def timeout_strategy_for(pool: 'WorkerPool') -> TimeoutStrategy:
     """The way a pool stops calls that run too long: its ``timeout_strategy``, else the thread one."""
-    return getattr(pool, 'timeout_strategy', None) or THREAD_TIMEOUT
+    return pool.timeout_strategy or THREAD_TIMEOUT
 
 
 def timed_out(fn: Callable[..., Any], timeout: float) -> FunctionTimeoutError:

@@ -1,9 +1,15 @@
-"""Controls: small steps around the call, each in its own module, chosen from a task's options."""
+"""fsdf's own middleware, each in its own module, chosen from a task's options; and the user's.
+
+Users add middleware to one task with the ``middleware=[...]`` option, or to every consumer and
+publisher of the process with :func:`add_middleware`.
+"""
 from __future__ import annotations
 
+import logging
+import threading
 from typing import TYPE_CHECKING
 
-from fsdf.controls.base import Control, RunOutcome
+from fsdf.controls.base import ConsumerContext, Control, Middleware, RunOutcome, RunStatus, overriding
 from fsdf.controls.expiry import MessageExpiry
 from fsdf.controls.filtering import TaskFilter, filter_store
 from fsdf.controls.rate import RateGovernor
@@ -11,38 +17,77 @@ from fsdf.controls.redis_needed import load_redis_control
 from fsdf.controls.window import DoNotRunWindow
 
 if TYPE_CHECKING:
-    from fsdf.consumer import Consumer
+    from fsdf.enums import BrokerEnum
+    from fsdf.options import TaskOptions
+
+# Replaced whole on every change (never mutated), so publishers read them without a lock.
+_registered: tuple[Middleware, ...] = ()
+_registered_publish_hooks: tuple[Middleware, ...] = ()
+_registered_lock = threading.Lock()
 
 
-def build_controls(consumer: 'Consumer') -> list[Control]:
-    """The controls a consumer's options ask for, in the order they apply.
+def add_middleware(middleware: Middleware) -> None:
+    """Apply a middleware to every publish of this process from now on, and to consumers created from now on."""
+    if not isinstance(middleware, Middleware):
+        raise TypeError(f'middleware must be a fsdf.Middleware instance, got {type(middleware).__name__}')
+    with _registered_lock:
+        _set_registered((*_registered, middleware))
+
+
+def remove_middleware(middleware: Middleware) -> None:
+    """Stop applying a middleware given to :func:`add_middleware` (consumers already built keep it)."""
+    with _registered_lock:
+        remaining = list(_registered)
+        remaining.remove(middleware)
+        _set_registered(tuple(remaining))
+
+
+def registered_middleware() -> list[Middleware]:
+    """The process-wide middleware, in the order they were added."""
+    return list(_registered)
+
+
+def registered_publish_hooks() -> tuple[Middleware, ...]:
+    """The process-wide middleware that override ``on_publish``; read on every publish, so never stale."""
+    return _registered_publish_hooks
+
+
+def _set_registered(middleware: tuple[Middleware, ...]) -> None:
+    global _registered, _registered_publish_hooks
+    _registered = middleware
+    _registered_publish_hooks = tuple(overriding(list(middleware), 'on_publish'))
+
+
+def build_middleware(queue_name: str, broker_kind: 'BrokerEnum', options: 'TaskOptions',
+                     logger: logging.Logger) -> list[Middleware]:
+    """A consumer's middleware in the order they apply: fsdf's from its options, the task's, the process's.
 
     The window comes before the rate governor, so a closed window does not bank start credit.
     Expiry is always there because any message may ask for it in its ``extra``. The Redis-backed
     ones (distributed qps, heartbeats) are imported only when asked for: redis is an optional extra.
     """
-    options = consumer.options
-    controls: list[Control] = []
+    chain: list[Middleware] = []
     if options.is_do_not_run_by_specify_time_effect:
-        controls.append(DoNotRunWindow(options.do_not_run_by_specify_time))
+        chain.append(DoNotRunWindow(options.do_not_run_by_specify_time))
     if options.qps:
         pacer = None
         if options.is_using_distributed_frequency_control:
             distributed_rate = load_redis_control('fsdf.controls.distributed_rate',
                                                   'is_using_distributed_frequency_control')
-            pacer = distributed_rate.RedisPacer(consumer.queue_name, options.qps, consumer.logger)
-        controls.append(RateGovernor(options.qps, pacer))
-    controls.append(MessageExpiry(options.msg_expire_seconds))
+            pacer = distributed_rate.RedisPacer(queue_name, options.qps, logger)
+        chain.append(RateGovernor(options.qps, pacer))
+    chain.append(MessageExpiry(options.msg_expire_seconds))
     if options.do_task_filtering:
-        controls.append(TaskFilter(filter_store(consumer.broker_kind, consumer.queue_name),
-                                   options.task_filtering_expire_seconds))
+        chain.append(TaskFilter(filter_store(broker_kind, queue_name), options.task_filtering_expire_seconds))
     if options.is_using_rpc_mode:
         from fsdf.controls.rpc import RpcResultControl
-        controls.append(RpcResultControl(consumer))
+        chain.append(RpcResultControl(broker_kind))
     if options.is_send_consumer_heartbeat_to_redis:
         heartbeat = load_redis_control('fsdf.controls.heartbeat', 'is_send_consumer_heartbeat_to_redis')
-        controls.append(heartbeat.RedisHeartbeat())
-    return controls
+        chain.append(heartbeat.RedisHeartbeat())
+    return [*chain, *options.middleware, *_registered]
 
 
-__all__ = ['Control', 'RunOutcome', 'build_controls']
+__all__ = ['ConsumerContext', 'Control', 'Middleware', 'RunOutcome', 'RunStatus', 'add_middleware',
+           'build_middleware', 'overriding', 'registered_middleware', 'registered_publish_hooks',
+           'remove_middleware']

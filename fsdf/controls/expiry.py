@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from fsdf.controls.base import Control
+from fsdf.controls.base import ConsumerContext, Middleware
 from fsdf.controls.overrides import message_setting
 from fsdf.log import EveryNSeconds
-
-if TYPE_CHECKING:
-    from fsdf.consumer import Consumer
 
 LOG_EVERY_SECONDS = 10.0
 
 
-class MessageExpiry(Control):
+class MessageExpiry(Middleware):
     """Skips messages older than the task's ``msg_expire_seconds`` or their own ``extra.msg_expire_seconds``.
 
     Always on, because a single message may ask for it; the cost is a dict lookup per message.
@@ -26,8 +23,8 @@ class MessageExpiry(Control):
         self._log_gate = EveryNSeconds(LOG_EVERY_SECONDS)
         self._logger: Any = None
 
-    def on_start(self, consumer: 'Consumer') -> None:
-        self._logger = consumer.logger
+    def on_start(self, context: ConsumerContext) -> None:
+        self._logger = context.logger
 
     def skip_reason(self, arguments: dict[str, Any], extra: dict[str, Any]) -> Optional[str]:
         if not self.default_seconds and 'msg_expire_seconds' not in extra:  # the usual case: nothing to check

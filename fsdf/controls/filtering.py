@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Optional
 
 from fsdf.config import settings
-from fsdf.controls.base import Control, RunOutcome
+from fsdf.controls.base import Middleware, RunOutcome
 from fsdf.enums import BrokerEnum
 
 SQLITE_FILE_NAME = 'fsdf_task_filter.sqlite'
@@ -143,7 +143,7 @@ def filter_store(kind: BrokerEnum, queue_name: str) -> FilterStore:
         return store
 
 
-class TaskFilter(Control):
+class TaskFilter(Middleware):
     """Skips calls whose arguments already ran successfully within ``expire_seconds`` (0 = forever)."""
 
     def __init__(self, store: FilterStore, expire_seconds: float) -> None:

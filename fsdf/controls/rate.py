@@ -20,12 +20,9 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-from fsdf.controls.base import Control, RunOutcome
-
-if TYPE_CHECKING:
-    from fsdf.consumer import Consumer
+from fsdf.controls.base import ConsumerContext, Middleware, RunOutcome
 
 BURST_SECONDS = 0.1      # credit kept after a pause, so starts never come in a burst larger than this
 EARLY_SECONDS = 0.002    # a start due this soon is released now (saves a sleep per start at high rates)
@@ -84,27 +81,25 @@ class LocalPacer(Pacer):
         return count
 
 
-class RateGovernor(Control):
+class RateGovernor(Middleware):
     """Paces the fetch loop at ``qps`` starts a second through a :class:`Pacer`."""
 
     def __init__(self, qps: float, pacer: Optional[Pacer] = None) -> None:
         self.qps = qps
         self.pacer = pacer or LocalPacer(qps)
         self._stopping = threading.Event()
-        self._consumer: Optional['Consumer'] = None
+        self._context: Optional[ConsumerContext] = None
         self._mean_duration = 0.0
         self._window_seconds = max(REPORT_AFTER_SECONDS, 10.0 / qps)
         self._window_start: Optional[float] = None
         self._given = self._slot_bound = self._other = 0
         self.reported = False
 
-    def on_start(self, consumer: 'Consumer') -> None:
-        self._consumer = consumer
-        self._stopping = consumer._stopping
-        pool = consumer.pool
-        if hasattr(pool, 'keep_alive'):
-            # Shrink within seconds once calls get fast again, but keep a thread across the gap between starts.
-            pool.keep_alive = min(pool.keep_alive, max(3.0, 3.0 / self.qps))
+    def on_start(self, context: ConsumerContext) -> None:
+        self._context = context
+        self._stopping = context.stopping
+        # Shrink within seconds once calls get fast again, but keep a thread across the gap between starts.
+        context.pool.shrink_idle_after(max(3.0, 3.0 / self.qps))
 
     def before_fetch(self, wanted: int) -> int:
         count = self.pacer.take(wanted, self._stopping)
@@ -140,12 +135,12 @@ class RateGovernor(Control):
 
     def _report(self, achieved: float) -> None:
         self.reported = True
-        consumer = self._consumer
-        if consumer is None:
+        context = self._context
+        if context is None:
             return
         duration = self._mean_duration
         needed = int(self.qps * duration) + 1
-        consumer.logger.warning(
+        context.logger.warning(
             'qps=%s cannot be reached with concurrent_num=%d: calls take about %.2f s, so this rate needs '
             'about %d calls at once; it runs at about %.2f/s. Raise concurrent_num to %d or more.',
-            self.qps, consumer.pool.max_workers, duration, needed, achieved, int(needed * 1.2) + 1)
+            self.qps, context.pool.max_workers, duration, needed, achieved, int(needed * 1.2) + 1)

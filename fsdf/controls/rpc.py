@@ -1,20 +1,16 @@
 """RPC mode: send each settled run's result (or its failure) back to the publisher's AsyncResult."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from fsdf.controls.base import Control, RunOutcome
+from fsdf.controls.base import Middleware, RunOutcome
+from fsdf.enums import BrokerEnum
 from fsdf.rpc import failure_payload, result_backend_for, success_payload
 
-if TYPE_CHECKING:
-    from fsdf.consumer import Consumer
 
-
-class RpcResultControl(Control):
+class RpcResultControl(Middleware):
     """Stores the result of every run that succeeded or dead-lettered, under its task id."""
 
-    def __init__(self, consumer: 'Consumer') -> None:
-        self.backend = result_backend_for(consumer.broker_kind)
+    def __init__(self, broker_kind: BrokerEnum) -> None:
+        self.backend = result_backend_for(broker_kind)
 
     def after_settle(self, outcome: RunOutcome) -> None:
         if not outcome.task_id:

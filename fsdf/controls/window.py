@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
-from fsdf.controls.base import Control
-
-if TYPE_CHECKING:
-    from fsdf.consumer import Consumer
+from fsdf.controls.base import ConsumerContext, Middleware
 
 MAX_WAIT_SECONDS = 1.0  # waits are this short so a stop is noticed soon
 
@@ -23,7 +20,7 @@ def parse_time_of_day(text: str) -> dt.time:
     raise ValueError(f'do_not_run_by_specify_time needs HH:MM:SS times, got {text!r}')
 
 
-class DoNotRunWindow(Control):
+class DoNotRunWindow(Middleware):
     """Blocks fetching while the local time is in ``[start, end)``; a window may span midnight."""
 
     def __init__(self, window: Sequence[str], clock: Callable[[], dt.datetime] = dt.datetime.now) -> None:
@@ -32,9 +29,9 @@ class DoNotRunWindow(Control):
         self._stopping = threading.Event()
         self._logger = None
 
-    def on_start(self, consumer: 'Consumer') -> None:
-        self._stopping = consumer._stopping
-        self._logger = consumer.logger
+    def on_start(self, context: ConsumerContext) -> None:
+        self._stopping = context.stopping
+        self._logger = context.logger
 
     def contains(self, moment: dt.time) -> bool:
         """Whether a time of day is inside the window."""
