@@ -1,13 +1,12 @@
-"""The consume path, top to bottom: fetch a batch -> pool -> decode -> run with retries -> settle -> ack.
+"""The fetch loop and slot accounting: fetch a batch -> pool -> :class:`fsdf.runner.MessageRunner` -> release.
 
 A consumer never holds more unsettled messages than its pool can run at once (plus, while calls are
 short, what the pool starts within SHORT_CALL_SECONDS, up to its prefetch margin), so a crash or a
-stop leaves little in flight, and prefetched messages that have not started are given back.
+stop leaves little in flight, and prefetched messages that have not started are given back. What
+happens to one message (decode, retries, settle) is the runner's job.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -15,15 +14,12 @@ from typing import Any, Callable, Optional
 from fsdf import message, shutdown
 from fsdf.brokers import Delivery, get_broker
 from fsdf.concurrency import make_pool
-from fsdf.concurrency.event_loop import run_on_shared_loop
-from fsdf.concurrency.timeout import cancel_after, timeout_strategy_for
 from fsdf.config import settings
-from fsdf.controls import Control, RunOutcome, build_controls
-from fsdf.controls.overrides import OVERRIDABLE, message_setting
-from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
+from fsdf.controls import ConsumerContext, Middleware, build_middleware, overriding
 from fsdf.log import EveryNSeconds, get_logger
 from fsdf.options import TaskOptions
 from fsdf.publisher import Publisher
+from fsdf.runner import MessageRunner
 from fsdf.stats import RunCounters
 
 FETCH_WAIT_SECONDS = 1.0  # how long one fetch blocks, so a stop is noticed within about a second
@@ -36,26 +32,29 @@ SHORT_CALL_SECONDS = 0.05
 class Consumer:
     """Consumes one queue with one function; ``start()`` runs it in the background."""
 
-    def __init__(self, queue_name: str, consuming_function: Callable[..., Any], options: TaskOptions) -> None:
+    def __init__(self, queue_name: str, consuming_function: Callable[..., Any], options: TaskOptions,
+                 signature: Optional[message.CallSignature] = None) -> None:
         self.queue_name = queue_name
         self.function = consuming_function
         self.options = options
         self.broker_kind = options.broker_kind if options.broker_kind is not None else settings.DEFAULT_BROKER_KIND
         self.logger = get_logger(queue_name, options.log_level, options.logger_prefix, options.create_logger_file)
-        self.signature = message.CallSignature(consuming_function, options.is_consuming_function_use_multi_params)
-        self._is_coroutine_function = inspect.iscoroutinefunction(consuming_function)
-        # _invoke under the function's name, so a timeout error names the user's function.
-        self._named_invoke = functools.update_wrapper(functools.partial(self._invoke), consuming_function)
+        self.signature = signature or message.CallSignature(
+            consuming_function, options.is_consuming_function_use_multi_params)
         self.broker = get_broker(self.broker_kind, queue_name)
         self.pool = options.specify_concurrent_pool or make_pool(
             options.concurrent_mode, options.concurrent_num, name=f'fsdf-{queue_name}')
         self._run = self._run_delivery_async if self.pool.runs_coroutines else self._run_delivery
         self._runs_inline = self.pool.runs_inline
         self.counters = RunCounters()
-        self.controls = build_controls(self)
-        # Only the controls that do something per message are called per message.
-        self._skip_checks = [c for c in self.controls if type(c).skip_reason is not Control.skip_reason]
-        self._settle_hooks = [c for c in self.controls if type(c).after_settle is not Control.after_settle]
+        self._stopping = threading.Event()
+        self.context = ConsumerContext(queue_name, self.broker_kind, self.broker.consumer_id, options,
+                                       self.counters, self._stopping, self.logger, self.pool)
+        self.middleware: list[Middleware] = build_middleware(queue_name, self.broker_kind, options, self.logger)
+        self._fetch_gates = overriding(self.middleware, 'before_fetch')
+        self.runner = MessageRunner(consuming_function, self.signature, options, self.broker, self.pool,
+                                    self.counters, self.logger, self.middleware)
+        self._process = self.runner.process
         self._publisher: Optional[Publisher] = None
         # The fetch loop waits on _slots; the per-message paths take its plain lock (a C-level with).
         self._slots_lock = threading.Lock()
@@ -63,18 +62,22 @@ class Consumer:
         self._in_flight = 0           # fetched and not yet settled
         self._low_water = self.pool.resume_at  # a full consumer's fetch loop sleeps until in-flight falls to it
         self._margin = self.pool.prefetch_margin
-        self._mean_call: Optional[float] = None  # seconds, a running mean of recent calls
         self._waiting: set[Delivery] = set()  # handed to the pool, not started
-        self._stopping = threading.Event()
         self._stop_when_idle = False
+        self._started = False
         self._thread: Optional[threading.Thread] = None
         self._fetch_errors = EveryNSeconds(10)
 
     @property
+    def controls(self) -> list[Middleware]:
+        """The seed-era name of :attr:`middleware`."""
+        return self.middleware
+
+    @property
     def publisher_of_same_queue(self) -> Publisher:
-        """A publisher to this consumer's queue that checks calls against the function's signature."""
+        """A publisher to this consumer's queue (the seed's name; a task function has its own ``publisher``)."""
         if self._publisher is None:
-            self._publisher = Publisher(self.queue_name, self.broker_kind, self.signature)
+            self._publisher = Publisher(self.queue_name, self.broker_kind, self.signature, self.options.middleware)
         return self._publisher
 
     # -- starting and stopping -----------------------------------------------------------
@@ -86,8 +89,9 @@ class Consumer:
             self.logger.warning('option %s is not built in this version of fsdf and has no effect yet', name)
         self._stopping.clear()
         self.broker.start_leases()
-        for control in self.controls:
-            control.on_start(self)
+        for middleware in self.middleware:
+            middleware.on_start(self.context)
+        self._started = True
         shutdown.register(self)
         self.logger.info('consuming %r on %s with %s x%d', self.queue_name, self.broker_kind.name,
                          self.options.concurrent_mode.name, self.pool.max_workers)
@@ -115,6 +119,18 @@ class Consumer:
             if self._in_flight:
                 self.logger.warning('stopped with %d calls still running after %.0f s', self._in_flight, grace)
         shutdown.unregister(self)
+        if self._started:
+            self._started = False
+            for middleware in self.middleware:
+                middleware.on_stop(self.context)
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Block until the fetch loop has ended (a stop, a signal, a drain); False if ``timeout`` s ran out first."""
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
     def drain(self, timeout: Optional[float] = None) -> int:
         """Consume until the queue is empty and every taken message is settled; how many were settled."""
@@ -137,8 +153,8 @@ class Consumer:
         seen_idle = False
         while not self._stopping.is_set():
             free = self._wait_for_free_slots()
-            for control in self.controls:
-                free = control.before_fetch(free)
+            for gate in self._fetch_gates:
+                free = gate.before_fetch(free)
             if not free or self._stopping.is_set():
                 continue
             try:
@@ -169,7 +185,7 @@ class Consumer:
     def _wait_for_free_slots(self) -> int:
         """How many messages to fetch now, after waiting while the consumer holds enough."""
         workers = self.pool.max_workers
-        mean_call = self._mean_call
+        mean_call = self.runner.mean_call
         if self._margin and mean_call is not None and mean_call < SHORT_CALL_SECONDS:
             # Short calls: hold up to the margin beyond the workers, but no more than the workers start
             # within SHORT_CALL_SECONDS, and fetch once three quarters of it are used (in a batch); what is
@@ -218,7 +234,16 @@ class Consumer:
         if not self._claim(delivery):
             return
         try:
-            self._run_one(delivery)
+            self._process(delivery)
+        finally:
+            self._release()
+
+    async def _run_delivery_async(self, delivery: Delivery) -> None:
+        """The same as ``_run_delivery`` for ASYNC mode, awaiting the call on the pool's loop."""
+        if not self._claim(delivery):
+            return
+        try:
+            await self.runner.process_async(delivery)
         finally:
             self._release()
 
@@ -230,13 +255,13 @@ class Consumer:
         with self._slots_lock:
             self._in_flight += len(deliveries)
         started = 0
-        stopping = self._stopping.is_set
+        stopping, process = self._stopping.is_set, self._process
         try:
             for delivery in deliveries:
                 if stopping():
                     break
                 started += 1
-                self._run_one(delivery)
+                process(delivery)
         finally:
             try:
                 if started < len(deliveries):
@@ -245,162 +270,3 @@ class Consumer:
                 with self._slots:
                     self._in_flight -= len(deliveries)
                     self._slots.notify_all()
-
-    def _run_one(self, delivery: Delivery) -> None:
-        """Decode, run with retries and settle one claimed message."""
-        began = time.monotonic()
-        try:
-            outcome = self._prepare(delivery)
-            if outcome.status == 'running':
-                max_retries, timeout = self._settings_of(outcome.extra)
-                direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
-                token = message.current_task_id.set(outcome.task_id)
-                try:
-                    for attempt in range(max_retries + 1):
-                        try:
-                            outcome.result = self._invoke(outcome) if direct else self._call(outcome, timeout)
-                        except Exception as exc:
-                            if self._failed(delivery, outcome, exc, attempt, max_retries):
-                                continue
-                        else:
-                            self._succeeded(delivery, outcome)
-                        break
-                finally:
-                    message.current_task_id.reset(token)
-            if self._settle_hooks:
-                self._finish(outcome)
-        except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
-            self.logger.exception('could not settle a message of %r', self.queue_name)
-        finally:
-            # A running mean of call times; no lock: a lost update between threads only nudges an estimate.
-            seconds, mean = time.monotonic() - began, self._mean_call
-            self._mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
-
-    async def _run_delivery_async(self, delivery: Delivery) -> None:
-        """The same as ``_run_delivery`` for ASYNC mode, awaiting the call on the pool's loop."""
-        if not self._claim(delivery):
-            return
-        try:
-            outcome = self._prepare(delivery)
-            if outcome.status == 'running':
-                max_retries, timeout = self._settings_of(outcome.extra)
-                message.current_task_id.set(outcome.task_id)  # each asyncio task has its own context
-                for attempt in range(max_retries + 1):
-                    try:
-                        outcome.result = await self._call_async(outcome, timeout)
-                    except Exception as exc:
-                        if self._failed(delivery, outcome, exc, attempt, max_retries):
-                            continue
-                    else:
-                        self._succeeded(delivery, outcome)
-                    break
-            if self._settle_hooks:
-                self._finish(outcome)
-        except Exception:
-            self.logger.exception('could not settle a message of %r', self.queue_name)
-        finally:
-            self._release()
-
-    def _prepare(self, delivery: Delivery) -> RunOutcome:
-        """Decode and check a message; settle it at once if it is malformed, early or skipped.
-
-        Returns an outcome whose status is 'running' if the function should run.
-        """
-        try:
-            arguments, extra = message.decode(delivery.body)
-            self.signature.check_fits(arguments)
-        except (MalformedMessageError, TypeError) as exc:  # TypeError: does not fit the signature
-            self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, exc)
-            self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, 'malformed', error=str(exc)))
-            self._count('malformed', 'dead_lettered')
-            return RunOutcome(None, {}, {}, 'malformed')
-        outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
-        eta = extra.get('eta')
-        if eta and eta > outcome.started:  # never early: back to the broker until due
-            # Published with a future eta by a client that did not delay it on the broker.
-            self.broker.publish_delayed(delivery.body, eta)
-            self.broker.ack(delivery)
-            outcome.status = 'delayed'
-            return outcome
-        for control in self._skip_checks:
-            reason = control.skip_reason(arguments, extra)
-            if reason:
-                outcome.status = reason
-                self.broker.ack(delivery)
-                self._count(reason)
-                break
-        return outcome
-
-    def _invoke(self, outcome: RunOutcome) -> Any:
-        if self.signature.multi_params:
-            return self.function(**outcome.arguments)
-        return self.function(outcome.arguments)
-
-    def _call(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
-        """Run the function once with the message's arguments (an ``async def`` on the shared loop)."""
-        if self._is_coroutine_function:
-            return run_on_shared_loop(cancel_after(self._invoke(outcome), timeout, self.function))
-        if timeout:  # stopped the way this pool can (fsdf.concurrency.timeout)
-            return timeout_strategy_for(self.pool).run(timeout, self._named_invoke, outcome)
-        return self._invoke(outcome)
-
-    def _settings_of(self, extra: dict[str, Any]) -> tuple[int, Optional[float]]:
-        """``(max_retry_times, function_timeout)`` for one message: its own overrides, else the task's."""
-        options = self.options
-        if OVERRIDABLE.isdisjoint(extra):  # the usual message: one set operation, not a lookup per option
-            return options.max_retry_times, options.function_timeout
-        return (message_setting(extra, 'max_retry_times', options.max_retry_times),
-                message_setting(extra, 'function_timeout', options.function_timeout))
-
-    async def _call_async(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
-        """Await the coroutine function once, within the timeout (a plain function runs in the pool's threads)."""
-        if not self._is_coroutine_function:  # _call stops it with the thread timeout, which really ends it
-            return await self.pool.run_in_thread(self._call, outcome, timeout)
-        return await cancel_after(self._invoke(outcome), timeout, self.function)
-
-    def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
-        outcome.status, outcome.exception = 'succeeded', None
-        self.broker.ack(delivery)
-        counters = self.counters
-        with counters._lock:  # _count('succeeded') without its loop: this runs for nearly every message
-            counters.succeeded += 1
-            counters.settled += 1
-
-    def _failed(self, delivery: Delivery, outcome: RunOutcome, exc: Exception, attempt: int, max_retries: int
-                ) -> bool:
-        """Handle a failed attempt; True if the caller should try again."""
-        outcome.retries, outcome.exception = attempt, exc
-        if isinstance(exc, ExceptionForRequeue):
-            self.broker.requeue(delivery)
-            self.counters.add('requeued')
-            outcome.status = 'requeued'
-            self.logger.info('task %s asked to be requeued', outcome.task_id)
-            return False
-        self._log_failure(outcome.task_id, attempt, max_retries, exc)
-        if attempt < max_retries:
-            self.counters.add('retried')
-            return True
-        body = message.dead_letter_body(delivery.body, 'failed', exception_type=type(exc).__name__,
-                                        exception_message=str(exc), retries=attempt)
-        self.broker.dead_letter(delivery, body)
-        self._count('failed', 'dead_lettered')
-        outcome.status = 'dead_lettered'
-        return False
-
-    def _finish(self, outcome: RunOutcome) -> None:
-        outcome.finished = time.time()
-        for control in self._settle_hooks:
-            control.after_settle(outcome)
-
-    def _count(self, *names: str) -> None:
-        counters = self.counters
-        with counters._lock:
-            for name in names:
-                setattr(counters, name, getattr(counters, name) + 1)
-            counters.settled += 1
-
-    def _log_failure(self, task_id: Any, attempt: int, max_retries: int, exc: Exception) -> None:
-        what = 'retrying' if attempt < max_retries else 'moving it to the dead-letter queue'
-        self.logger.error('task %s failed (attempt %d of %d), %s: %s: %s', task_id, attempt + 1,
-                          max_retries + 1, what, type(exc).__name__, exc,
-                          exc_info=exc if self.options.is_print_detail_exception else None)

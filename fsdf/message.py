@@ -15,8 +15,15 @@ from fsdf.brokers.base import Body
 from fsdf.exceptions import MalformedMessageError
 
 EXTRA = 'extra'
-# The task id of the call running in this thread or coroutine, so calls it publishes name their parent.
-current_task_id: ContextVar[Optional[str]] = ContextVar('fsdf_current_task_id', default=None)
+# (task id, root task id) of the call running in this thread or coroutine, so calls it publishes name
+# their parent and their root. One variable, not two: it is set for every message run.
+running_task: ContextVar[Optional[tuple[str, str]]] = ContextVar('fsdf_running_task', default=None)
+
+
+def current_task_id() -> Optional[str]:
+    """The task id of the call running in this thread or coroutine, None outside a task."""
+    running = running_task.get()
+    return running[0] if running else None
 
 
 def _not_serializable(value: Any) -> Any:
@@ -145,9 +152,9 @@ def new_extra(task_id: Optional[str] = None, priority: Optional[int] = None, eta
     # Cut to 0.1 ms by integer division: round(now, 4) is a third of this function.
     extra = {'task_id': task_id or new_task_id(), 'publish_time': int(now * 10000) / 10000,
              'publish_time_format': _format_time(now)}
-    parent = current_task_id.get()
-    if parent:
-        extra['parent_task_id'] = parent
+    running = running_task.get()
+    if running:
+        extra['parent_task_id'], extra['root_task_id'] = running
     if priority is not None:
         extra['priority'] = priority
     if eta is not None:

@@ -74,7 +74,7 @@ def _child_main(module_name: str, qualname: str, parent_pid: int) -> None:
     threading.Thread(target=_stop_when_orphaned, args=(parent_pid,), name='fsdf-parent-watch', daemon=True).start()
     task_fun.consume()
     try:
-        task_fun.consumer._thread.join()  # ends once a signal has stopped the consumer gracefully
+        task_fun.consumer.wait()  # ends once a signal has stopped the consumer gracefully
     except (KeyboardInterrupt, SystemExit):  # raised by fsdf's handler after the graceful stop
         pass
 

@@ -1,0 +1,278 @@
+"""One message, start to settle: decode, check, skip, call with retries, settle, tell the middleware.
+
+The runner knows nothing of threads or slots: :meth:`MessageRunner.process` runs one delivery in
+the calling thread (a test can call it directly), :meth:`MessageRunner.process_async` awaits it
+on an event loop. Both share one retry loop, :meth:`MessageRunner._retries`.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from typing import Any, Callable, Iterator, Optional
+
+from fsdf import message
+from fsdf.brokers import Broker, Delivery
+from fsdf.concurrency.base import WorkerPool
+from fsdf.concurrency.event_loop import run_on_shared_loop
+from fsdf.concurrency.timeout import cancel_after, timeout_strategy_for
+from fsdf.controls.base import Middleware, RunOutcome, overriding
+from fsdf.controls.overrides import OVERRIDABLE, message_setting
+from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
+from fsdf.options import TaskOptions
+from fsdf.stats import RunCounters
+
+# extra keys that change how one message runs: the per-message overrides and the retries a delayed retry carries
+_PER_MESSAGE_KEYS = OVERRIDABLE | {'retries'}
+
+
+class MessageRunner:
+    """Runs the messages of one queue through one function and settles each on its broker."""
+
+    def __init__(self, function: Callable[..., Any], signature: message.CallSignature, options: TaskOptions,
+                 broker: Broker, pool: WorkerPool, counters: RunCounters, logger: logging.Logger,
+                 middleware: list[Middleware]) -> None:
+        self.function = function
+        self.signature = signature
+        self.options = options
+        self.broker = broker
+        self.pool = pool
+        self.counters = counters
+        self.logger = logger
+        self.queue_name = broker.queue_name
+        self._is_coroutine_function = inspect.iscoroutinefunction(function)
+        # _invoke under the function's name, so a timeout error names the user's function.
+        self._named_invoke = functools.update_wrapper(functools.partial(self._invoke), function)
+        # Only the middleware that do something per message are called per message.
+        self._skip_checks = overriding(middleware, 'skip_reason')
+        self._settle_hooks = overriding(middleware, 'after_settle')
+        self.mean_call: Optional[float] = None
+        """Seconds, a running mean of recent synchronous runs (the consumer sizes its prefetch by it)."""
+
+    def process(self, delivery: Delivery) -> RunOutcome:
+        """Run one claimed message to its settle in this thread; what became of it."""
+        began = time.monotonic()
+        outcome = _UNSETTLED
+        try:
+            outcome = self._prepare(delivery)
+            if outcome.status == 'running':
+                max_retries, timeout = self._settings_of(outcome)
+                direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
+                token = message.running_task.set(outcome.task_id and (outcome.task_id, _root_of(outcome)))
+                try:
+                    try:
+                        outcome.result = self._invoke(outcome) if direct else self._call(outcome, timeout)
+                    except Exception as exc:
+                        outcome.exception = exc
+                        for _ in self._retries(delivery, outcome, max_retries):
+                            self._attempt(outcome, timeout)
+                    else:
+                        self._succeeded(delivery, outcome)
+                finally:
+                    message.running_task.reset(token)
+            if self._settle_hooks:
+                self._finish(outcome)
+        except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
+            self.logger.exception('could not settle a message of %r', self.queue_name)
+        finally:
+            # A running mean of call times; no lock: a lost update between threads only nudges an estimate.
+            seconds, mean = time.monotonic() - began, self.mean_call
+            self.mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
+        return outcome
+
+    async def process_async(self, delivery: Delivery) -> RunOutcome:
+        """``process`` for ASYNC mode: the call is awaited on the running loop."""
+        outcome = _UNSETTLED
+        try:
+            outcome = self._prepare(delivery)
+            if outcome.status == 'running':
+                max_retries, timeout = self._settings_of(outcome)
+                # Each asyncio task has its own context: nothing to reset.
+                message.running_task.set(outcome.task_id and (outcome.task_id, _root_of(outcome)))
+                try:
+                    outcome.result = await self._call_async(outcome, timeout)
+                except Exception as exc:
+                    outcome.exception = exc
+                    for _ in self._retries(delivery, outcome, max_retries):
+                        await self._attempt_async(outcome, timeout)
+                else:
+                    self._succeeded(delivery, outcome)
+            if self._settle_hooks:
+                self._finish(outcome)
+        except Exception:
+            self.logger.exception('could not settle a message of %r', self.queue_name)
+        return outcome
+
+    # -- before the call -----------------------------------------------------------------
+    def _prepare(self, delivery: Delivery) -> RunOutcome:
+        """Decode and check a message; settle it at once if it is malformed, early or skipped.
+
+        Returns an outcome whose status is 'running' if the function should run.
+        """
+        try:
+            arguments, extra = message.decode(delivery.body)
+            self.signature.check_fits(arguments)
+        except (MalformedMessageError, TypeError) as exc:  # TypeError: does not fit the signature
+            self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, exc)
+            self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, 'malformed', error=str(exc)))
+            self._count('malformed', 'dead_lettered')
+            return RunOutcome(None, {}, {}, 'malformed')
+        outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
+        eta = extra.get('eta')
+        if eta and eta > outcome.started:  # never early: back to the broker until due
+            # Published with a future eta by a client that did not delay it on the broker.
+            self.broker.publish_delayed(delivery.body, eta)
+            self.broker.ack(delivery)
+            outcome.status = 'delayed'
+            return outcome
+        for middleware in self._skip_checks:
+            reason = middleware.skip_reason(arguments, extra)
+            if reason:
+                outcome.status = reason
+                self.broker.ack(delivery)
+                self._count(reason if reason in _SKIP_COUNTERS else 'skipped')
+                break
+        return outcome
+
+    def _settings_of(self, outcome: RunOutcome) -> tuple[int, Optional[float]]:
+        """``(max_retry_times, function_timeout)`` for one message: its own overrides, else the task's.
+
+        A message that comes back from a delayed retry also sets ``outcome.retries`` from its ``extra``.
+        """
+        options, extra = self.options, outcome.extra
+        if _PER_MESSAGE_KEYS.isdisjoint(extra):  # the usual message: one set operation, not a lookup per key
+            return options.max_retry_times, options.function_timeout
+        retries = extra.get('retries')
+        if type(retries) is int and retries > 0:
+            outcome.retries = retries
+        return (message_setting(extra, 'max_retry_times', options.max_retry_times),
+                message_setting(extra, 'function_timeout', options.function_timeout))
+
+    # -- the call ------------------------------------------------------------------------
+    def _invoke(self, outcome: RunOutcome) -> Any:
+        if self.signature.multi_params:
+            return self.function(**outcome.arguments)
+        return self.function(outcome.arguments)
+
+    def _call(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
+        """Run the function once with the message's arguments (an ``async def`` on the shared loop)."""
+        if self._is_coroutine_function:
+            return run_on_shared_loop(cancel_after(self._invoke(outcome), timeout, self.function))
+        if timeout:  # stopped the way this pool can (fsdf.concurrency.timeout)
+            return timeout_strategy_for(self.pool).run(timeout, self._named_invoke, outcome)
+        return self._invoke(outcome)
+
+    async def _call_async(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
+        """Await the coroutine function once, within the timeout (a plain function runs in the pool's threads)."""
+        if not self._is_coroutine_function:  # _call stops it with the thread timeout, which really ends it
+            return await self.pool.run_in_thread(self._call, outcome, timeout)  # type: ignore[attr-defined]
+        return await cancel_after(self._invoke(outcome), timeout, self.function)
+
+    def _attempt(self, outcome: RunOutcome, timeout: Optional[float]) -> None:
+        """Call again; the result or the exception lands in ``outcome`` for the retry loop to judge."""
+        try:
+            outcome.result, outcome.exception = self._call(outcome, timeout), None
+        except Exception as exc:
+            outcome.exception = exc
+
+    async def _attempt_async(self, outcome: RunOutcome, timeout: Optional[float]) -> None:
+        """``_attempt`` on the event loop."""
+        try:
+            outcome.result, outcome.exception = await self._call_async(outcome, timeout), None
+        except Exception as exc:
+            outcome.exception = exc
+
+    # -- settling ------------------------------------------------------------------------
+    def _retries(self, delivery: Delivery, outcome: RunOutcome, max_retries: int) -> Iterator[None]:
+        """The retry loop of both paths, entered after a failed first attempt.
+
+        Judges ``outcome.exception`` (None: the last attempt succeeded), settles the message once its
+        fate is decided and yields whenever the caller should call the function again.
+        """
+        attempt = outcome.retries
+        while outcome.exception is not None:
+            exc = outcome.exception
+            outcome.retries = attempt
+            if isinstance(exc, ExceptionForRequeue):
+                self._requeue(delivery, outcome)
+                return
+            self._log_failure(outcome.task_id, attempt, max_retries, exc)
+            if attempt >= max_retries:
+                self._dead_letter(delivery, outcome, exc)
+                return
+            self.counters.add('retried')
+            delay = self.retry_delay(attempt + 1)
+            if delay:
+                self._retry_later(delivery, outcome, delay)
+                return
+            attempt += 1
+            yield
+        self._succeeded(delivery, outcome)
+
+    def retry_delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1 is the first), from the task's options."""
+        options = self.options
+        if not options.retry_delay:
+            return 0.0
+        delay = options.retry_delay * (2 ** (retry - 1) if options.retry_backoff else 1)
+        return min(delay, options.retry_backoff_max) if options.retry_backoff else delay
+
+    def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:
+        outcome.status, outcome.exception = 'succeeded', None
+        self.broker.ack(delivery)
+        counters = self.counters
+        with counters.lock:  # _count('succeeded') without its loop: this runs for nearly every message
+            counters.succeeded += 1
+            counters.settled += 1
+
+    def _requeue(self, delivery: Delivery, outcome: RunOutcome) -> None:
+        self.broker.requeue(delivery)
+        self._count('requeued')
+        outcome.status = 'requeued'
+        self.logger.info('task %s asked to be requeued', outcome.task_id)
+
+    def _retry_later(self, delivery: Delivery, outcome: RunOutcome, delay: float) -> None:
+        """Publish the call again, due in ``delay`` s with its retry count, then ack this delivery."""
+        due = time.time() + delay
+        extra = {**outcome.extra, 'retries': outcome.retries + 1, 'eta': due}
+        self.broker.publish_delayed(message.encode(outcome.arguments, extra), due)
+        self.broker.ack(delivery)  # after the publish: a crash in between runs the call twice, never not at all
+        self._count()
+        outcome.status = 'retry_scheduled'
+
+    def _dead_letter(self, delivery: Delivery, outcome: RunOutcome, exc: BaseException) -> None:
+        body = message.dead_letter_body(delivery.body, 'failed', exception_type=type(exc).__name__,
+                                        exception_message=str(exc), retries=outcome.retries)
+        self.broker.dead_letter(delivery, body)
+        self._count('failed', 'dead_lettered')
+        outcome.status = 'dead_lettered'
+
+    def _finish(self, outcome: RunOutcome) -> None:
+        outcome.finished = time.time()
+        for middleware in self._settle_hooks:
+            middleware.after_settle(outcome)
+
+    def _count(self, *names: str) -> None:
+        counters = self.counters
+        with counters.lock:
+            for name in names:
+                setattr(counters, name, getattr(counters, name) + 1)
+            counters.settled += 1
+
+    def _log_failure(self, task_id: Any, attempt: int, max_retries: int, exc: BaseException) -> None:
+        what = 'retrying' if attempt < max_retries else 'moving it to the dead-letter queue'
+        self.logger.error('task %s failed (attempt %d of %d), %s: %s: %s', task_id, attempt + 1,
+                          max_retries + 1, what, type(exc).__name__, exc,
+                          exc_info=exc if self.options.is_print_detail_exception else None)
+
+
+def _root_of(outcome: RunOutcome) -> str:
+    """The root task id of a running message: its own ``root_task_id``, else itself (a call from outside a task)."""
+    root = outcome.extra.get('root_task_id')
+    return root if isinstance(root, str) and root else outcome.task_id  # type: ignore[return-value]
+
+
+# What process() returns if preparing the message itself failed (the broker redelivers it).
+_UNSETTLED = RunOutcome(None, {}, {}, 'unsettled')
+_SKIP_COUNTERS = frozenset({'expired', 'filtered'})
