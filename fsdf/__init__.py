@@ -16,6 +16,8 @@ load_settings()
 
 from fsdf.brokers import get_broker  # noqa: E402
 from fsdf.consumer import Consumer  # noqa: E402
+from fsdf.controls import (  # noqa: E402
+    ConsumerContext, Middleware, RunOutcome, add_middleware, remove_middleware)
 from fsdf.exceptions import (  # noqa: E402
     BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
 from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
@@ -37,9 +39,10 @@ def __getattr__(name: str):
     raise AttributeError(f'module fsdf has no attribute {name!r}')
 
 __all__ = [
-    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer',
+    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer', 'ConsumerContext',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
-    'MalformedMessageError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker', 'get_consumer',
+    'MalformedMessageError', 'Middleware', 'Publisher', 'RunOutcome', 'TaskFunction', 'TaskOptions',
+    'add_middleware', 'get_broker', 'get_consumer', 'remove_middleware',
     'get_publisher', 'patch_frame_config', 'run_consumer_with_multi_process', 'settings', 'task_deco',
     *_SCHEDULING,
 ]

@@ -5,24 +5,30 @@ import asyncio
 import datetime as dt
 import time
 from itertools import islice
-from typing import Any, Iterable, Optional, Unpack
+from typing import Any, Iterable, Optional, Sequence, Unpack
 
 from fsdf import message
 from fsdf.brokers import Broker, get_broker
 from fsdf.config import settings
+from fsdf.controls import Middleware, overriding, registered_publish_hooks
 from fsdf.controls.overrides import MessageOverrides, with_overrides
 from fsdf.enums import BrokerEnum
 from fsdf.result import AsyncResult
 
 
 class Publisher:
-    """Publishes to one queue. With a signature (a task's publisher) each call is checked before it leaves."""
+    """Publishes to one queue. With a signature (a task's publisher) each call is checked before it leaves.
+
+    Publishing builds nothing of the consume side: no pool, no consumer, no middleware state beyond
+    the ``on_publish`` hooks of the task's ``middleware`` and of the process (:func:`fsdf.add_middleware`).
+    """
 
     def __init__(self, queue_name: str, broker_kind: Optional[BrokerEnum] = None,
-                 signature: Optional[message.CallSignature] = None) -> None:
+                 signature: Optional[message.CallSignature] = None, middleware: Sequence[Middleware] = ()) -> None:
         self.queue_name = queue_name
         self.broker_kind = BrokerEnum(broker_kind if broker_kind is not None else settings.DEFAULT_BROKER_KIND)
         self.signature = signature
+        self._publish_hooks = tuple(overriding(list(middleware), 'on_publish'))
         self._broker: Optional[Broker] = None
 
     @property
@@ -117,6 +123,10 @@ class Publisher:
         extra = message.new_extra(task_id, priority, due)
         if given_extra:
             extra = {**given_extra, **extra}
+        hooks = registered_publish_hooks()
+        if hooks or self._publish_hooks:  # no middleware that publishes: nothing to pay
+            for middleware in (*self._publish_hooks, *hooks):
+                middleware.on_publish(self.queue_name, arguments, extra)
         return message.encode(arguments, extra), extra
 
 

@@ -119,7 +119,7 @@ class _TimingPublishMixin:
         persistent job stores too. Its id defaults to one derived from the queue, trigger and
         arguments, so replicas that add the same job agree on it.
         """
-        message = task_fun.consumer.signature.arguments_of(tuple(args), dict(kwargs or {}))
+        message = task_fun.signature.arguments_of(tuple(args), dict(kwargs or {}))
         job_kwargs = {k: trigger_args.pop(k) for k in ('misfire_grace_time', 'coalesce', 'max_instances',
                                                          'next_run_time', 'jobstore', 'executor')
                       if k in trigger_args}
@@ -127,7 +127,7 @@ class _TimingPublishMixin:
         if trigger == 'interval' and 'start_date' not in trigger_args:
             trigger = _epoch_aligned_interval(**trigger_args)
             trigger_args = {}
-        return self.add_job(publish_message, trigger, args=(task_fun.queue_name, int(task_fun.consumer.broker_kind),
+        return self.add_job(publish_message, trigger, args=(task_fun.queue_name, int(task_fun.broker_kind),
                                                             message),
                             id=job_id, name=f'publish to {task_fun.queue_name}', replace_existing=replace_existing,
                             **job_kwargs, **trigger_args)

@@ -3,26 +3,37 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from typing import Any, Callable, Iterable, Optional, Unpack
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Unpack
 
-from fsdf.consumer import Consumer
+from fsdf.config import settings
 from fsdf.controls.filtering import filter_store
 from fsdf.controls.overrides import MessageOverrides
 from fsdf.enums import BrokerEnum
+from fsdf.message import CallSignature
 from fsdf.options import TaskOptions, TaskOptionsKwargs, build_options
 from fsdf.publisher import Publisher
 from fsdf.result import AsyncResult
 
+if TYPE_CHECKING:
+    from fsdf.consumer import Consumer
+
 
 class TaskFunction:
-    """A function bound to a queue. Calling it runs it here; ``push`` publishes the call instead."""
+    """A function bound to a queue. Calling it runs it here; ``push`` publishes the call instead.
+
+    Publishing needs only the function's signature and a :class:`Publisher`; the consumer (a pool,
+    middleware, their clients) is built by ``consume``, ``drain``, ``multi_process_consume`` and
+    ``stop`` alone, so a process that only publishes never builds one.
+    """
 
     def __init__(self, fn: Callable[..., Any], queue_name: str, options: TaskOptions) -> None:
         functools.update_wrapper(self, fn)
         self.function = fn
         self.queue_name = queue_name
         self.options = options
-        self._consumer: Optional[Consumer] = None
+        self.signature = CallSignature(fn, options.is_consuming_function_use_multi_params)
+        self._publisher: Optional[Publisher] = None
+        self._consumer: Optional['Consumer'] = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.function(*args, **kwargs)
@@ -31,20 +42,29 @@ class TaskFunction:
         return f'<fsdf task {self.function.__qualname__} on queue {self.queue_name!r}>'
 
     @property
-    def consumer(self) -> Consumer:
+    def broker_kind(self) -> BrokerEnum:
+        """The task's broker kind: its ``broker_kind`` option, else the config's ``DEFAULT_BROKER_KIND``."""
+        kind = self.options.broker_kind
+        return BrokerEnum(kind if kind is not None else settings.DEFAULT_BROKER_KIND)
+
+    @property
+    def consumer(self) -> 'Consumer':
         """The consumer of this task's queue (created on first use; connects to the broker)."""
         if self._consumer is None:
-            self._consumer = Consumer(self.queue_name, self.function, self.options)
+            from fsdf.consumer import Consumer  # only consuming needs the worker machinery
+            self._consumer = Consumer(self.queue_name, self.function, self.options, self.signature)
         return self._consumer
 
     @property
     def publisher(self) -> Publisher:
         """The publisher of this task's queue; it checks calls against the function's signature."""
-        return self.consumer.publisher_of_same_queue
+        if self._publisher is None:
+            self._publisher = Publisher(self.queue_name, self.broker_kind, self.signature, self.options.middleware)
+        return self._publisher
 
     def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Publish the call ``f(*args, **kwargs)``; TypeError here if it does not fit the signature."""
-        return self.publisher.publish_bound(self.consumer.signature.arguments_of(args, kwargs))
+        return self.publisher.publish_bound(self.signature.arguments_of(args, kwargs))
 
     def pub(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
             eta: Any = None, priority: Optional[int] = None, **overrides: Unpack[MessageOverrides]) -> AsyncResult:
@@ -62,12 +82,12 @@ class TaskFunction:
 
     def clear_filter(self) -> None:
         """Forget which calls ran successfully, so ``do_task_filtering`` lets them run again."""
-        filter_store(self.consumer.broker_kind, self.queue_name).clear()
+        filter_store(self.broker_kind, self.queue_name).clear()
 
     def push_many(self, calls: Iterable[Any], *, countdown: Optional[float] = None,
                   eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches; each item is a tuple of positional arguments (or one argument)."""
-        arguments_of = self.consumer.signature.arguments_of
+        arguments_of = self.signature.arguments_of
         return self.publisher.publish_bound_many(
             (arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls),
             countdown=countdown, eta=eta)
@@ -92,7 +112,8 @@ class TaskFunction:
 
     def stop(self, grace: Optional[float] = None) -> None:
         """Stop consuming: stop fetching, give back what has not started, wait for running calls."""
-        self.consumer.stop(grace)
+        if self._consumer is not None:  # never consumed: nothing to stop, and nothing to build
+            self._consumer.stop(grace)
 
     def clear(self) -> None:
         """Remove every waiting message of the queue."""
@@ -114,8 +135,9 @@ def task_deco(queue_name: str, **options: Unpack[TaskOptionsKwargs]) -> Callable
 
 
 def get_consumer(queue_name: str, consuming_function: Callable[..., Any],
-                 **options: Unpack[TaskOptionsKwargs]) -> Consumer:
+                 **options: Unpack[TaskOptionsKwargs]) -> 'Consumer':
     """A consumer without a decorator: ``get_consumer('q', consuming_function=f, qps=2)``."""
+    from fsdf.consumer import Consumer
     return Consumer(queue_name, consuming_function, build_options(**options))
 
 

@@ -271,13 +271,14 @@ def test_message_expiry_overrides_the_task(queue_name: str, embedded_kind: Broke
 def test_expiry_is_judged_once_retries_run_on(queue_name: str, embedded_kind: BrokerEnum) -> None:
     attempts = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, msg_expire_seconds=0.3, max_retry_times=3)
+    @task_deco(queue_name, broker_kind=embedded_kind, msg_expire_seconds=1.0, max_retry_times=3)
     def flaky(x):
         attempts.append(x)
         if len(attempts) < 3:
-            time.sleep(0.2)  # the retries together outlast msg_expire_seconds
+            time.sleep(0.6)  # the retries together outlast msg_expire_seconds
             raise ValueError('not yet')
 
+    flaky.consumer  # built before the push (pushing builds none), so the message is young when its turn comes
     flaky.push(1)
     assert flaky.drain(timeout=10) == 1
     counters = flaky.consumer.counters
