@@ -17,7 +17,7 @@ load_settings()
 from fsdf.brokers import get_broker  # noqa: E402
 from fsdf.consumer import Consumer  # noqa: E402
 from fsdf.exceptions import (  # noqa: E402
-    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
+    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError, MissingDependencyError)
 from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
 from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
 from fsdf.publisher import Publisher  # noqa: E402
@@ -39,7 +39,7 @@ def __getattr__(name: str):
 __all__ = [
     'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
-    'MalformedMessageError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker', 'get_consumer',
-    'get_publisher', 'patch_frame_config', 'run_consumer_with_multi_process', 'settings', 'task_deco',
+    'MalformedMessageError', 'MissingDependencyError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker',
+    'get_consumer', 'get_publisher', 'patch_frame_config', 'run_consumer_with_multi_process', 'settings', 'task_deco',
     *_SCHEDULING,
 ]

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from typing import Any, Optional
 
+from fsdf._optional import import_optional
 from fsdf.config import settings
 from fsdf.enums import BrokerEnum
 
@@ -97,8 +98,8 @@ class RedisResultBackend(ResultBackend):
     """Results in Redis lists ``fsdf:result:<task id>``; a waiter blocks on the list without consuming it."""
 
     def __init__(self) -> None:
-        from fsdf.redis_connection import redis_client
-        self._redis = redis_client()
+        connection = import_optional('fsdf.redis_connection', 'redis', 'RPC results are kept in Redis')
+        self._redis = connection.redis_client()
 
     def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
         key = result_key(task_id)
