@@ -7,6 +7,7 @@ from typing import Optional
 import amqpstorm
 from pamqp.commands import Basic
 
+from fsdf._compat.amqpstorm_internals import has_inbound
 from fsdf.brokers.rabbitmq import AmqpSession, OnMessage, RabbitMQBroker
 
 BUSY_POLL_SECONDS = 0.001
@@ -69,11 +70,11 @@ class AmqpstormSession(AmqpSession):
         # dispatches at once. With nothing there it sleeps: 1 ms while messages are flowing (they
         # come back within a round trip of our acks), else 10 ms like AMQPStorm's own loop.
         channel = self.channel
-        if channel._inbound:  # AMQPStorm has no public "anything waiting?" for a channel
+        if has_inbound(channel):
             for body, _, method, _ in channel.build_inbound_messages(
                     break_on_empty=True, to_tuple=True, auto_decode=False, empty_timeout=None):
                 self.on_message(body, method['delivery_tag'])
-                if not channel._inbound:
+                if not has_inbound(channel):
                     break
             self.last_delivery = time.monotonic()
         else:
