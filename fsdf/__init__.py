@@ -11,6 +11,7 @@
 """
 from fsdf.enums import BrokerEnum, ConcurrentModeEnum  # noqa: I001  (first: the config file imports it)
 from fsdf.config import load_settings, patch_frame_config, settings
+from typing import Any
 
 load_settings()
 
@@ -29,7 +30,7 @@ __version__ = '0.1.0'
 _SCHEDULING = ('fsdf_background_scheduler', 'timing_publish_deco', 'FsdfBackgroundScheduler', 'FsdfBlockingScheduler')
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # apscheduler is imported only by code that schedules, to keep workers quick to start.
     if name in _SCHEDULING:
         from fsdf import scheduling

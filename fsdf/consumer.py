@@ -122,9 +122,10 @@ class Consumer:
         self._stop_when_idle = True
         try:
             self.start_consuming_message()
-            if self._thread is not threading.current_thread():
-                self._thread.join(timeout)
-                if self._thread.is_alive():
+            thread = self._thread  # set by start_consuming_message
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+                if thread.is_alive():
                     self.logger.warning('drain of %r timed out after %s s', self.queue_name, timeout)
             self.stop()
         finally:
@@ -318,7 +319,7 @@ class Consumer:
         eta = extra.get('eta')
         if eta and eta > outcome.started:  # never early: back to the broker until due
             # Published with a future eta by a client that did not delay it on the broker.
-            self.broker.publish_delayed(delivery.body, eta)
+            self.broker.publish_delayed(delivery.body, eta)  # type: ignore[arg-type]  # brokers take str or bytes
             self.broker.ack(delivery)
             outcome.status = 'delayed'
             return outcome
@@ -355,7 +356,7 @@ class Consumer:
     async def _call_async(self, outcome: RunOutcome, timeout: Optional[float]) -> Any:
         """Await the coroutine function once, within the timeout (a plain function runs in the pool's threads)."""
         if not self._is_coroutine_function:  # _call stops it with the thread timeout, which really ends it
-            return await self.pool.run_in_thread(self._call, outcome, timeout)
+            return await self.pool.run_in_thread(self._call, outcome, timeout)  # type: ignore[union-attr]  # an AsyncPool
         return await cancel_after(self._invoke(outcome), timeout, self.function)
 
     def _succeeded(self, delivery: Delivery, outcome: RunOutcome) -> None:

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from fsdf._optional import import_optional
 from fsdf.config import settings
@@ -134,8 +134,9 @@ def result_backend_for(kind: BrokerEnum) -> ResultBackend:
     name = {BrokerEnum.LOCAL_PYTHON_QUEUE: 'local', BrokerEnum.PERSISTQUEUE: 'sqlite'}.get(BrokerEnum(kind), 'redis')
     with _lock:
         if name not in _backends:
-            _backends[name] = {'local': LocalResultBackend, 'sqlite': SqliteResultBackend,
-                               'redis': RedisResultBackend}[name]()
+            makers: dict[str, Callable[[], ResultBackend]] = {
+                'local': LocalResultBackend, 'sqlite': SqliteResultBackend, 'redis': RedisResultBackend}
+            _backends[name] = makers[name]()
         return _backends[name]
 
 

@@ -101,6 +101,8 @@ def timing_publish_deco(task_fun: 'TaskFunction') -> Callable[..., Any]:
 class _TimingPublishMixin:
     """What fsdf adds to apscheduler's schedulers."""
 
+    add_job: Callable[..., Job]  # the apscheduler scheduler this is mixed into provides it
+
     def _setup(self, claims: Optional[TickClaims], kwargs: dict[str, Any]) -> None:
         self._claims = claims
         kwargs.setdefault('executors', {'default': OncePerTickExecutor(self.claims)})

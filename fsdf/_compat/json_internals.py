@@ -14,7 +14,8 @@ import re
 from typing import Any, Callable, Optional
 
 # ``WHITESPACE.match(text, pos)``: where the JSON whitespace starting at pos ends
-whitespace_match: Callable[[str, int], Optional[re.Match[str]]] = json.decoder.WHITESPACE.match
+# (always matches: the pattern accepts the empty string; WHITESPACE is missing from typeshed)
+whitespace_match: Callable[[str, int], re.Match[str]] = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 
 
 def compact_encoder(default: Callable[[Any], Any]) -> Optional[Callable[[Any, int], list[str]]]:
@@ -31,5 +32,6 @@ def compact_encoder(default: Callable[[Any], Any]) -> Optional[Callable[[Any, in
 
 def scanner() -> Callable[[str, int], tuple[Any, int]]:
     """``scan(text, pos) -> (value, end)``: the scanner ``json.loads`` ends up in (StopIteration if no value)."""
-    scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())
+    # typeshed's stub names the scanner class as make_scanner's argument; at run time it is the decoder
+    scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
     return scan

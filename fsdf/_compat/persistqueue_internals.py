@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from typing import cast
 
 from persistqueue import SQLiteAckQueue
 
@@ -23,8 +24,7 @@ class QueueTable(SQLiteAckQueue):
 
 def writer(queue: SQLiteAckQueue) -> sqlite3.Connection:
     """The connection persist-queue writes with (with ``multithreading=True``, shared by all threads)."""
-    connection: sqlite3.Connection = queue._putter
-    return connection
+    return cast(sqlite3.Connection, queue._putter)  # persist-queue declares it None until its _init() opens it
 
 
 def write_lock(queue: SQLiteAckQueue) -> threading.Lock:

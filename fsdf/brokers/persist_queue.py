@@ -145,7 +145,8 @@ class PersistQueueBroker(Broker):
         now = time.time()
         with self._lock, self._db:
             self._db.execute('INSERT INTO fsdf_consumers (consumer, host, pid, started, last_beat) '
-                             'VALUES (?, ?, ?, ?, ?) ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
+                             'VALUES (?, ?, ?, ?, ?) '
+                             'ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
                              (self.consumer_id, HOST, os.getpid(), now, now))
 
     def recover_abandoned(self) -> int:

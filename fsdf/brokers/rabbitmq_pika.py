@@ -1,7 +1,7 @@
 """RABBITMQ_PIKA: the RabbitMQ broker on pika's BlockingConnection (never entered by two threads at once)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import pika
 import pika.exceptions
@@ -35,7 +35,7 @@ class PikaSession(AmqpSession):
             delivery_mode=2, content_type='application/json', priority=priority)
         self.channel.basic_publish('', queue, _encoded(body), properties, mandatory=True)
 
-    def publish_batch(self, queue: str, bodies: list[Body]) -> None:
+    def publish_batch(self, queue: str, bodies: Sequence[Body]) -> None:
         if self.batch_channel is None:
             self.batch_channel = self.connection.channel()
             self.batch_channel.tx_select()

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from fsdf.controls.base import Control
 
@@ -30,7 +31,7 @@ class DoNotRunWindow(Control):
         self.start, self.end = (parse_time_of_day(window[0]), parse_time_of_day(window[1]))
         self.clock = clock
         self._stopping = threading.Event()
-        self._logger = None
+        self._logger: Optional[logging.Logger] = None
 
     def on_start(self, consumer: 'Consumer') -> None:
         self._stopping = consumer._stopping
