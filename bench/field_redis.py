@@ -270,8 +270,9 @@ class Funboost(Framework):
         """funboost reads funboost_config.py (and nb_log nb_log_config.py) from PYTHONPATH: a temp dir."""
         config = folder / 'funboost_config.py'
         if not config.exists():
-            where = subprocess.run([python, '-c', 'import importlib.util; print(importlib.util.find_spec("funboost").origin)'],
-                                   capture_output=True, text=True)
+            where = subprocess.run(
+                [python, '-c', 'import importlib.util; print(importlib.util.find_spec("funboost").origin)'],
+                capture_output=True, text=True)
             if where.returncode:
                 raise RuntimeError(f'funboost is not installed under {python}: {where.stderr[-300:]}')
             default = Path(where.stdout.strip()).parent / 'funboost_config_deafult.py'
@@ -279,7 +280,8 @@ class Funboost(Framework):
             replacements = {'REDIS_PORT = 6379': f'REDIS_PORT = {port}', 'REDIS_DB = 7 ': f'REDIS_DB = {db} ',
                             # its start-up notes and thread-pool messages are DEBUG by default: quiet, as the others
                             'FUNBOOST_PROMPT_LOG_LEVEL = logging.DEBUG': 'FUNBOOST_PROMPT_LOG_LEVEL = logging.WARNING',
-                            'KEEPALIVETIMETHREAD_LOG_LEVEL = logging.DEBUG': 'KEEPALIVETIMETHREAD_LOG_LEVEL = logging.WARNING'}
+                            'KEEPALIVETIMETHREAD_LOG_LEVEL = logging.DEBUG':
+                                'KEEPALIVETIMETHREAD_LOG_LEVEL = logging.WARNING'}
             text = default.read_text()
             for old, new in replacements.items():
                 if old not in text:

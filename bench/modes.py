@@ -2,8 +2,8 @@
 
 Benchmarks (every run in a fresh subprocess; GEVENT/EVENTLET runs monkey-patch before any import):
   latency  dramatiq's latency benchmark scaled to milliseconds: 1,000 tasks sleeping 10 ms (1%), 5 ms (29%),
-           3 ms (20%) or 1 ms (50%), drawn with a fixed seed (1337, as dramatiq's); each fsdf mode at concurrency 8 and 64
-           (SINGLE_THREAD at 1). Ideal = max(total sleep / concurrency, longest sleep).
+           3 ms (20%) or 1 ms (50%), drawn with a fixed seed (1337, as dramatiq's); each fsdf mode at concurrency 8
+           and 64 (SINGLE_THREAD at 1). Ideal = max(total sleep / concurrency, longest sleep).
   io       10,000 tasks each sleeping (ASYNC: awaiting) 50 ms at concurrency 1,000; ideal 0.5 s. fsdf ASYNC,
            GEVENT, THREADING next to dramatiq (threads and gevent), funboost's GEVENT mode and taskiq's receiver.
   processes  20,000 trivial tasks on PERSISTQUEUE (SQLite: the embedded broker many processes share),

@@ -66,7 +66,7 @@ def fsdf_run(kind: BrokerEnum, n: int) -> dict[str, float]:
     task = task_deco(f'bench_embedded_{uuid.uuid4().hex[:8]}', broker_kind=kind, concurrent_num=CONCURRENCY,
                      log_level=logging.WARNING)(counted_add)
     push = task.push
-    task.publisher.broker  # connect before timing
+    _ = task.publisher.broker  # connect before timing
     began = time.perf_counter()
     for i in range(n):
         push(i, i)
@@ -158,7 +158,9 @@ def export_commit(rev: str) -> str:
 
 
 def fsdf_in_subprocess(source: str, n: int) -> dict[str, dict[str, float]]:
-    """One run of the fsdf rows on the fsdf package found in ``source``, in a fresh process; {kind: {column: tasks/s}}."""
+    """One run of the fsdf rows on the fsdf package found in ``source``, in a fresh process.
+
+    Returns {kind: {column: tasks/s}}."""
     env = {**os.environ, 'PYTHONPATH': source, 'FSDF_PERSIST_QUEUE_PATH': tempfile.mkdtemp(prefix='fsdf-bench-')}
     out = subprocess.run([sys.executable, __file__, '--fsdf-only', '--n', str(n)], env=env, capture_output=True,
                          text=True, check=True)

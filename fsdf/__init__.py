@@ -11,6 +11,7 @@
 """
 from fsdf.enums import BrokerEnum, ConcurrentModeEnum  # noqa: I001  (first: the config file imports it)
 from fsdf.config import load_settings, patch_frame_config, settings
+from typing import Any
 
 load_settings()
 
@@ -19,7 +20,7 @@ from fsdf.consumer import Consumer  # noqa: E402
 from fsdf.controls import (  # noqa: E402
     ConsumerContext, Middleware, RunOutcome, add_middleware, remove_middleware)
 from fsdf.exceptions import (  # noqa: E402
-    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
+    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError, MissingDependencyError)
 from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
 from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
 from fsdf.publisher import Publisher  # noqa: E402
@@ -31,7 +32,7 @@ __version__ = '0.1.0'
 _SCHEDULING = ('fsdf_background_scheduler', 'timing_publish_deco', 'FsdfBackgroundScheduler', 'FsdfBlockingScheduler')
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # apscheduler is imported only by code that schedules, to keep workers quick to start.
     if name in _SCHEDULING:
         from fsdf import scheduling
@@ -41,8 +42,8 @@ def __getattr__(name: str):
 __all__ = [
     'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer', 'ConsumerContext',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
-    'MalformedMessageError', 'Middleware', 'Publisher', 'RunOutcome', 'TaskFunction', 'TaskOptions',
-    'add_middleware', 'get_broker', 'get_consumer', 'remove_middleware',
-    'get_publisher', 'patch_frame_config', 'run_consumer_with_multi_process', 'settings', 'task_deco',
+    'MalformedMessageError', 'Middleware', 'MissingDependencyError', 'Publisher', 'RunOutcome', 'TaskFunction',
+    'TaskOptions', 'add_middleware', 'get_broker', 'get_consumer', 'get_publisher', 'patch_frame_config',
+    'remove_middleware', 'run_consumer_with_multi_process', 'settings', 'task_deco',
     *_SCHEDULING,
 ]

@@ -99,6 +99,7 @@ def _project_config_module() -> Any:
             print(f'fsdf: wrote its config file {target}; edit it to point at your brokers '
                   f'(FSDF_CONFIG_FILE=0 turns this off)', file=sys.stderr)
         spec = importlib.util.spec_from_file_location(CONFIG_FILE_NAME[:-3], target)
+    assert spec is not None and spec.loader is not None  # a .py file's spec always has a source loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -138,9 +138,10 @@ class Consumer:
         self._stop_when_idle = True
         try:
             self.start_consuming_message()
-            if self._thread is not threading.current_thread():
-                self._thread.join(timeout)
-                if self._thread.is_alive():
+            thread = self._thread  # set by start_consuming_message
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+                if thread.is_alive():
                     self.logger.warning('drain of %r timed out after %s s', self.queue_name, timeout)
             self.stop()
         finally:

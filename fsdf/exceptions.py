@@ -16,3 +16,11 @@ class BrokerNotAvailableError(RuntimeError):
 
 class MalformedMessageError(ValueError):
     """A message is not JSON, not an object, or does not fit the function's signature."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional client library is not installed; the message names the ``pip install "fsdf[extra]"`` that brings it.
+
+    ``name`` is the missing top-level module (``redis``, ``pika``...). Raised where the library is first needed
+    (a broker kind, a Redis-backed option, a concurrency mode), never at ``import fsdf``.
+    """

@@ -1,4 +1,11 @@
-"""Loggers for fsdf: standard ``logging``, a colored console handler, optional rotating files."""
+"""Loggers for fsdf: standard ``logging`` under ``fsdf.``, a colored console fallback, optional rotating files.
+
+fsdf's loggers propagate, so an application's own logging setup (``logging.basicConfig()``, dictConfig, pytest's
+caplog) sees every fsdf record, whether it was configured before or after ``import fsdf``. For a script that
+configures nothing, the ``fsdf`` logger carries one ``ConsoleFallback`` handler that prints colored lines to the
+current ``sys.stderr``; it stays silent as soon as any handler that is not fsdf's own would get the record, so a
+record is never printed twice.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +13,7 @@ import logging.handlers
 import os
 import sys
 import threading
+from typing import TextIO
 
 from fsdf.config import settings
 
@@ -14,10 +22,11 @@ _COLORS = {logging.DEBUG: '\033[36m', logging.INFO: '\033[32m', logging.WARNING:
 _FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
 _lock = threading.Lock()
 _file_handlers: dict[str, logging.Handler] = {}
+_own_handlers: set[logging.Handler] = set()  # the console fallback and the create_logger_file files
 
 
 class ColorFormatter(logging.Formatter):
-    """Colors the level name when the stream is a terminal."""
+    """Colors the whole line by level when ``use_color``; plain ``_FORMAT`` otherwise."""
 
     def __init__(self, use_color: bool) -> None:
         super().__init__(_FORMAT)
@@ -30,20 +39,56 @@ class ColorFormatter(logging.Formatter):
         return text
 
 
-def _root_logger() -> logging.Logger:
-    root = logging.getLogger('fsdf')
-    with _lock:
-        if not root.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(ColorFormatter(sys.stderr.isatty() and 'NO_COLOR' not in os.environ))
-            root.addHandler(handler)
-            root.propagate = False
-    return root
+class ConsoleFallback(logging.Handler):
+    """fsdf's console output for scripts that configure no logging: colored lines on the current ``sys.stderr``.
+
+    It prints a record only when no other handler would: none on the root logger and none on the loggers between,
+    other than fsdf's own (this one and the ``create_logger_file`` files). Checked per record, so configuring
+    logging at any time, before or after importing fsdf, moves fsdf's output there without printing it twice.
+    Colors only when stderr is a terminal and ``NO_COLOR`` is not set.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plain = ColorFormatter(use_color=False)
+        self._colored = ColorFormatter(use_color=True)
+
+    @property
+    def stream(self) -> TextIO:  # the stderr of the moment, as logging.lastResort does, so redirections are followed
+        return sys.stderr
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if _someone_else_handles(record.name):
+            return False
+        return bool(super().handle(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            stream = self.stream
+            colored = stream.isatty() and 'NO_COLOR' not in os.environ
+            stream.write((self._colored if colored else self._plain).format(record) + '\n')
+            stream.flush()
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+def _someone_else_handles(name: str) -> bool:
+    """Whether a record of logger ``name`` reaches a handler that fsdf did not add."""
+    logger: logging.Logger | None = logging.getLogger(name)
+    while logger is not None:
+        if any(handler not in _own_handlers for handler in logger.handlers):
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
+
+
+console = ConsoleFallback()
+_own_handlers.add(console)
+logging.getLogger('fsdf').addHandler(console)
 
 
 def get_logger(name: str, level: int = logging.INFO, prefix: str = '', to_file: bool = False) -> logging.Logger:
     """The logger ``fsdf.<prefix><name>``, optionally also writing ``LOG_PATH/<name>.log``."""
-    _root_logger()
     logger = logging.getLogger(f'fsdf.{prefix}{name}')
     logger.setLevel(level)
     if to_file:
@@ -55,6 +100,7 @@ def get_logger(name: str, level: int = logging.INFO, prefix: str = '', to_file: 
                     folder / f'{name}.log', maxBytes=10 * 1024 * 1024, backupCount=5, encoding='utf-8')
                 handler.setFormatter(logging.Formatter(_FORMAT))
                 _file_handlers[name] = handler
+                _own_handlers.add(handler)
                 logger.addHandler(handler)
     return logger
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-import json.decoder
-import json.scanner
 import os
 import time
 from contextvars import ContextVar
 from typing import Any, Callable, Optional
 
+from fsdf._compat.json_internals import compact_encoder, scanner, whitespace_match
 from fsdf.brokers.base import Body
 from fsdf.exceptions import MalformedMessageError
 
@@ -32,17 +31,16 @@ def _not_serializable(value: Any) -> Any:
 
 def _compact_dumps() -> Callable[[Any], str]:
     """Compact JSON text, UTF-8 kept as is; a cycle raises RecursionError."""
-    make = json.encoder.c_make_encoder
-    if make is None:
-        return json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), check_circular=False).encode
     # JSONEncoder.encode builds this C encoder anew on every call: one made once is a fifth of a publish.
-    encoder = make(None, _not_serializable, json.encoder.encode_basestring, None, ':', ',', False, False, True)
+    encoder = compact_encoder(_not_serializable)
+    if encoder is None:
+        return json.JSONEncoder(ensure_ascii=False, separators=(',', ':'), check_circular=False).encode
     return lambda value: ''.join(encoder(value, 0))
 
 
 _dumps = _compact_dumps()
-_scan = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner json.loads ends up in
-_whitespace = json.decoder.WHITESPACE.match
+_scan = scanner()  # the C scanner json.loads ends up in
+_whitespace = whitespace_match
 
 
 def _loads(body: Body) -> Any:

@@ -32,7 +32,7 @@ def run_consumer_with_multi_process(task_fun: 'TaskFunction', process_num: int, 
     stopping = threading.Event()
 
     def start_child(number: int) -> Any:
-        child = context.Process(target=_child_main, args=(task_fun.function.__module__, task_fun.__qualname__,
+        child = context.Process(target=_child_main, args=(task_fun.function.__module__, task_fun.function.__qualname__,
                                                           os.getpid()),
                                 name=f'fsdf-{task_fun.queue_name}-{number}', daemon=False)
         child.start()

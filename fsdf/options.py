@@ -31,7 +31,9 @@ class TaskOptions:
     broker_kind: Optional[BrokerEnum] = None
     """Broker to use; None takes ``DEFAULT_BROKER_KIND`` from the config."""
     concurrent_mode: ConcurrentModeEnum = ConcurrentModeEnum.THREADING
-    """How calls run: THREADING, SINGLE_THREAD, GEVENT, EVENTLET (monkey-patched first) or ASYNC."""
+    """How calls run: THREADING (a pool of threads), SINGLE_THREAD (one at a time in the fetch thread), ASYNC
+    (coroutines on one event loop; plain functions in its threads), GEVENT or EVENTLET (greenlets; the script must
+    monkey-patch first, and the library comes with ``pip install "fsdf[gevent]"`` / ``"fsdf[eventlet]"``)."""
     concurrent_num: int = 50
     """Most calls running at once; also bounds how many unacked messages a consumer holds."""
     specify_concurrent_pool: Any = None

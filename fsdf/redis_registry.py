@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import redis
 
@@ -39,7 +39,8 @@ def beat(client: redis.Redis, queue_name: str, consumer_id: str, info: Optional[
     """Record that a consumer is alive now, with its details (host and pid are always added)."""
     now = time.time()
     fields = {'host': HOST, 'pid': os.getpid(), 'queue': queue_name, 'last_beat': now, **(info or {})}
-    flat = {k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in fields.items()}
+    flat: dict[Any, str | int | float] = {
+        k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in fields.items()}
     with client.pipeline(transaction=False) as pipe:
         pipe.zadd(consumers_key(queue_name), {consumer_id: now})
         pipe.hset(consumer_key(consumer_id), mapping=flat)
@@ -58,8 +59,9 @@ def forget(client: redis.Redis, queue_name: str, consumer_id: str) -> None:
 def dead_consumers(client: redis.Redis, queue_name: str, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
     """Consumers of the queue that stopped beating, or whose process on this host is gone."""
     now = time.time()
-    dead = set(client.zrangebyscore(consumers_key(queue_name), '-inf', now - stale_after))
-    for consumer_id in client.zrangebyscore(consumers_key(queue_name), now - stale_after, '+inf'):
+    # the client decodes replies (decode_responses=True): members and fields are str
+    dead = set(cast(list[str], client.zrangebyscore(consumers_key(queue_name), '-inf', now - stale_after)))
+    for consumer_id in cast(list[str], client.zrangebyscore(consumers_key(queue_name), now - stale_after, '+inf')):
         host, _, rest = consumer_id.partition(':')
         pid = rest.partition(':')[0]
         if host == HOST and pid.isdigit() and not process_alive(int(pid)):
@@ -69,10 +71,10 @@ def dead_consumers(client: redis.Redis, queue_name: str, stale_after: float = ST
 
 def live_consumers(client: redis.Redis, queue_name: str, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
     """Consumers of the queue that beat within ``stale_after`` seconds."""
-    return list(client.zrangebyscore(consumers_key(queue_name), time.time() - stale_after, '+inf'))
+    return cast(list[str], client.zrangebyscore(consumers_key(queue_name), time.time() - stale_after, '+inf'))
 
 
 def consumer_info(client: redis.Redis, consumer_id: str) -> dict[str, str]:
     """The details a consumer last reported."""
-    return client.hgetall(consumer_key(consumer_id))
+    return cast(dict[str, str], client.hgetall(consumer_key(consumer_id)))
 

@@ -11,8 +11,9 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+from fsdf._optional import import_optional
 from fsdf.config import settings
 from fsdf.enums import BrokerEnum
 
@@ -97,8 +98,8 @@ class RedisResultBackend(ResultBackend):
     """Results in Redis lists ``fsdf:result:<task id>``; a waiter blocks on the list without consuming it."""
 
     def __init__(self) -> None:
-        from fsdf.redis_connection import redis_client
-        self._redis = redis_client()
+        connection = import_optional('fsdf.redis_connection', 'redis', 'RPC results are kept in Redis')
+        self._redis = connection.redis_client()
 
     def put(self, task_id: str, payload: dict[str, Any], ttl: float = RESULT_TTL_SECONDS) -> None:
         key = result_key(task_id)
@@ -133,8 +134,9 @@ def result_backend_for(kind: BrokerEnum) -> ResultBackend:
     name = {BrokerEnum.LOCAL_PYTHON_QUEUE: 'local', BrokerEnum.PERSISTQUEUE: 'sqlite'}.get(BrokerEnum(kind), 'redis')
     with _lock:
         if name not in _backends:
-            _backends[name] = {'local': LocalResultBackend, 'sqlite': SqliteResultBackend,
-                               'redis': RedisResultBackend}[name]()
+            makers: dict[str, Callable[[], ResultBackend]] = {
+                'local': LocalResultBackend, 'sqlite': SqliteResultBackend, 'redis': RedisResultBackend}
+            _backends[name] = makers[name]()
         return _backends[name]
 
 

@@ -59,7 +59,7 @@ class MessageRunner:
             if outcome.status == 'running':
                 max_retries, timeout = self._settings_of(outcome)
                 direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
-                token = message.running_task.set(outcome.task_id and (outcome.task_id, _root_of(outcome)))
+                token = message.running_task.set(_running_ids(outcome))
                 try:
                     try:
                         outcome.result = self._invoke(outcome) if direct else self._call(outcome, timeout)
@@ -89,7 +89,7 @@ class MessageRunner:
             if outcome.status == 'running':
                 max_retries, timeout = self._settings_of(outcome)
                 # Each asyncio task has its own context: nothing to reset.
-                message.running_task.set(outcome.task_id and (outcome.task_id, _root_of(outcome)))
+                message.running_task.set(_running_ids(outcome))
                 try:
                     outcome.result = await self._call_async(outcome, timeout)
                 except Exception as exc:
@@ -122,7 +122,7 @@ class MessageRunner:
         eta = extra.get('eta')
         if eta and eta > outcome.started:  # never early: back to the broker until due
             # Published with a future eta by a client that did not delay it on the broker.
-            self.broker.publish_delayed(delivery.body, eta)
+            self.broker.publish_delayed(delivery.body, eta)  # type: ignore[arg-type]  # brokers take str or bytes
             self.broker.ack(delivery)
             outcome.status = 'delayed'
             return outcome
@@ -267,10 +267,16 @@ class MessageRunner:
                           exc_info=exc if self.options.is_print_detail_exception else None)
 
 
-def _root_of(outcome: RunOutcome) -> str:
-    """The root task id of a running message: its own ``root_task_id``, else itself (a call from outside a task)."""
+def _running_ids(outcome: RunOutcome) -> Optional[tuple[str, str]]:
+    """(task id, root task id) of a running message, for the calls it publishes; None if it has no task id.
+
+    The root is the message's own ``root_task_id``, else the message itself (a call from outside any task).
+    """
+    task_id = outcome.task_id
+    if not task_id:
+        return None
     root = outcome.extra.get('root_task_id')
-    return root if isinstance(root, str) and root else outcome.task_id  # type: ignore[return-value]
+    return task_id, root if isinstance(root, str) and root else task_id
 
 
 # What process() returns if preparing the message itself failed (the broker redelivers it).

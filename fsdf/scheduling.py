@@ -20,6 +20,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from fsdf._optional import import_optional
 from fsdf.config import settings
 from fsdf.enums import BrokerEnum
 from fsdf.publisher import Publisher
@@ -62,8 +63,8 @@ class RedisTickClaims:
     """Claims in Redis (``SET NX`` under ``fsdf:schedule:``), shared by schedulers on any machine."""
 
     def __init__(self, url: Optional[str] = None) -> None:
-        from fsdf.redis_connection import redis_client
-        self._redis = redis_client(url)
+        connection = import_optional('fsdf.redis_connection', 'redis', 'schedule claims are kept in Redis')
+        self._redis = connection.redis_client(url)
 
     def claim(self, job_id: str, run_time: dt.datetime) -> bool:
         key = f'fsdf:schedule:{job_id}:{run_time.timestamp():.6f}'
@@ -99,6 +100,8 @@ def timing_publish_deco(task_fun: 'TaskFunction') -> Callable[..., Any]:
 
 class _TimingPublishMixin:
     """What fsdf adds to apscheduler's schedulers."""
+
+    add_job: Callable[..., Job]  # the apscheduler scheduler this is mixed into provides it
 
     def _setup(self, claims: Optional[TickClaims], kwargs: dict[str, Any]) -> None:
         self._claims = claims

@@ -278,7 +278,7 @@ def test_expiry_is_judged_once_retries_run_on(queue_name: str, embedded_kind: Br
             time.sleep(0.6)  # the retries together outlast msg_expire_seconds
             raise ValueError('not yet')
 
-    flaky.consumer  # built before the push (pushing builds none), so the message is young when its turn comes
+    _ = flaky.consumer  # built before the push (pushing builds none), so the message is young when its turn comes
     flaky.push(1)
     assert flaky.drain(timeout=10) == 1
     counters = flaky.consumer.counters

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import threading
 
+from fsdf._optional import import_optional
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.enums import BrokerEnum
 from fsdf.exceptions import BrokerNotAvailableError
@@ -33,19 +34,22 @@ def built_broker_kinds() -> list[BrokerEnum]:
 
 
 def broker_class(kind: BrokerEnum) -> type[Broker]:
-    """The class behind a broker kind, or a clear error if it is not built or its client is missing."""
+    """The class behind a broker kind.
+
+    BrokerNotAvailableError for a kind that is not built; MissingDependencyError (an ImportError naming the
+    extra to install) when its client library is not installed.
+    """
     kind = BrokerEnum(kind)
     if kind not in _BUILT:
         built = ', '.join(k.name for k in _BUILT)
         raise BrokerNotAvailableError(f'broker {kind.name} is not built in fsdf yet; built brokers: {built}')
     module_name, class_name, extra = _BUILT[kind]
-    try:
+    if not extra:  # its library is a required dependency
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BrokerNotAvailableError(
-            f'broker {kind.name} needs a client library that is not installed ({exc.name}); '
-            f'pip install "fsdf[{extra}]"') from exc
-    return getattr(module, class_name)
+    else:
+        module = import_optional(module_name, extra, f'broker {kind.name} needs its {extra} client library')
+    broker: type[Broker] = getattr(module, class_name)
+    return broker
 
 
 def get_broker(kind: BrokerEnum, queue_name: str) -> Broker:

@@ -157,7 +157,8 @@ class KafkaBroker(Broker):
             return
         topics = kafka_delay.level_topics(self.queue_name)
         self._ensure_topics(topics, 1)
-        level, headers = topics[kafka_delay.level_for(remaining)], {kafka_delay.DUE_HEADER: str(due)}
+        level = topics[kafka_delay.level_for(remaining)]
+        headers: dict[str, str | bytes | None] = {kafka_delay.DUE_HEADER: str(due)}
         self._send([(level, body, headers) for body in bodies])
 
     def _send(self, records: list[kafka_delay.Record]) -> None:
@@ -255,7 +256,7 @@ class KafkaBroker(Broker):
         self._forwarder.start()
 
     def _track(self, messages: list[Any]) -> list[Delivery]:
-        deliveries = []
+        deliveries: list[Delivery] = []
         append = deliveries.append
         with self._track_lock:
             generation, partitions = self._generation, self._partitions
@@ -304,7 +305,8 @@ class KafkaBroker(Broker):
                 self._partitions[tp.partition].committed = tp.offset
         if offsets and self._consumer is not None:
             try:
-                self._consumer.commit(offsets=offsets, asynchronous=not synchronous)
+                # the stubs take only a literal bool here
+                self._consumer.commit(offsets=offsets, asynchronous=not synchronous)  # type: ignore[call-overload]
             except KafkaException as exc:
                 self.logger.warning('Kafka commit on %r failed (the messages may be redelivered): %s',
                                     self.queue_name, exc)

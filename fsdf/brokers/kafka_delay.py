@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -30,7 +30,7 @@ LEVELS = 20  # the top level waits 2**19 * 0.25 s, about 36 hours
 DUE_HEADER = 'fsdf-due'
 POLL_SECONDS = 0.05  # how often a paused level is checked: the latency a hop adds at most
 
-Record = tuple[str, Any, Optional[dict[str, str]]]  # topic, value, headers
+Record = tuple[str, Any, Optional[dict[str, str | bytes | None]]]  # topic, value, headers
 Send = Callable[[list[Record]], None]  # produces records and returns once the broker has them all
 
 
@@ -105,22 +105,25 @@ class DelayForwarder:
         forwarded: dict[tuple[str, int], int] = {}
         outgoing: list[Record] = []
         for message in consumer.consume(100, POLL_SECONDS):
-            if message.error():
-                if message.error().code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            error = message.error()
+            if error is not None:
+                if error.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     self.logger.warning('Kafka consume error on the delay levels of %r: %s',
-                                        self.queue_name, message.error())
+                                        self.queue_name, error)
                 continue
-            key = (message.topic(), message.partition())
+            # set on every record read without error
+            key = (cast(str, message.topic()), cast(int, message.partition()))
             if key in self._paused:  # fetched before its level was paused; read again on resume
                 continue
-            first.setdefault(key, message.offset())
+            offset = cast(int, message.offset())
+            first.setdefault(key, offset)
             _, written_ms = message.timestamp()
-            out_at = written_ms / 1000 + level_delay(message.topic())
+            out_at = written_ms / 1000 + level_delay(key[0])
             if out_at > time.time():
                 self._pause_at(consumer, message, out_at)
                 continue
             outgoing.append(self._next_hop(message))
-            forwarded[key] = message.offset() + 1
+            forwarded[key] = offset + 1
         if not outgoing:
             return
         try:

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, cast
 
 from fsdf.brokers.base import Body, Broker, Delivery
 
@@ -82,7 +82,7 @@ class LocalQueueBroker(Broker):
         """Nothing to do: a fetched message has already left the queue."""
 
     def requeue(self, delivery: Delivery) -> None:
-        self.publish(delivery.body)
+        self.publish(cast(str, delivery.body))  # this queue holds only the str bodies published to it
 
     def count(self) -> int:
         return len(self._channel.items)

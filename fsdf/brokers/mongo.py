@@ -39,7 +39,7 @@ import pymongo
 import pymongo.errors
 from pymongo.collection import Collection
 
-from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.config import settings
 from fsdf.hosts import HOST, process_alive
 
@@ -182,7 +182,7 @@ class MongoBroker(Broker):
         return result.modified_count
 
 
-def _body_of(msg: Any) -> str:
+def _body_of(msg: Any) -> Body:
     """The message text: stored as JSON text by fsdf, or as a sub-document by another program."""
     if isinstance(msg, (str, bytes)):
         return msg

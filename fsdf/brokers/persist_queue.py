@@ -13,9 +13,9 @@ import os
 import time
 from typing import Any, Optional
 
-from persistqueue import SQLiteAckQueue
 from persistqueue.sqlackqueue import AckStatus
 
+from fsdf._compat.persistqueue_internals import QueueTable, table_name, write_lock, writer
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
 from fsdf.hosts import HOST, process_alive
@@ -38,14 +38,6 @@ class _PassThrough:
         return value
 
 
-class _QueueTable(SQLiteAckQueue):
-    """persist-queue's acked queue with the table named after the queue itself."""
-
-    @property
-    def _table_name(self) -> str:
-        return '"{}"'.format(self.name.replace('"', '""'))
-
-
 class PersistQueueBroker(Broker):
     """SQLite broker: persistent, acked, one machine, many processes."""
 
@@ -55,12 +47,12 @@ class PersistQueueBroker(Broker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         folder = settings.path('PERSIST_QUEUE_PATH')
-        self._queue = _QueueTable(str(folder), name=queue_name, multithreading=True, timeout=60,
+        self._queue = QueueTable(str(folder), name=queue_name, multithreading=True, timeout=60,
                                   serializer=_PassThrough, auto_resume=False,
                                   db_file_name=f'{queue_name}.sqlite')
-        self._db = self._queue._putter
-        self._lock = self._queue.tran_lock
-        self._table = self._queue._table_name
+        self._db = writer(self._queue)
+        self._lock = write_lock(self._queue)
+        self._table = table_name(self._queue)
         with self._lock, self._db:
             self._db.execute('PRAGMA synchronous=NORMAL')
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_leases ('
@@ -153,7 +145,8 @@ class PersistQueueBroker(Broker):
         now = time.time()
         with self._lock, self._db:
             self._db.execute('INSERT INTO fsdf_consumers (consumer, host, pid, started, last_beat) '
-                             'VALUES (?, ?, ?, ?, ?) ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
+                             'VALUES (?, ?, ?, ?, ?) '
+                             'ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
                              (self.consumer_id, HOST, os.getpid(), now, now))
 
     def recover_abandoned(self) -> int:

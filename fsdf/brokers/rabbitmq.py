@@ -30,7 +30,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, Optional, TypeVar
 
 from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.config import redact_url, settings
@@ -43,6 +43,7 @@ PUMP_SLICE_SECONDS = 0.01  # the longest an ack waits while the fetch thread wai
 DELAY_QUEUE_LINGER_MS = 60_000  # an unused delay queue outlives its last message's expiry by this much
 
 OnMessage = Callable[[Body, int], None]
+T = TypeVar('T')
 
 
 class AmqpSession(ABC):
@@ -134,7 +135,7 @@ class RabbitMQBroker(Broker):
             raise ConnectionError(f'RabbitMQ at {redact_url(self.url)} is not reachable: {exc}') from exc
         return session
 
-    def _with_publisher(self, call: Callable[[AmqpSession], object]) -> object:
+    def _with_publisher(self, call: Callable[[AmqpSession], T]) -> T:
         """Run ``call`` on the publishing session, reconnecting until the deadline if RabbitMQ is away."""
         deadline = time.monotonic() + RECONNECT_DEADLINE_SECONDS
         with self._publish_lock:
@@ -143,7 +144,7 @@ class RabbitMQBroker(Broker):
                     if self._publisher is None:
                         self._publisher = self._open(confirm=True)
                     return call(self._publisher)
-                except (ConnectionError, *self.session_class.connection_errors) as exc:
+                except (ConnectionError,) + self.session_class.connection_errors as exc:
                     if self._publisher is not None:
                         self._publisher.close()
                         self._publisher = None
@@ -243,7 +244,7 @@ class RabbitMQBroker(Broker):
             session, tag = delivery.tag
             if session is consumer:  # else from a connection that is gone: RabbitMQ has requeued it already
                 (acks if is_ack else requeues).append(tag)
-        if acks or requeues:
+        if consumer is not None and (acks or requeues):  # with no consumer session, nothing was collected
             with self._unsettled_lock:
                 self._unsettled -= len(acks) + len(requeues)
             consumer.settle(acks, requeues)

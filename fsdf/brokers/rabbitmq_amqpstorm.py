@@ -5,8 +5,10 @@ import time
 from typing import Optional
 
 import amqpstorm
+from pamqp.base import Frame
 from pamqp.commands import Basic
 
+from fsdf._compat.amqpstorm_internals import has_inbound
 from fsdf.brokers.rabbitmq import AmqpSession, OnMessage, RabbitMQBroker
 
 BUSY_POLL_SECONDS = 0.001
@@ -69,11 +71,12 @@ class AmqpstormSession(AmqpSession):
         # dispatches at once. With nothing there it sleeps: 1 ms while messages are flowing (they
         # come back within a round trip of our acks), else 10 ms like AMQPStorm's own loop.
         channel = self.channel
-        if channel._inbound:  # AMQPStorm has no public "anything waiting?" for a channel
+        if has_inbound(channel):
+            assert self.on_message is not None  # consume() sets it before any delivery arrives
             for body, _, method, _ in channel.build_inbound_messages(
                     break_on_empty=True, to_tuple=True, auto_decode=False, empty_timeout=None):
                 self.on_message(body, method['delivery_tag'])
-                if not channel._inbound:
+                if not has_inbound(channel):
                     break
             self.last_delivery = time.monotonic()
         else:
@@ -86,7 +89,7 @@ class AmqpstormSession(AmqpSession):
             raise amqpstorm.AMQPConnectionError('RabbitMQ closed the consuming connection')
 
     def settle(self, acks: list[int], requeues: list[int]) -> None:
-        frames = [Basic.Ack(delivery_tag=tag) for tag in acks]
+        frames: list[Frame] = [Basic.Ack(delivery_tag=tag) for tag in acks]
         frames += [Basic.Nack(delivery_tag=tag, requeue=True) for tag in requeues]
         self.channel.write_frames(frames)  # one socket write for the batch
 

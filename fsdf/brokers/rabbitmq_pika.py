@@ -1,12 +1,13 @@
 """RABBITMQ_PIKA: the RabbitMQ broker on pika's BlockingConnection (never entered by two threads at once)."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from fsdf._compat.pika_internals import flush, queuing_channel
 from fsdf.brokers.base import Body
 from fsdf.brokers.rabbitmq import AmqpSession, OnMessage, RabbitMQBroker
 
@@ -34,11 +35,11 @@ class PikaSession(AmqpSession):
             delivery_mode=2, content_type='application/json', priority=priority)
         self.channel.basic_publish('', queue, _encoded(body), properties, mandatory=True)
 
-    def publish_batch(self, queue: str, bodies: list[Body]) -> None:
+    def publish_batch(self, queue: str, bodies: Sequence[Body]) -> None:
         if self.batch_channel is None:
             self.batch_channel = self.connection.channel()
             self.batch_channel.tx_select()
-        publish = self.batch_channel._impl.basic_publish  # queue the frames; tx_commit sends them in one go
+        publish = queuing_channel(self.batch_channel).basic_publish  # queue the frames; tx_commit sends them in one go
         for body in bodies:
             publish('', queue, _encoded(body), PERSISTENT)
         self.batch_channel.tx_commit()
@@ -63,7 +64,7 @@ class PikaSession(AmqpSession):
     def settle(self, acks: list[int], requeues: list[int]) -> None:
         # BlockingChannel flushes the socket after every ack; queue the frames on the channel
         # underneath and let one public call send them all.
-        queued = self.channel._impl
+        queued = queuing_channel(self.channel)
         for tag in requeues:
             queued.basic_nack(tag, requeue=True)
         if acks:
@@ -71,7 +72,7 @@ class PikaSession(AmqpSession):
                 queued.basic_ack(tag)
             self.channel.basic_ack(acks[-1])
         elif requeues:
-            self.channel._flush_output()
+            flush(self.channel)
 
     def wake_pump(self, fn: Callable[[], None]) -> bool:
         self.connection.add_callback_threadsafe(fn)  # the only pika call another thread may make

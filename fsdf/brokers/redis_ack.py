@@ -12,7 +12,7 @@ queue, oldest first, in one Lua call.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -80,7 +80,8 @@ class RedisAckBroker(RedisLeaseBroker):
         return [Delivery(body, first + i) for i, body in enumerate(bodies, 1)]
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
-        if self._redis.blmove(self.queue_name, self._inbox_key, wait, 'RIGHT', 'LEFT') is None:
+        # redis-py types the timeout as int; Redis >= 6 takes fractions of a second
+        if self._redis.blmove(self.queue_name, self._inbox_key, wait, 'RIGHT', 'LEFT') is None:  # type: ignore[arg-type]
             return []
         return self._take(max_count)
 
@@ -91,7 +92,8 @@ class RedisAckBroker(RedisLeaseBroker):
         pipe.hdel(self._unacked_key, *[d.tag for d in deliveries])
 
     def _held_in_redis(self) -> dict[Any, str]:
-        return {int(field): body for field, body in self._redis.hgetall(self._unacked_key).items()}
+        held = cast(dict[str, str], self._redis.hgetall(self._unacked_key))  # decoded replies: str
+        return {int(field): body for field, body in held.items()}
 
     def _return_held(self, consumer_id: str) -> int:
         keys = [self.queue_name, self._key('unacked', consumer_id), self._key('inbox', consumer_id)]

@@ -11,7 +11,7 @@ import itertools
 import math
 import time
 import uuid
-from typing import ClassVar, Iterable, Optional
+from typing import ClassVar, Iterable, Optional, cast
 
 import redis
 
@@ -125,7 +125,8 @@ class RedisBroker(Broker):
     def _give_back(self, deliveries: list[Delivery], to_front: bool) -> None:
         """Queue the messages again and release them from this consumer, in one transaction."""
         with self._redis.pipeline(transaction=True) as pipe:
-            (self._push_front if to_front else self._push)(pipe, [d.body for d in deliveries])
+            bodies = cast(list[str], [d.body for d in deliveries])  # fetched from Redis as decoded text
+            (self._push_front if to_front else self._push)(pipe, bodies)
             self._release(pipe, deliveries)
             pipe.execute()
 

@@ -8,7 +8,7 @@ dead consumer's processing list goes back to the consuming end of the queue, old
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -54,7 +54,8 @@ class RedisBrpopLpushBroker(RedisLeaseBroker):
         return [Delivery(body, body) for body in bodies]
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
-        body = self._redis.blmove(self.queue_name, self._processing_key, wait, 'RIGHT', 'LEFT')
+        # redis-py types the timeout as int; Redis >= 6 takes fractions of a second
+        body = self._redis.blmove(self.queue_name, self._processing_key, wait, 'RIGHT', 'LEFT')  # type: ignore[arg-type]
         if body is None:
             return []
         return [Delivery(body, body), *self._take(max_count - 1)]
@@ -67,7 +68,7 @@ class RedisBrpopLpushBroker(RedisLeaseBroker):
             pipe.lrem(self._processing_key, -1, delivery.tag)
 
     def _held_in_redis(self) -> dict[Any, str]:
-        return {body: body for body in self._redis.lrange(self._processing_key, 0, -1)}
+        return {body: body for body in cast(list[str], self._redis.lrange(self._processing_key, 0, -1))}
 
     def _return_held(self, consumer_id: str) -> int:
         return self._return_script(keys=[self.queue_name, self._key('processing', consumer_id)])

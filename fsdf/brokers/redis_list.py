@@ -6,6 +6,8 @@ back. Use REDIS_ACK_ABLE, RedisBrpopLpush or REDIS_STREAM when every message mus
 """
 from __future__ import annotations
 
+from typing import Optional, cast
+
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.redis_base import RedisBroker
 
@@ -16,7 +18,8 @@ class RedisListBroker(RedisBroker):
     guarantee = 'at-most-once: a message leaves Redis when it is taken; fastest'
 
     def _take(self, max_count: int) -> list[Delivery]:
-        return [Delivery(body) for body in self._redis.rpop(self.queue_name, max_count) or ()]
+        bodies = cast(Optional[list[str]], self._redis.rpop(self.queue_name, max_count))  # decoded replies: str
+        return [Delivery(body) for body in bodies or ()]
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
         popped = self._redis.brpop([self.queue_name], wait)

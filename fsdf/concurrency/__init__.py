@@ -1,6 +1,7 @@
 """Pools that run calls: one module per concurrency mode behind ``WorkerPool``."""
 from __future__ import annotations
 
+from fsdf._optional import import_optional
 from fsdf.concurrency.base import WorkerPool
 from fsdf.concurrency.single_thread import InlinePool
 from fsdf.concurrency.thread_pool import ShrinkableThreadPool
@@ -8,7 +9,7 @@ from fsdf.enums import ConcurrentModeEnum
 
 
 def make_pool(mode: ConcurrentModeEnum, concurrent_num: int, name: str) -> WorkerPool:
-    """A new pool for a concurrency mode, or a clear error for modes not built yet."""
+    """A new pool for a concurrency mode; MissingDependencyError if its green library is not installed."""
     if mode == ConcurrentModeEnum.THREADING:
         return ShrinkableThreadPool(concurrent_num, name=name)
     if mode == ConcurrentModeEnum.SINGLE_THREAD:
@@ -19,11 +20,8 @@ def make_pool(mode: ConcurrentModeEnum, concurrent_num: int, name: str) -> Worke
     if mode in (ConcurrentModeEnum.GEVENT, ConcurrentModeEnum.EVENTLET):
         from fsdf.concurrency.green_pool import EventletPool, GeventPool
         library = ConcurrentModeEnum(mode).name.lower()
-        try:
-            return GeventPool(concurrent_num) if library == 'gevent' else EventletPool(concurrent_num)
-        except ImportError as exc:
-            raise NotImplementedError(f'concurrent_mode {library.upper()} needs {library}: '
-                                      f'pip install "fsdf[{library}]"') from exc
+        import_optional(library, library, f'concurrent_mode {library.upper()} runs calls on {library}')
+        return GeventPool(concurrent_num) if library == 'gevent' else EventletPool(concurrent_num)
     raise ValueError(f'unknown concurrent_mode {mode!r}')
 
 

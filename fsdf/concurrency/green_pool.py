@@ -22,11 +22,11 @@ class GreenTimeout(TimeoutStrategy):
     """Stops a call in a greenlet with its library's ``Timeout`` (any blocking point can be interrupted)."""
 
     def __init__(self, timeout_class: type[BaseException]) -> None:
-        self._timeout_class = timeout_class
+        self._timeout_class: type[Any] = timeout_class  # gevent.Timeout or eventlet.Timeout: context managers
 
     def run(self, timeout: float, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         # gevent.Timeout and eventlet.Timeout derive from BaseException: a task's `except Exception` keeps out.
-        with self._timeout_class(timeout) as timer:  # type: ignore[call-arg]
+        with self._timeout_class(timeout) as timer:
             try:
                 return fn(*args, **kwargs)
             except self._timeout_class as exc:

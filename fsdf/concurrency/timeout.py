@@ -23,7 +23,10 @@ import itertools
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, TypeVar
+
+if TYPE_CHECKING:
+    from fsdf.concurrency.base import WorkerPool
 
 T = TypeVar('T')
 
@@ -136,7 +139,7 @@ class ThreadTimeout(TimeoutStrategy):
 THREAD_TIMEOUT = ThreadTimeout()
 
 
-def timeout_strategy_for(pool: 'WorkerPool') -> TimeoutStrategy:
+def timeout_strategy_for(pool: WorkerPool) -> TimeoutStrategy:
     """The way a pool stops calls that run too long: its ``timeout_strategy``, else the thread one."""
     return pool.timeout_strategy or THREAD_TIMEOUT
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from fsdf.controls.base import ConsumerContext, Middleware
 
@@ -27,7 +28,7 @@ class DoNotRunWindow(Middleware):
         self.start, self.end = (parse_time_of_day(window[0]), parse_time_of_day(window[1]))
         self.clock = clock
         self._stopping = threading.Event()
-        self._logger = None
+        self._logger: Optional[logging.Logger] = None
 
     def on_start(self, context: ConsumerContext) -> None:
         self._stopping = context.stopping

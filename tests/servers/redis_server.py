@@ -42,8 +42,9 @@ class RedisServer:
         """Start redis-server alone and wait until it accepts connections."""
         log = self.folder / 'server.log'
         self._process = start_process(
-            [REDIS_BIN, '--bind', '127.0.0.1', '--port', str(self.port), '--save', '', '--appendonly', 'yes', '--appendfsync', 'everysec',
-             '--daemonize', 'no', '--dir', str(self.folder), '--protected-mode', 'yes'], log)
+            [REDIS_BIN, '--bind', '127.0.0.1', '--port', str(self.port), '--save', '', '--appendonly', 'yes',
+             '--appendfsync', 'everysec', '--daemonize', 'no', '--dir', str(self.folder), '--protected-mode', 'yes'],
+            log)
         wait_until_accepting(self._process, self.port, 15, log)
 
     def restart(self, down_seconds: float = 0.0) -> None:
