@@ -22,6 +22,7 @@ from fsdf.controls import Control, RunOutcome, build_controls
 from fsdf.controls.overrides import OVERRIDABLE, message_setting
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.log import EveryNSeconds, get_logger
+from fsdf.names import check_queue_name
 from fsdf.options import TaskOptions
 from fsdf.publisher import Publisher
 from fsdf.stats import RunCounters
@@ -37,10 +38,10 @@ class Consumer:
     """Consumes one queue with one function; ``start()`` runs it in the background."""
 
     def __init__(self, queue_name: str, consuming_function: Callable[..., Any], options: TaskOptions) -> None:
-        self.queue_name = queue_name
         self.function = consuming_function
         self.options = options
         self.broker_kind = options.broker_kind if options.broker_kind is not None else settings.DEFAULT_BROKER_KIND
+        self.queue_name = check_queue_name(queue_name, self.broker_kind)  # before it names a log file
         self.logger = get_logger(queue_name, options.log_level, options.logger_prefix, options.create_logger_file)
         self.signature = message.CallSignature(consuming_function, options.is_consuming_function_use_multi_params)
         self._is_coroutine_function = inspect.iscoroutinefunction(consuming_function)

@@ -12,6 +12,7 @@ from fsdf.brokers import Broker, get_broker
 from fsdf.config import settings
 from fsdf.controls.overrides import MessageOverrides, with_overrides
 from fsdf.enums import BrokerEnum
+from fsdf.names import check_queue_name
 from fsdf.result import AsyncResult
 
 
@@ -20,8 +21,8 @@ class Publisher:
 
     def __init__(self, queue_name: str, broker_kind: Optional[BrokerEnum] = None,
                  signature: Optional[message.CallSignature] = None) -> None:
-        self.queue_name = queue_name
         self.broker_kind = BrokerEnum(broker_kind if broker_kind is not None else settings.DEFAULT_BROKER_KIND)
+        self.queue_name = check_queue_name(queue_name, self.broker_kind)
         self.signature = signature
         self._broker: Optional[Broker] = None
 

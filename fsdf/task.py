@@ -8,7 +8,9 @@ from typing import Any, Callable, Iterable, Optional, Unpack
 from fsdf.consumer import Consumer
 from fsdf.controls.filtering import filter_store
 from fsdf.controls.overrides import MessageOverrides
+from fsdf.config import settings
 from fsdf.enums import BrokerEnum
+from fsdf.names import check_queue_name
 from fsdf.options import TaskOptions, TaskOptionsKwargs, build_options
 from fsdf.publisher import Publisher
 from fsdf.result import AsyncResult
@@ -106,6 +108,8 @@ class TaskFunction:
 def task_deco(queue_name: str, **options: Unpack[TaskOptionsKwargs]) -> Callable[[Callable[..., Any]], TaskFunction]:
     """Bind a function to a queue: ``@task_deco('q', qps=5, broker_kind=BrokerEnum.PERSISTQUEUE)``."""
     task_options = build_options(**options)
+    check_queue_name(queue_name, task_options.broker_kind if task_options.broker_kind is not None
+                     else settings.DEFAULT_BROKER_KIND)
 
     def decorate(fn: Callable[..., Any]) -> TaskFunction:
         return TaskFunction(fn, queue_name, task_options)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Optional, Union
 
 from fsdf.hosts import HOST
+from fsdf.names import check_queue_name
 
 Body = Union[str, bytes]
 # Set as the interpreter exits: lease threads stop before logging and the backends' clients shut down.
@@ -41,8 +42,14 @@ class Broker(ABC):
     publish_batch_size: ClassVar[int] = 1000
     """The most messages one ``publish_many`` call carries; a publisher splits bigger batches."""
 
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """What this backend forbids in ``name`` beyond fsdf's own rule (fsdf/names.py), or None."""
+        return None
+
     def __init__(self, queue_name: str) -> None:
-        self.queue_name = queue_name
+        # Checked here too, so no path (get_broker, sibling, a dead-letter queue) skips the rule.
+        self.queue_name = check_queue_name(queue_name, type(self))
         self.consumer_id = f'{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
         self.logger = logging.getLogger(f'fsdf.broker.{queue_name}')
         self._dlq: Optional[Broker] = None

@@ -11,6 +11,7 @@ Delayed messages wait in delay topics that the queue's consumers forward from (s
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -31,6 +32,8 @@ CATCH_UP_SECONDS = 5.0  # an empty fetch keeps polling this long while our parti
 # a commit per fetch of a few dozen short calls cost a tenth of the consumer's time.
 COMMIT_EVERY_SECONDS = 0.1
 LONGEST_WAIT_SECONDS = 0.5  # one wait for messages, so a close or a commit is never far off
+
+_TOPIC_NAME = re.compile(r'[a-zA-Z0-9._-]{1,249}')
 
 
 class _Partition:
@@ -72,6 +75,13 @@ class KafkaBroker(Broker):
     _producer_users: ClassVar[dict[str, int]] = {}  # open brokers holding each shared producer
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
     _created_topics: ClassVar[set[tuple[str, str]]] = set()
+
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """Kafka topic names: ASCII letters, digits, '.', '_' and '-', at most 249, not '.' or '..'."""
+        if not _TOPIC_NAME.fullmatch(name) or name in ('.', '..'):
+            return 'is not a Kafka topic name (ASCII letters, digits, ".", "_" and "-" only, at most 249)'
+        return None
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)

@@ -58,6 +58,13 @@ class MongoBroker(Broker):
     _clients: ClassVar[dict[str, pymongo.MongoClient]] = {}
     _clients_lock: ClassVar[threading.Lock] = threading.Lock()
 
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """MongoDB collection names: no '$' or NUL, not in the 'system.' namespace."""
+        if '$' in name or '\0' in name or name.startswith('system.'):
+            return 'is not a MongoDB collection name (no "$", not starting with "system.")'
+        return None
+
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         url = settings.MONGO_CONNECT_URL

@@ -109,6 +109,13 @@ class RabbitMQBroker(Broker):
     publish_batch_size = 10_000  # one transaction each: a commit waits for the disk, so fewer is faster
     session_class: ClassVar[type[AmqpSession]]
 
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """RabbitMQ queue names: at most 255 bytes of UTF-8; 'amq.' is the server's own namespace."""
+        if len(name.encode('utf-8')) > 255 or name.startswith('amq.'):
+            return 'is not a RabbitMQ queue name (at most 255 bytes, not starting with "amq.")'
+        return None
+
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self.url = settings.RABBITMQ_URL
