@@ -23,6 +23,7 @@ from fsdf.controls.overrides import OVERRIDABLE, message_setting
 from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.log import EveryNSeconds, get_logger
 from fsdf.names import check_queue_name
+from fsdf.secrets import redact
 from fsdf.options import TaskOptions
 from fsdf.publisher import Publisher
 from fsdf.stats import RunCounters
@@ -146,7 +147,7 @@ class Consumer:
                 deliveries = self.broker.fetch(free, wait)
             except Exception as exc:  # broker away: keep trying, log once in a while
                 if self._fetch_errors.ready(time.monotonic()):
-                    self.logger.error('fetching from %r failed (will retry): %s', self.queue_name, exc)
+                    self.logger.error('fetching from %r failed (will retry): %s', self.queue_name, redact(exc))
                 self._stopping.wait(1.0)
                 continue
             if not deliveries:

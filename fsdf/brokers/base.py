@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Iterable, Optional, Union
 
 from fsdf.hosts import HOST
 from fsdf.names import check_queue_name
+from fsdf.secrets import redact
 
 Body = Union[str, bytes]
 # Set as the interpreter exits: lease threads stop before logging and the backends' clients shut down.
@@ -136,7 +137,7 @@ class Broker(ABC):
                 self.recover_abandoned()
             except Exception as exc:  # the backend is away: start all the same, the lease loop catches up
                 self.logger.error('could not reach the broker of %r (%s); it starts when the broker is back',
-                                  self.queue_name, exc)
+                                  self.queue_name, redact(exc))
             self._lease_thread = threading.Thread(
                 target=self._lease_loop, name=f'fsdf-lease-{self.queue_name}', daemon=True)
             self._lease_thread.start()
@@ -156,4 +157,4 @@ class Broker(ABC):
                 if recovered:
                     self.logger.warning('returned %d messages of dead consumers to %r', recovered, self.queue_name)
             except Exception as exc:  # the backend may be briefly away; try again next period
-                self.logger.warning('lease check on %r failed: %s', self.queue_name, exc)
+                self.logger.warning('lease check on %r failed: %s', self.queue_name, redact(exc))

@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fsdf.brokers import kafka_delay
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
+from fsdf.secrets import redact
 
 JOIN_WAIT_SECONDS = 30.0  # a fetch waits this long for the group to give it partitions
 # What a commit from outside the group gets while the group has members.
@@ -273,7 +274,7 @@ class KafkaBroker(Broker):
                 error = message.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
-                        self.logger.warning('Kafka consume error on %r: %s', self.queue_name, error)
+                        self.logger.warning('Kafka consume error on %r: %s', self.queue_name, redact(error))
                     continue
                 partition, offset = message.partition(), message.offset()
                 tracker = partitions.get(partition)
