@@ -17,7 +17,7 @@ load_settings()
 from fsdf.brokers import get_broker  # noqa: E402
 from fsdf.consumer import Consumer  # noqa: E402
 from fsdf.exceptions import (  # noqa: E402
-    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
+    BrokerNotAvailableError, BrokerUnreachableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError)
 from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
 from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
 from fsdf.publisher import Publisher  # noqa: E402
@@ -37,7 +37,7 @@ def __getattr__(name: str):
     raise AttributeError(f'module fsdf has no attribute {name!r}')
 
 __all__ = [
-    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer',
+    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'BrokerUnreachableError', 'ConcurrentModeEnum', 'Consumer',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
     'MalformedMessageError', 'Publisher', 'TaskFunction', 'TaskOptions', 'get_broker', 'get_consumer',
     'get_publisher', 'patch_frame_config', 'run_consumer_with_multi_process', 'settings', 'task_deco',

@@ -34,6 +34,7 @@ class FrameSettings:
     RESULT_STORE_URL: str = 'sqlite:///~/.fsdf/results.sqlite'
     LOG_PATH: str = '~/.fsdf/logs'
     SHUTDOWN_GRACE_SECONDS: float = 30
+    PUBLISH_RETRY_SECONDS: float = 5
 
     def redis_url(self) -> str:
         """REDIS_URL, or one built from the separate REDIS_* fields."""

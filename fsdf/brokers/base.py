@@ -41,6 +41,8 @@ class Broker(ABC):
     """The delivery guarantee, as the README's broker table states it."""
     lease_check_seconds: ClassVar[float] = 0
     publish_batch_size: ClassVar[int] = 1000
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """What the backend's client raises while the server is unreachable: publishers retry on these."""
     """The most messages one ``publish_many`` call carries; a publisher splits bigger batches."""
 
     @classmethod

@@ -57,6 +57,7 @@ class MongoBroker(Broker):
     publish_batch_size = 10_000  # one insert_many each (pymongo splits it by the server's message size)
     _clients: ClassVar[dict[str, pymongo.MongoClient]] = {}
     _clients_lock: ClassVar[threading.Lock] = threading.Lock()
+    connection_errors = (pymongo.errors.ConnectionFailure,)  # AutoReconnect, ServerSelectionTimeoutError
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:

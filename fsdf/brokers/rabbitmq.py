@@ -109,6 +109,7 @@ class RabbitMQBroker(Broker):
     guarantee = 'at-least-once, publisher confirms, persistent messages'
     publish_batch_size = 10_000  # one transaction each: a commit waits for the disk, so fewer is faster
     session_class: ClassVar[type[AmqpSession]]
+    connection_errors = (ConnectionError,)  # what _with_publisher raises once its own reconnect failed
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:

@@ -99,7 +99,8 @@ class RedisLeaseBroker(RedisBroker):
         except Exception as exc:  # Redis away (or anything else): keep the acks, the flusher must live on
             self._keep_acks(acks)
             if self._ack_errors.ready(time.monotonic()):
-                self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name, redact(exc))
+                self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name,
+                                  redact(exc))
             return False
         finally:
             self._sending = []
