@@ -20,7 +20,8 @@ from fsdf.consumer import Consumer  # noqa: E402
 from fsdf.controls import (  # noqa: E402
     ConsumerContext, Middleware, RunOutcome, add_middleware, remove_middleware)
 from fsdf.exceptions import (  # noqa: E402
-    BrokerNotAvailableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError, MissingDependencyError)
+    BrokerNotAvailableError, BrokerUnreachableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError,
+    MissingDependencyError)
 from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
 from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
 from fsdf.publisher import Publisher  # noqa: E402
@@ -40,7 +41,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f'module fsdf has no attribute {name!r}')
 
 __all__ = [
-    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'ConcurrentModeEnum', 'Consumer', 'ConsumerContext',
+    'AsyncResult', 'BrokerEnum', 'BrokerNotAvailableError', 'BrokerUnreachableError', 'ConcurrentModeEnum', 'Consumer',
+    'ConsumerContext',
     'ExceptionForRequeue', 'ExceptionForRetry', 'FunctionResultStatusPersistanceConfig',
     'MalformedMessageError', 'Middleware', 'MissingDependencyError', 'Publisher', 'RunOutcome', 'TaskFunction',
     'TaskOptions', 'add_middleware', 'get_broker', 'get_consumer', 'get_publisher', 'patch_frame_config',

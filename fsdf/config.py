@@ -8,9 +8,10 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote
 
 from fsdf.enums import BrokerEnum
+from fsdf.secrets import redact_url  # noqa: F401  (its old home; fsdf.secrets is the one)
 
 CONFIG_FILE_NAME = 'distributed_frame_config.py'
 _TEMPLATE = Path(__file__).with_name('distributed_frame_config_template.py')
@@ -33,12 +34,14 @@ class FrameSettings:
     RESULT_STORE_URL: str = 'sqlite:///~/.fsdf/results.sqlite'
     LOG_PATH: str = '~/.fsdf/logs'
     SHUTDOWN_GRACE_SECONDS: float = 30
+    PUBLISH_RETRY_SECONDS: float = 5
 
     def redis_url(self) -> str:
         """REDIS_URL, or one built from the separate REDIS_* fields."""
         if self.REDIS_URL:
             return self.REDIS_URL
-        auth = f':{self.REDIS_PASSWORD}@' if self.REDIS_PASSWORD else ''
+        # Escaped: a password with '/', '@' or ':' would otherwise end the URL's user part early.
+        auth = f':{quote(self.REDIS_PASSWORD, safe="")}@' if self.REDIS_PASSWORD else ''
         return f'redis://{auth}{self.REDIS_HOST}:{self.REDIS_PORT}/{self.REDIS_DB}'
 
     def path(self, name: str) -> Path:
@@ -60,15 +63,6 @@ class FrameSettings:
 
 SETTING_NAMES = frozenset(f.name for f in fields(FrameSettings))
 settings = FrameSettings()
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f':{parts.password}@', ':***@')
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def patch_frame_config(**new_settings: Any) -> None:

@@ -17,6 +17,8 @@ from fsdf.concurrency import make_pool
 from fsdf.config import settings
 from fsdf.controls import ConsumerContext, Middleware, build_middleware, overriding
 from fsdf.log import EveryNSeconds, get_logger
+from fsdf.names import check_queue_name
+from fsdf.secrets import redact
 from fsdf.options import TaskOptions
 from fsdf.publisher import Publisher
 from fsdf.runner import MessageRunner
@@ -34,10 +36,10 @@ class Consumer:
 
     def __init__(self, queue_name: str, consuming_function: Callable[..., Any], options: TaskOptions,
                  signature: Optional[message.CallSignature] = None) -> None:
-        self.queue_name = queue_name
         self.function = consuming_function
         self.options = options
         self.broker_kind = options.broker_kind if options.broker_kind is not None else settings.DEFAULT_BROKER_KIND
+        self.queue_name = check_queue_name(queue_name, self.broker_kind)  # before it names a log file
         self.logger = get_logger(queue_name, options.log_level, options.logger_prefix, options.create_logger_file)
         self.signature = signature or message.CallSignature(
             consuming_function, options.is_consuming_function_use_multi_params)
@@ -162,7 +164,7 @@ class Consumer:
                 deliveries = self.broker.fetch(free, wait)
             except Exception as exc:  # broker away: keep trying, log once in a while
                 if self._fetch_errors.ready(time.monotonic()):
-                    self.logger.error('fetching from %r failed (will retry): %s', self.queue_name, exc)
+                    self.logger.error('fetching from %r failed (will retry): %s', self.queue_name, redact(exc))
                 self._stopping.wait(1.0)
                 continue
             if not deliveries:

@@ -31,3 +31,9 @@ LOG_PATH = '~/.fsdf/logs'
 
 # On SIGINT/SIGTERM, how long running calls may take to finish before the process exits.
 SHUTDOWN_GRACE_SECONDS = 30
+
+# How long a publish keeps retrying (with backoff) while its broker is unreachable, then raises; 0: at once.
+PUBLISH_RETRY_SECONDS = 5
+
+# How long a publish keeps retrying (with backoff) while its broker is unreachable, then raises; 0: at once.
+PUBLISH_RETRY_SECONDS = 5

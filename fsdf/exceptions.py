@@ -14,6 +14,10 @@ class BrokerNotAvailableError(RuntimeError):
     """The chosen broker kind is not built yet, or its client library is not installed."""
 
 
+class BrokerUnreachableError(ConnectionError):
+    """A publish could not reach its broker within ``PUBLISH_RETRY_SECONDS``; names the broker and queue."""
+
+
 class MalformedMessageError(ValueError):
     """A message is not JSON, not an object, or does not fit the function's signature."""
 

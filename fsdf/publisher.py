@@ -5,15 +5,22 @@ import asyncio
 import datetime as dt
 import time
 from itertools import islice
-from typing import Any, Iterable, Optional, Sequence, Unpack
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Unpack
 
 from fsdf import message
-from fsdf.brokers import Broker, get_broker
+from fsdf.brokers import Broker, broker_class, get_broker
 from fsdf.config import settings
 from fsdf.controls import Middleware, overriding, registered_publish_hooks
 from fsdf.controls.overrides import MessageOverrides, with_overrides
 from fsdf.enums import BrokerEnum
+from fsdf.names import check_queue_name
+from fsdf.exceptions import BrokerUnreachableError
 from fsdf.result import AsyncResult
+from fsdf.secrets import redact
+
+T = TypeVar('T')
+RETRY_FIRST_DELAY = 0.05  # seconds before the second attempt; doubled each time up to RETRY_MAX_DELAY
+RETRY_MAX_DELAY = 1.0
 
 
 class Publisher:
@@ -21,12 +28,17 @@ class Publisher:
 
     Publishing builds nothing of the consume side: no pool, no consumer, no middleware state beyond
     the ``on_publish`` hooks of the task's ``middleware`` and of the process (:func:`fsdf.add_middleware`).
+
+    While the broker is unreachable (its class's ``connection_errors``), a publish retries with
+    backoff for up to ``PUBLISH_RETRY_SECONDS`` (0: not at all), then raises one
+    ``BrokerUnreachableError`` naming the broker and queue. A publish that returned is on the broker;
+    one retried after a reply was lost may be there twice (publishing is at-least-once).
     """
 
     def __init__(self, queue_name: str, broker_kind: Optional[BrokerEnum] = None,
                  signature: Optional[message.CallSignature] = None, middleware: Sequence[Middleware] = ()) -> None:
-        self.queue_name = queue_name
         self.broker_kind = BrokerEnum(broker_kind if broker_kind is not None else settings.DEFAULT_BROKER_KIND)
+        self.queue_name = check_queue_name(queue_name, self.broker_kind)
         self.signature = signature
         self._publish_hooks = tuple(overriding(list(middleware), 'on_publish'))
         self._broker: Optional[Broker] = None
@@ -35,8 +47,31 @@ class Publisher:
     def broker(self) -> Broker:
         """The queue's broker, connected on first use."""
         if self._broker is None:
-            self._broker = get_broker(self.broker_kind, self.queue_name)
+            errors = broker_class(self.broker_kind).connection_errors
+            self._broker = self._retrying(errors, get_broker, self.broker_kind, self.queue_name)
         return self._broker
+
+    def _on_broker(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)``, a publish to the broker, retried while the broker is unreachable."""
+        return self._retrying(self.broker.connection_errors, call, *args)
+
+    def _retrying(self, errors: tuple[type[BaseException], ...], call: Callable[..., T], *args: Any) -> T:
+        """Retry on ``errors`` with backoff for up to PUBLISH_RETRY_SECONDS, then raise one clear error."""
+        deadline, delay = None, RETRY_FIRST_DELAY
+        while True:
+            try:
+                return call(*args)
+            except errors as exc:
+                now = time.monotonic()
+                deadline = deadline or now + settings.PUBLISH_RETRY_SECONDS
+                if now >= deadline:
+                    # from None: the client's own error may quote a connection URL; its gist is kept, redacted.
+                    raise BrokerUnreachableError(
+                        f'could not publish to queue {self.queue_name!r} on {self.broker_kind.name}: the broker '
+                        f'was unreachable for {settings.PUBLISH_RETRY_SECONDS} s (PUBLISH_RETRY_SECONDS); '
+                        f'last error {type(exc).__name__}: {redact(exc)}') from None
+                time.sleep(min(delay, deadline - now))  # backoff between attempts, not synchronisation
+                delay = min(delay * 2, RETRY_MAX_DELAY)
 
     def publish(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
                 eta: Any = None, priority: Optional[int] = None,
@@ -60,9 +95,9 @@ class Publisher:
                      priority: Optional[int], check: bool) -> AsyncResult:
         body, extra = self._body(msg, task_id, countdown, eta, priority, check)
         if 'eta' in extra and extra['eta'] > time.time():
-            self.broker.publish_delayed(body, extra['eta'])
+            self._on_broker(self.broker.publish_delayed, body, extra['eta'])
         else:
-            self.broker.publish(body, priority)
+            self._on_broker(self.broker.publish, body, priority)
         return AsyncResult(extra['task_id'], self.broker_kind)
 
     async def aio_publish(self, msg: dict[str, Any], **options: Any) -> AsyncResult:
@@ -93,9 +128,9 @@ class Publisher:
                 bodies.append(body)
                 results.append(AsyncResult(extra['task_id'], self.broker_kind))
             if 'eta' in extra and extra['eta'] > time.time():
-                self.broker.publish_delayed_many(bodies, extra['eta'])
+                self._on_broker(self.broker.publish_delayed_many, bodies, extra['eta'])
             else:
-                self.broker.publish_many(bodies)
+                self._on_broker(self.broker.publish_many, bodies)
         return results
 
     def clear(self) -> None:

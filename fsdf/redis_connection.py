@@ -15,7 +15,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from fsdf.config import redact_url, settings
+from fsdf.config import settings
+from fsdf.secrets import redact
 
 SOCKET_TIMEOUT_SECONDS = 30.0  # above any blocking command fsdf issues (those wait at most a few seconds)
 _clients: dict[tuple[int, str], redis.Redis] = {}
@@ -29,13 +30,22 @@ def redis_client(url: Optional[str] = None) -> redis.Redis:
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = _clients[key] = redis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5,
-                health_check_interval=30, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 1),
-                retry_on_error=[redis.ConnectionError, redis.TimeoutError], max_connections=512)
+            client = _clients[key] = _new_client(url)
         return client
+
+
+def _new_client(url: str) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5,
+            health_check_interval=30, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 1),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError], max_connections=512)
+    except ValueError:
+        # redis-py's own message quotes the part of the URL it could not read: often a password prefix.
+        raise ValueError(f'{redact(url)} is not a valid Redis URL; escape special characters of its '
+                         f'password with urllib.parse.quote(password, safe="")') from None
 
 
 def describe_redis(url: Optional[str] = None) -> str:
     """The Redis URL with its password hidden, for logs."""
-    return redact_url(url or settings.redis_url())
+    return redact(url or settings.redis_url())

@@ -14,13 +14,14 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from fsdf._optional import import_optional
+from fsdf.concurrency.executor import OwnThreadExecutor
 from fsdf.config import settings
 from fsdf.enums import BrokerEnum
 from fsdf.publisher import Publisher
@@ -71,11 +72,15 @@ class RedisTickClaims:
         return bool(self._redis.set(key, 1, nx=True, ex=CLAIM_TTL_SECONDS))
 
 
-class OncePerTickExecutor(ThreadPoolExecutor):
-    """apscheduler's thread pool executor that runs only the run times this scheduler claimed."""
+class OncePerTickExecutor(BasePoolExecutor):
+    """apscheduler's pool executor that runs only the run times this scheduler claimed.
+
+    Its threads are fsdf's own (``OwnThreadExecutor``), not concurrent.futures': those refuse
+    every job once the main thread has ended, and a script that ends with ``consume()`` ends it at once.
+    """
 
     def __init__(self, claims: Callable[[], TickClaims], max_workers: int = 10) -> None:
-        super().__init__(max_workers)
+        super().__init__(OwnThreadExecutor(max_workers, name='fsdf-scheduler'))
         self.claims = claims
 
     def _do_submit_job(self, job: Job, run_times: list[dt.datetime]) -> None:

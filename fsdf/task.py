@@ -10,6 +10,7 @@ from fsdf.controls.filtering import filter_store
 from fsdf.controls.overrides import MessageOverrides
 from fsdf.enums import BrokerEnum
 from fsdf.message import CallSignature
+from fsdf.names import check_queue_name
 from fsdf.options import TaskOptions, TaskOptionsKwargs, build_options
 from fsdf.publisher import Publisher
 from fsdf.result import AsyncResult
@@ -127,6 +128,8 @@ class TaskFunction:
 def task_deco(queue_name: str, **options: Unpack[TaskOptionsKwargs]) -> Callable[[Callable[..., Any]], TaskFunction]:
     """Bind a function to a queue: ``@task_deco('q', qps=5, broker_kind=BrokerEnum.PERSISTQUEUE)``."""
     task_options = build_options(**options)
+    check_queue_name(queue_name, task_options.broker_kind if task_options.broker_kind is not None
+                     else settings.DEFAULT_BROKER_KIND)  # a bad name fails here, not at the first push
 
     def decorate(fn: Callable[..., Any]) -> TaskFunction:
         return TaskFunction(fn, queue_name, task_options)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Optional, Union
 
 from fsdf.hosts import HOST
+from fsdf.names import check_queue_name
+from fsdf.secrets import redact
 
 Body = Union[str, bytes]
 # Set as the interpreter exits: lease threads stop before logging and the backends' clients shut down.
@@ -39,10 +41,18 @@ class Broker(ABC):
     """The delivery guarantee, as the README's broker table states it."""
     lease_check_seconds: ClassVar[float] = 0
     publish_batch_size: ClassVar[int] = 1000
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """What the backend's client raises while the server is unreachable: publishers retry on these."""
     """The most messages one ``publish_many`` call carries; a publisher splits bigger batches."""
 
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """What this backend forbids in ``name`` beyond fsdf's own rule (fsdf/names.py), or None."""
+        return None
+
     def __init__(self, queue_name: str) -> None:
-        self.queue_name = queue_name
+        # Checked here too, so no path (get_broker, sibling, a dead-letter queue) skips the rule.
+        self.queue_name = check_queue_name(queue_name, type(self))
         self.consumer_id = f'{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}'
         self.logger = logging.getLogger(f'fsdf.broker.{queue_name}')
         self._dlq: Optional[Broker] = None
@@ -129,7 +139,7 @@ class Broker(ABC):
                 self.recover_abandoned()
             except Exception as exc:  # the backend is away: start all the same, the lease loop catches up
                 self.logger.error('could not reach the broker of %r (%s); it starts when the broker is back',
-                                  self.queue_name, exc)
+                                  self.queue_name, redact(exc))
             self._lease_thread = threading.Thread(
                 target=self._lease_loop, name=f'fsdf-lease-{self.queue_name}', daemon=True)
             self._lease_thread.start()
@@ -149,4 +159,4 @@ class Broker(ABC):
                 if recovered:
                     self.logger.warning('returned %d messages of dead consumers to %r', recovered, self.queue_name)
             except Exception as exc:  # the backend may be briefly away; try again next period
-                self.logger.warning('lease check on %r failed: %s', self.queue_name, exc)
+                self.logger.warning('lease check on %r failed: %s', self.queue_name, redact(exc))

@@ -11,6 +11,7 @@ Delayed messages wait in delay topics that the queue's consumers forward from (s
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fsdf.brokers import kafka_delay
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
+from fsdf.secrets import redact
 
 JOIN_WAIT_SECONDS = 30.0  # a fetch waits this long for the group to give it partitions
 # What a commit from outside the group gets while the group has members.
@@ -31,6 +33,8 @@ CATCH_UP_SECONDS = 5.0  # an empty fetch keeps polling this long while our parti
 # a commit per fetch of a few dozen short calls cost a tenth of the consumer's time.
 COMMIT_EVERY_SECONDS = 0.1
 LONGEST_WAIT_SECONDS = 0.5  # one wait for messages, so a close or a commit is never far off
+
+_TOPIC_NAME = re.compile(r'[a-zA-Z0-9._-]{1,249}')
 
 
 class _Partition:
@@ -72,6 +76,13 @@ class KafkaBroker(Broker):
     _producer_users: ClassVar[dict[str, int]] = {}  # open brokers holding each shared producer
     _shared_lock: ClassVar[threading.Lock] = threading.Lock()
     _created_topics: ClassVar[set[tuple[str, str]]] = set()
+
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """Kafka topic names: ASCII letters, digits, '.', '_' and '-', at most 249, not '.' or '..'."""
+        if not _TOPIC_NAME.fullmatch(name) or name in ('.', '..'):
+            return 'is not a Kafka topic name (ASCII letters, digits, ".", "_" and "-" only, at most 249)'
+        return None
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
@@ -264,7 +275,7 @@ class KafkaBroker(Broker):
                 error = message.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
-                        self.logger.warning('Kafka consume error on %r: %s', self.queue_name, error)
+                        self.logger.warning('Kafka consume error on %r: %s', self.queue_name, redact(error))
                     continue
                 partition, offset = message.partition(), message.offset()
                 tracker = partitions.get(partition)

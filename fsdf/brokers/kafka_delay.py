@@ -25,6 +25,8 @@ from typing import Any, Callable, Optional, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from fsdf.secrets import redact
+
 STEP_SECONDS = 0.25
 LEVELS = 20  # the top level waits 2**19 * 0.25 s, about 36 hours
 DUE_HEADER = 'fsdf-due'
@@ -85,7 +87,7 @@ class DelayForwarder:
                 try:
                     self._forward_batch(consumer)
                 except Exception as exc:  # the broker may be briefly away: keep going
-                    self.logger.warning('forwarding delayed messages of %r failed: %s', self.queue_name, exc)
+                    self.logger.warning('forwarding delayed messages of %r failed: %s', self.queue_name, redact(exc))
                     self._stopped.wait(1.0)
         finally:
             consumer.close()

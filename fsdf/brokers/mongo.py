@@ -57,6 +57,14 @@ class MongoBroker(Broker):
     publish_batch_size = 10_000  # one insert_many each (pymongo splits it by the server's message size)
     _clients: ClassVar[dict[str, pymongo.MongoClient]] = {}
     _clients_lock: ClassVar[threading.Lock] = threading.Lock()
+    connection_errors = (pymongo.errors.ConnectionFailure,)  # AutoReconnect, ServerSelectionTimeoutError
+
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """MongoDB collection names: no '$' or NUL, not in the 'system.' namespace."""
+        if '$' in name or '\0' in name or name.startswith('system.'):
+            return 'is not a MongoDB collection name (no "$", not starting with "system.")'
+        return None
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)

@@ -44,6 +44,13 @@ class PersistQueueBroker(Broker):
     guarantee = 'at-least-once on one machine; survives process crashes'
     lease_check_seconds = 4.0
 
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """The queue is a SQLite table: SQLite keeps every name starting with 'sqlite_' to itself."""
+        if name.lower().startswith('sqlite_'):
+            return 'is reserved by SQLite (names starting with "sqlite_")'
+        return None
+
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         folder = settings.path('PERSIST_QUEUE_PATH')

@@ -33,7 +33,8 @@ from collections import deque
 from typing import Callable, ClassVar, Optional, TypeVar
 
 from fsdf.brokers.base import Body, Broker, Delivery
-from fsdf.config import redact_url, settings
+from fsdf.config import settings
+from fsdf.secrets import redact
 
 MAX_PRIORITY = 10
 QUEUE_ARGUMENTS = {'x-max-priority': MAX_PRIORITY}
@@ -109,6 +110,14 @@ class RabbitMQBroker(Broker):
     guarantee = 'at-least-once, publisher confirms, persistent messages'
     publish_batch_size = 10_000  # one transaction each: a commit waits for the disk, so fewer is faster
     session_class: ClassVar[type[AmqpSession]]
+    connection_errors = (ConnectionError,)  # what _with_publisher raises once its own reconnect failed
+
+    @classmethod
+    def queue_name_problem(cls, name: str) -> Optional[str]:
+        """RabbitMQ queue names: at most 255 bytes of UTF-8; 'amq.' is the server's own namespace."""
+        if len(name.encode('utf-8')) > 255 or name.startswith('amq.'):
+            return 'is not a RabbitMQ queue name (at most 255 bytes, not starting with "amq.")'
+        return None
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
@@ -132,7 +141,7 @@ class RabbitMQBroker(Broker):
             session = self.session_class(self.url, confirm)
             session.declare(self.queue_name, QUEUE_ARGUMENTS)
         except self.session_class.connection_errors as exc:
-            raise ConnectionError(f'RabbitMQ at {redact_url(self.url)} is not reachable: {exc}') from exc
+            raise ConnectionError(f'RabbitMQ at {redact(self.url)} is not reachable: {redact(exc)}') from exc
         return session
 
     def _with_publisher(self, call: Callable[[AmqpSession], T]) -> T:
@@ -149,13 +158,13 @@ class RabbitMQBroker(Broker):
                         self._publisher.close()
                         self._publisher = None
                     if time.monotonic() > deadline or self._closed.is_set():
-                        raise ConnectionError(f'RabbitMQ at {redact_url(self.url)}: {exc}') from exc
-                    self.logger.warning('RabbitMQ connection lost (%s); reconnecting', exc)
+                        raise ConnectionError(f'RabbitMQ at {redact(self.url)}: {redact(exc)}') from exc
+                    self.logger.warning('RabbitMQ connection lost (%s); reconnecting', redact(exc))
                     time.sleep(RECONNECT_PAUSE_SECONDS)
 
     def _drop_consumer(self, exc: BaseException) -> None:
         """Forget the consuming session; its unacked messages are already back in the queue."""
-        self.logger.warning('RabbitMQ consuming connection lost (%s); will reconnect and consume again', exc)
+        self.logger.warning('RabbitMQ consuming connection lost (%s); will reconnect and consume again', redact(exc))
         if self._consumer is not None:
             self._consumer.close()
         self._consumer = None
@@ -224,7 +233,7 @@ class RabbitMQBroker(Broker):
                     self._flush_settles()
             except self.session_class.connection_errors as exc:
                 self._drop_consumer(exc)
-                raise ConnectionError(f'RabbitMQ consuming connection lost: {exc}') from exc
+                raise ConnectionError(f'RabbitMQ consuming connection lost: {redact(exc)}') from exc
             received = self._received
             taken = min(max_count, len(received))
             with self._unsettled_lock:
@@ -277,7 +286,7 @@ class RabbitMQBroker(Broker):
                 self._flush_settles()
             except self.session_class.connection_errors as exc:
                 if self.session_class.thread_safe:  # the fetch thread's next pump notices and reconnects
-                    self.logger.debug('could not settle deliveries on a lost connection: %s', exc)
+                    self.logger.debug('could not settle deliveries on a lost connection: %s', redact(exc))
                 else:  # we hold the connection: drop it here
                     self._drop_consumer(exc)
             finally:

@@ -45,6 +45,7 @@ class RedisBroker(Broker):
 
     # The Lua statement that queues ``body`` on KEYS[2] (the stream kind adds to a stream instead).
     push_one_lua: ClassVar[str] = "redis.call('LPUSH', KEYS[2], body)"
+    connection_errors = (redis.ConnectionError, redis.TimeoutError)  # a BusyLoadingError is one
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)

@@ -25,6 +25,7 @@ from fsdf import redis_registry
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.redis_base import RedisBroker
 from fsdf.log import EveryNSeconds
+from fsdf.secrets import redact
 
 ACK_FLUSH_SECONDS = 0.02  # acks wait this long for company before the flusher sends them
 ACK_RETRY_SECONDS = 1.0   # pause after a failed ack flush (Redis away)
@@ -98,7 +99,8 @@ class RedisLeaseBroker(RedisBroker):
         except Exception as exc:  # Redis away (or anything else): keep the acks, the flusher must live on
             self._keep_acks(acks)
             if self._ack_errors.ready(time.monotonic()):
-                self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name, exc)
+                self.logger.error('could not ack %d messages of %r (will retry): %s', len(acks), self.queue_name,
+                                  redact(exc))
             return False
         finally:
             self._sending = []

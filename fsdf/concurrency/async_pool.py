@@ -4,17 +4,18 @@ The consumer stops fetching when ``max_workers`` calls are in flight (the high m
 again only when they have fallen to ``resume_at`` (the low mark), so the loop is never flooded
 with tasks and fetches come in batches rather than one by one. A plain ``def`` under ASYNC runs
 in the pool's own thread executor of ``max_workers`` threads (asyncio's default executor has
-only a handful), so it is bounded by ``concurrent_num`` like everything else.
+only a handful), so it is bounded by ``concurrent_num`` like everything else; those are fsdf's
+threads (``OwnThreadExecutor``), so they keep running calls after the main thread has ended.
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Coroutine, Optional, TypeVar
 
 from fsdf.concurrency.base import WorkerPool
 from fsdf.concurrency.event_loop import shared_loop
+from fsdf.concurrency.executor import OwnThreadExecutor
 
 LOW_WATER_FRACTION = 0.8
 T = TypeVar('T')
@@ -29,7 +30,7 @@ class AsyncPool(WorkerPool):
         self.max_workers = max_workers
         self.loop = shared_loop()
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
-        self._executor: Optional[ThreadPoolExecutor] = None
+        self._executor: Optional[OwnThreadExecutor] = None
 
     @property
     def resume_at(self) -> int:
@@ -55,7 +56,8 @@ class AsyncPool(WorkerPool):
     async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Await a blocking ``fn(*args)`` run in the pool's threads, in the caller's context."""
         if self._executor is None:  # only created on the loop's thread, so no lock
-            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix='fsdf-async-sync')
+            # fsdf's own threads: concurrent.futures' pool refuses work once the main thread has ended.
+            self._executor = OwnThreadExecutor(self.max_workers, name='fsdf-async-sync')
         context = contextvars.copy_context()
         return await self.loop.run_in_executor(self._executor, context.run, fn, *args)
 

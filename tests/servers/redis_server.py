@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from typing import Optional
+from urllib.parse import quote
 
 from servers._server_process import (SERVERS_DIR, ServerUnavailable, pick_port, start_process, stop_process,
                                      wait_until_accepting)
@@ -17,17 +18,19 @@ REDIS_BIN = shutil.which('redis-server') or '/usr/bin/redis-server'
 
 
 class RedisServer:
-    """One redis-server process."""
+    """One redis-server process; with ``password`` it requires it (``requirepass``)."""
 
-    def __init__(self, port: int = 16379) -> None:
+    def __init__(self, port: int = 16379, password: Optional[str] = None) -> None:
         self.port = pick_port(int(os.environ.get('REDIS_PORT', port)))
         self.folder = SERVERS_DIR / f'redis-{self.port}'
+        self.password = password
         self._process: Optional[subprocess.Popen] = None
 
     @property
     def url(self) -> str:
         """The Redis URL of this server (database 0)."""
-        return f'redis://127.0.0.1:{self.port}/0'
+        auth = f':{quote(self.password, safe="")}@' if self.password else ''
+        return f'redis://{auth}127.0.0.1:{self.port}/0'
 
     def start(self) -> 'RedisServer':
         """Start on an empty folder and wait until it accepts connections."""
@@ -43,8 +46,8 @@ class RedisServer:
         log = self.folder / 'server.log'
         self._process = start_process(
             [REDIS_BIN, '--bind', '127.0.0.1', '--port', str(self.port), '--save', '', '--appendonly', 'yes',
-             '--appendfsync', 'everysec', '--daemonize', 'no', '--dir', str(self.folder), '--protected-mode', 'yes'],
-            log)
+             '--appendfsync', 'everysec', '--daemonize', 'no', '--dir', str(self.folder), '--protected-mode', 'yes',
+             *(['--requirepass', self.password] if self.password else [])], log)
         wait_until_accepting(self._process, self.port, 15, log)
 
     def restart(self, down_seconds: float = 0.0) -> None:

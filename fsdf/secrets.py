@@ -1,0 +1,47 @@
+"""Keeping connection secrets out of what fsdf prints: every error and log line about a connection
+passes through :func:`redact` first.
+
+``redact_url`` hides the password of every URL in a text (``amqp://guest:***@host/``), even one
+whose password holds unescaped ``/``, ``@`` or ``:`` (everything up to the last ``@`` before the
+host is hidden). ``redact`` also replaces the password settings' values wherever they appear
+(``REDIS_PASSWORD``, and the passwords inside ``REDIS_URL``, ``RABBITMQ_URL``, ``MONGO_CONNECT_URL``,
+``RESULT_STORE_URL``), escaped or not.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, unquote, urlsplit
+
+MASK = '***'
+# scheme://user:password@ — the password runs to the last '@' before whitespace or a quote, so a
+# password with raw '/', '@' or ':' is hidden whole.
+_URL_CREDENTIALS = re.compile(r'([a-zA-Z][a-zA-Z0-9+.-]*://)([^:/?#@\s\'"]*):([^\s\'"]*)@')
+_URL_SETTINGS = ('REDIS_URL', 'RABBITMQ_URL', 'MONGO_CONNECT_URL', 'RESULT_STORE_URL')
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (``user:***@``)."""
+    return _URL_CREDENTIALS.sub(lambda m: f'{m.group(1)}{m.group(2)}:{MASK}@', text)
+
+
+def known_secrets() -> list[str]:
+    """The password values of the current settings, raw and URL-escaped, longest first."""
+    from fsdf.config import settings
+    values = {settings.REDIS_PASSWORD}
+    for name in _URL_SETTINGS:
+        try:
+            password = urlsplit(getattr(settings, name)).password
+        except ValueError:  # not even a URL: its password cannot be told apart, redact_url covers it
+            password = None
+        if password:
+            values.add(password)
+    secrets = {form for value in values if value for form in (value, quote(value, safe=''), unquote(value))}
+    return sorted(secrets, key=len, reverse=True)
+
+
+def redact(value: object) -> str:
+    """``str(value)`` (an exception, a URL, a message) with URL passwords and known secrets hidden."""
+    text = redact_url(str(value))
+    for secret in known_secrets():
+        text = text.replace(secret, MASK)
+    return text
