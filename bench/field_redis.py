@@ -342,7 +342,7 @@ class Driver:
 
     def __init__(self, redis_url: str, folder: Path, peers_python: str, latency_units_ms: list[float],
                  fsdf_sources: dict[str, str]) -> None:
-        """``fsdf_sources`` maps each fsdf row's framework name ('fsdf', 'fsdf@REV') to the folder it imports fsdf from."""
+        """``fsdf_sources``: each fsdf row's framework name ('fsdf', 'fsdf@REV') -> the folder it imports fsdf from."""
         import redis
         self.redis_url, self.folder, self.latency_units_ms = redis_url, folder, latency_units_ms
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=60)
