@@ -530,8 +530,10 @@ def driver_main(args: argparse.Namespace) -> None:
     try:
         driver = Driver(server.url, folder, args.peers_python, units, fsdf_sources)
         for run in range(args.runs):
+            began = time.monotonic()
             run_once(driver, results, in_run_order(groups, run), args, latency_columns)
-            print(f'  run {run + 1} done; load average {load_average()}', file=sys.stderr)
+            print(f'  run {run + 1} took {time.monotonic() - began:.0f} s; load average {load_average()}',
+                  file=sys.stderr)
     finally:
         server.stop()
         if args.keep_logs:
@@ -541,22 +543,20 @@ def driver_main(args: argparse.Namespace) -> None:
     labels = [row[0] for group in groups for row in group[::-1]]  # the baseline twin above this tree's row
     report(results, labels, units, latency_columns, args.no_latency, args.latency_only)
     if baseline:
-        print_comparison(results, groups, baseline, (latency_columns if not args.no_latency else []) +
-                         (COLUMNS if not args.latency_only else []))
+        print_comparison(results, groups, baseline, (COLUMNS if not args.latency_only else []) +
+                         (latency_columns if not args.no_latency else []))
     print(f'\nload average at the end: {load_average()}')
 
 
 def run_once(driver: Driver, results: Measurements, rows: list[Row], args: argparse.Namespace,
              latency_columns: list[str]) -> None:
     """One run: the throughput rows, then the latency rows, as asked."""
-    began = time.monotonic()
     if not args.latency_only:
         run_rows(rows, lambda label, fw, variant: driver.throughput_row(results, label, fw, variant, args.n),
                  results, COLUMNS)
     if not args.no_latency:
         run_rows(rows, lambda label, fw, variant: driver.latency_row(results, label, fw, variant),
                  results, latency_columns)
-    print(f'  run took {time.monotonic() - began:.0f} s', file=sys.stderr)
 
 
 def print_comparison(results: Measurements, groups: list[list[Row]], baseline: str, columns: list[str]) -> None:
