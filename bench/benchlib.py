@@ -27,17 +27,22 @@ FSDF_SOURCE_VARIABLE = 'BENCH_FSDF_SOURCE'
 
 
 class Countdown:
-    """Counts finished tasks from any thread and records when the ``total``-th one finished."""
+    """Counts finished tasks from any thread and records when the first and the ``total``-th one finished
+    (perf_counter seconds)."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self._counter = itertools.count(1)  # next() on it is atomic under the GIL: no lock on the hot path
         self.done = threading.Event()
+        self.first_at = 0.0
         self.finished_at = 0.0
 
     def tick(self) -> None:
         """One task finished."""
-        if next(self._counter) == self.total:
+        count = next(self._counter)
+        if count == 1:
+            self.first_at = time.perf_counter()
+        if count == self.total:
             self.finished_at = time.perf_counter()
             self.done.set()
 
@@ -91,21 +96,29 @@ class Measurements:
         runs = self.values.get((row, column))
         return statistics.median(runs) if runs else None
 
+    def ratios(self, row: str, column: str, baseline: str, baseline_column: Optional[str] = None) -> list[float]:
+        """The per-run ratios row/baseline (runs paired in order, so each ratio is within one run)."""
+        runs = self.values.get((row, column)) or []
+        base = self.values.get((baseline, baseline_column or column)) or []
+        return [r / b for r, b in zip(runs, base) if b]
+
     def ratio(self, row: str, column: str, baseline: str, baseline_column: Optional[str] = None) -> Optional[float]:
-        """Median of the per-run ratios row/baseline (runs paired in order, so each ratio is within one run)."""
-        runs = self.values.get((row, column))
-        base = self.values.get((baseline, baseline_column or column))
-        if not runs or not base:
-            return None
-        return statistics.median(r / b for r, b in zip(runs, base) if b)
+        """Median of the per-run ratios row/baseline, or None if either was never measured."""
+        ratios = self.ratios(row, column, baseline, baseline_column)
+        return statistics.median(ratios) if ratios else None
 
     def ratio_table(self, pairs: list[tuple[str, str, str]], columns: list[str]) -> str:
         """A markdown table of ratios only: per (name, candidate row, baseline row), each column's
-        median of per-run candidate/baseline ratios; '–' where either was not measured."""
+        median of per-run candidate/baseline ratios and, over several runs, [lowest–highest] so the
+        noise is in sight; '–' where either was not measured."""
         lines = ['| | ' + ' | '.join(columns) + ' |', '|---' * (len(columns) + 1) + '|']
         for name, candidate, baseline in pairs:
-            ratios = [self.ratio(candidate, column, baseline) for column in columns]
-            lines.append(f'| {name} | ' + ' | '.join('–' if r is None else f'{r:.3f}' for r in ratios) + ' |')
+            cells = []
+            for column in columns:
+                ratios = self.ratios(candidate, column, baseline)
+                spread = f' [{min(ratios):.2f}–{max(ratios):.2f}]' if len(ratios) > 1 else ''
+                cells.append(f'{statistics.median(ratios):.3f}{spread}' if ratios else '–')
+            lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
         return '\n'.join(lines)
 
     def table(self, rows: list[str], columns: list[str], baselines: dict[str, str], digits: int = 0,
