@@ -167,11 +167,17 @@ def machine_description() -> str:
             f'load average {load}')
 
 
+def temp_dir(prefix: str) -> str:
+    """A new temp dir, removed with its contents when this process exits."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 # -- which fsdf is measured ------------------------------------------------------------------
 def export_commit(rev: str) -> str:
     """A temp dir holding the ``fsdf`` package as it was at ``rev`` (removed when this process exits)."""
-    source = tempfile.mkdtemp(prefix=f'fsdf-{short_rev(rev)}-')
-    atexit.register(shutil.rmtree, source, ignore_errors=True)
+    source = temp_dir(f'fsdf-{short_rev(rev)}-')
     archive = subprocess.run(['git', '-C', str(REPO), 'archive', rev, 'fsdf'], capture_output=True, check=True)
     subprocess.run(['tar', '-x', '-C', source], input=archive.stdout, check=True)
     return source

@@ -30,7 +30,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -43,7 +42,7 @@ if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
 from benchlib import (FSDF_SOURCE_VARIABLE, Countdown, Measurements, check_fsdf_source,  # noqa: E402
-                      fsdf_environment, load_average, machine_description, rate)
+                      fsdf_environment, load_average, machine_description, rate, temp_dir)
 
 CONCURRENCY = 50
 CONFIGS = ['none', 'no-op', 'after_settle']
@@ -156,7 +155,7 @@ def driver_main(n: int, runs: int) -> None:
         import redis
         redis.Redis.from_url(server.url).config_set('appendonly', 'no')  # in memory, as field_redis.py
         env = {**os.environ, **fsdf_environment(source), 'FSDF_CONFIG_FILE': '0', 'FSDF_REDIS_URL': server.url,
-               'FSDF_PERSIST_QUEUE_PATH': tempfile.mkdtemp(prefix='fsdf-bench-middleware-')}
+               'FSDF_PERSIST_QUEUE_PATH': temp_dir('fsdf-bench-middleware-')}
         print(machine_description())
         print(f'fsdf from {source}; {n:,} trivial tasks consumed per measurement, each in a fresh process; '
               f'{runs} runs; medians in msg/s; (ratio) = median of per-run ratios to "none"\n')

@@ -25,7 +25,6 @@ import os
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault('FSDF_CONFIG_FILE', '0')
-os.environ.setdefault('FSDF_PERSIST_QUEUE_PATH', tempfile.mkdtemp(prefix='fsdf-bench-embedded-'))
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'bench'))
 
@@ -42,7 +40,11 @@ from persistqueue.exceptions import Empty as PersistQueueEmpty  # noqa: E402
 from persistqueue import SQLiteAckQueue  # noqa: E402
 
 from benchlib import (Countdown, Measurements, check_fsdf_source, dispatch, export_commit,  # noqa: E402
-                      fsdf_environment, load_average, machine_description, put_fsdf_source_first, rate, short_rev)
+                      fsdf_environment, load_average, machine_description, put_fsdf_source_first, rate, short_rev,
+                      temp_dir)
+
+if 'FSDF_PERSIST_QUEUE_PATH' not in os.environ:  # a child is given its own by the driver
+    os.environ['FSDF_PERSIST_QUEUE_PATH'] = temp_dir('fsdf-bench-embedded-')
 
 FSDF_SOURCE = put_fsdf_source_first()
 from fsdf import BrokerEnum, task_deco  # noqa: E402  (after the environment and sys.path above)
@@ -156,7 +158,7 @@ def persist_loop_run(n: int, folder: str) -> dict[str, float]:
 # -- the comparison with another commit ------------------------------------------------------
 def fsdf_in_subprocess(source: str, n: int) -> dict[str, dict[str, float]]:
     """One run of the fsdf rows on the fsdf package found in ``source``, in a fresh process; {kind: {column: tasks/s}}."""
-    env = {**os.environ, **fsdf_environment(source), 'FSDF_PERSIST_QUEUE_PATH': tempfile.mkdtemp(prefix='fsdf-bench-')}
+    env = {**os.environ, **fsdf_environment(source), 'FSDF_PERSIST_QUEUE_PATH': temp_dir('fsdf-bench-')}
     out = subprocess.run([sys.executable, __file__, '--fsdf-only', '--n', str(n)], env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -225,7 +227,7 @@ def main() -> None:
     print(machine_description())
     print(f'fsdf from {FSDF_SOURCE}; {args.n:,} trivial tasks, {args.runs} runs, medians in tasks/s; '
           f'(ratio) = median of per-run ratios to the hand loop on the same backend\n')
-    folder = tempfile.mkdtemp(prefix='fsdf-bench-handloop-')
+    folder = temp_dir('fsdf-bench-handloop-')
     old_source = export_commit(args.compare_commit) if args.compare_commit else ''
     old_label = f'fsdf at {short_rev(args.compare_commit)}' if args.compare_commit else ''
     results = Measurements()
