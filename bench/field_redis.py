@@ -13,10 +13,16 @@ Every row, every run (rows interleaved, so a burst of load from elsewhere hits t
             default, ``--latency-unit-ms``), consumed at concurrency 8 and 64; elapsed / ideal, where
             ideal = sum of sleeps / concurrency and elapsed runs from the first task's start to the last's end.
 
-The driver runs under fsdf's venv; the peers run under ``bench/.venv-peers`` (``--peers-python``),
-each worker and publisher a subprocess of this same file with the right interpreter.
+The driver runs under fsdf's venv (its interpreter runs the raw and fsdf rows); the peers run under
+``bench/.venv-peers`` (``--peers-python``), each worker and publisher a subprocess of this same file
+with the right interpreter. The fsdf rows measure this tree's fsdf (or the one in ``$BENCH_FSDF_SOURCE``).
+
+``--compare-commit REV`` adds a row ``fsdf@REV <kind>`` after each fsdf row: the same subprocesses with
+the fsdf source of REV (exported to a temp dir) on PYTHONPATH; the pair runs in alternating order per
+run, and the report ends with the ratios this tree / REV per column (median of per-run ratios).
 
 Usage: python bench/field_redis.py [--n 20000] [--runs 3] [--rows raw,fsdf,celery,dramatiq,funboost]
+                                   [--compare-commit REV]
 """
 from __future__ import annotations
 
@@ -41,7 +47,8 @@ REPO = BENCH_DIR.parent
 if str(BENCH_DIR) not in sys.path:  # run as a script it is sys.path[0]; nb_log writes its config into sys.path[1]
     sys.path.insert(0, str(BENCH_DIR))
 
-from benchlib import Measurements, dispatch, machine_description  # noqa: E402  (stdlib only: both venvs)
+from benchlib import (FSDF_SOURCE_VARIABLE, Measurements, check_fsdf_source, dispatch,  # noqa: E402  (stdlib only)
+                      export_commit, fsdf_environment, load_average, machine_description, short_rev)
 
 CONCURRENCY = 50
 LATENCY_TASKS = 1000
@@ -49,7 +56,8 @@ LATENCY_CONCURRENCIES = (8, 64)
 RAW_PIPELINE = 1000
 RAW_RPOP_COUNT = 100
 DEFAULT_PEERS_PYTHON = BENCH_DIR / '.venv-peers' / 'bin' / 'python'
-FSDF_PYTHON = REPO / '.venv' / 'bin' / 'python'
+FSDF_PYTHON = sys.executable  # the driver runs under fsdf's venv
+PEERS = ('celery', 'dramatiq', 'funboost')
 COLUMNS = ['publish, one call each', 'publish, batch', 'consume', 'start (s)', 'worker RSS (MB)']
 NO_BATCH = 'no batch API'
 RESULT_MARK = 'BENCH_RESULT '
@@ -312,6 +320,8 @@ ROWS = [
 def child_main(args: argparse.Namespace) -> None:
     """Publish (print the seconds the last total - 1 calls took) or work (until killed), as the driver asked."""
     global completion
+    if args.framework == 'fsdf':
+        check_fsdf_source(os.environ[FSDF_SOURCE_VARIABLE])
     framework = FRAMEWORKS[args.framework](args.variant, args.redis_url, args.queue, args.task, args.concurrency)
     if args.role == 'work':
         completion = Completion(args.redis_url, args.counter, args.total)
@@ -332,20 +342,24 @@ def child_main(args: argparse.Namespace) -> None:
 class Driver:
     """Runs subprocesses against one redis-server and collects the measurements."""
 
-    def __init__(self, redis_url: str, folder: Path, peers_python: str, latency_units_ms: list[float]) -> None:
+    def __init__(self, redis_url: str, folder: Path, peers_python: str, latency_units_ms: list[float],
+                 fsdf_sources: dict[str, str]) -> None:
+        """``fsdf_sources``: each fsdf row's framework name ('fsdf', 'fsdf@REV') -> the folder it imports fsdf from."""
         import redis
         self.redis_url, self.folder, self.latency_units_ms = redis_url, folder, latency_units_ms
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=60)
-        self.pythons = {name: (peers_python if name in ('celery', 'dramatiq', 'funboost') else str(FSDF_PYTHON))
-                        for name in FRAMEWORKS}
+        self.pythons = {name: (peers_python if name in PEERS else FSDF_PYTHON) for name in FRAMEWORKS}
+        self.fsdf_sources = fsdf_sources
 
     def command(self, framework: str, variant: str, role: str, queue: str, task: str, total: int,
                 extra: tuple = (), extra_env: Optional[dict[str, str]] = None) -> tuple[list[str], dict[str, str]]:
-        argv = [self.pythons[framework], str(Path(__file__).resolve()), '--child', role, '--framework', framework,
+        name = base_framework(framework)
+        argv = [self.pythons[name], str(Path(__file__).resolve()), '--child', role, '--framework', name,
                 '--variant', variant, '--redis-url', self.redis_url, '--queue', queue, '--task', task,
                 '--total', str(total), *extra]
-        env = {**os.environ, **FRAMEWORKS[framework].environment(self.redis_url, self.folder, self.pythons[framework]),
-               **(extra_env or {})}
+        source = fsdf_environment(self.fsdf_sources[framework]) if name == 'fsdf' else {}
+        env = {**os.environ, **FRAMEWORKS[name].environment(self.redis_url, self.folder, self.pythons[name]),
+               **source, **(extra_env or {})}
         return argv, env
 
     def publish(self, framework: str, variant: str, role: str, queue: str, task: str, total: int,
@@ -387,17 +401,18 @@ class Driver:
 
     def throughput_row(self, results: Measurements, label: str, framework: str, variant: str, n: int) -> None:
         """Publish one-call and batch, then consume the one-call messages, for one row."""
-        queue = f'bench_{framework}_{uuid.uuid4().hex[:8]}'
+        queue = f'bench_{base_framework(framework)}_{uuid.uuid4().hex[:8]}'
         publishes_alone = framework != 'raw' or variant == 'brpop'
         seconds = self.publish(framework, variant, 'publish-one', queue, 'add', n)
         if publishes_alone:
             results.add(label, 'publish, one call each', (n - 1) / seconds)
-        if FRAMEWORKS[framework].has_batch and (framework != 'raw' or variant == 'pipelined'):
+        has_batch = FRAMEWORKS[base_framework(framework)].has_batch
+        if has_batch and (framework != 'raw' or variant == 'pipelined'):
             batch_queue = f'{queue}_batch'
             seconds = self.publish(framework, variant, 'publish-batch', batch_queue, 'add', n)
             results.add(label, 'publish, batch', (n - 1) / seconds)
             self.drop_queue(batch_queue)
-        elif not FRAMEWORKS[framework].has_batch:
+        elif not has_batch:
             results.note(label, 'publish, batch', NO_BATCH)
         found = self.consume(framework, variant, queue, 'add', n, CONCURRENCY, timeout=max(120.0, n / 50))
         results.add(label, 'consume', (n - 1) / (found['last'] - found['first']))
@@ -409,8 +424,8 @@ class Driver:
         """dramatiq's latency benchmark at each unit and concurrency: elapsed / ideal."""
         for unit_ms in self.latency_units_ms:
             for concurrency in LATENCY_CONCURRENCIES:
-                queue = f'bench_latency_{framework}_{uuid.uuid4().hex[:8]}'
-                role = 'publish-batch' if FRAMEWORKS[framework].has_batch else 'publish-one'
+                queue = f'bench_latency_{base_framework(framework)}_{uuid.uuid4().hex[:8]}'
+                role = 'publish-batch' if FRAMEWORKS[base_framework(framework)].has_batch else 'publish-one'
                 extra_env = {'BENCH_LATENCY_UNIT': repr(unit_ms / 1000)}
                 self.publish(framework, variant, role, queue, 'latency', LATENCY_TASKS, extra_env)
                 found = self.consume(framework, variant, queue, 'latency', LATENCY_TASKS, concurrency,
@@ -425,6 +440,11 @@ class Driver:
         self.redis.delete(*keys)
 
 
+def base_framework(framework: str) -> str:
+    """The adapter a row's framework name runs: 'fsdf@17bae0a' runs 'fsdf'."""
+    return framework.split('@', 1)[0]
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size of a process (VmHWM), in MB."""
     with open(f'/proc/{pid}/status') as status:
@@ -434,10 +454,11 @@ def peak_rss_mb(pid: int) -> float:
     return float('nan')
 
 
-def peers_available(peers_python: str) -> dict[str, str]:
-    """For each peer, '' if it imports under ``peers_python``, else why not."""
+def peers_available(peers_python: str, wanted: set[str]) -> dict[str, str]:
+    """For each wanted peer, '' if it imports under ``peers_python``, else why not."""
     problems = {}
-    for name, module in (('celery', 'celery'), ('dramatiq', 'dramatiq'), ('funboost', 'funboost')):
+    for name in (peer for peer in PEERS if peer in wanted):
+        module = name
         if not os.path.exists(peers_python):
             problems[name] = f'no peers venv at {peers_python} (see bench/README.md)'
             continue
@@ -459,19 +480,43 @@ def run_rows(rows: list[tuple[str, str, str]], action: Callable[[str, str, str],
                 results.note(label, column, 'failed')
 
 
+Row = tuple[str, str, str]  # (label, framework, variant)
+
+
+def plan_rows(args: argparse.Namespace, baseline: str) -> list[list[Row]]:
+    """The rows to run, in groups: each fsdf row with its ``fsdf@baseline`` twin (if comparing), others alone."""
+    wanted = set(args.rows.split(','))
+    problems = peers_available(args.peers_python, wanted)
+    groups = []
+    for label, framework, variant in ROWS:
+        if framework not in wanted:
+            continue
+        if problems.get(framework):
+            print(f'{label}: cannot run here: {problems[framework]}', file=sys.stderr)
+            continue
+        group = [(label, framework, variant)]
+        if framework == 'fsdf' and baseline:
+            group.append((f'fsdf@{baseline} {variant}', f'fsdf@{baseline}', variant))
+        groups.append(group)
+    return groups
+
+
+def in_run_order(groups: list[list[Row]], run: int) -> list[Row]:
+    """The rows of one run: a pair (this tree, baseline) runs in alternating order, so neither always goes first."""
+    return [row for group in groups for row in (group if run % 2 == 0 else group[::-1])]
+
+
 def driver_main(args: argparse.Namespace) -> None:
     """Start redis-server, measure every row ``--runs`` times, print the tables, stop redis-server."""
     sys.path.insert(0, str(REPO / 'tests'))
     from servers.redis_server import RedisServer
 
-    wanted = set(args.rows.split(','))
-    problems = peers_available(args.peers_python)
-    rows = [row for row in ROWS if row[1] in wanted]
+    baseline = short_rev(args.compare_commit) if args.compare_commit else ''
+    fsdf_sources = {'fsdf': os.environ.get(FSDF_SOURCE_VARIABLE) or str(REPO)}
+    if baseline:
+        fsdf_sources[f'fsdf@{baseline}'] = export_commit(args.compare_commit)
+    groups = plan_rows(args, baseline)
     results = Measurements()
-    for label, framework, _ in rows:
-        if problems.get(framework):
-            print(f'{label}: cannot run here: {problems[framework]}', file=sys.stderr)
-    rows = [row for row in rows if not problems.get(row[1])]
     server = RedisServer(port=args.redis_port).start()
     # The tests' helper keeps an append-only file; with fsync every second on a disk shared with
     # other work, Redis stalls writes for seconds now and then. A benchmark wants memory only.
@@ -479,28 +524,49 @@ def driver_main(args: argparse.Namespace) -> None:
     redis.Redis.from_url(server.url).config_set('appendonly', 'no')
     folder = Path(tempfile.mkdtemp(prefix='fsdf-bench-field-'))
     print(machine_description())
-    print(f'redis-server on 127.0.0.1:{server.port} (in memory: appendonly no, save ""); peers under '
-          f'{args.peers_python}; {args.n:,} add(a, b) tasks; {args.runs} runs; worker concurrency {CONCURRENCY}')
+    print(f'redis-server on 127.0.0.1:{server.port} (in memory: appendonly no, save ""); fsdf from '
+          f'{fsdf_sources["fsdf"]}; peers under {args.peers_python}; {args.n:,} add(a, b) tasks; {args.runs} runs; '
+          f'worker concurrency {CONCURRENCY}')
     units = [float(unit) for unit in args.latency_unit_ms.split(',')]
     latency_columns = [latency_column(unit, c) for unit in units for c in LATENCY_CONCURRENCIES]
     try:
-        driver = Driver(server.url, folder, args.peers_python, units)
+        driver = Driver(server.url, folder, args.peers_python, units, fsdf_sources)
         for run in range(args.runs):
             began = time.monotonic()
-            if not args.latency_only:
-                run_rows(rows, lambda label, fw, variant: driver.throughput_row(results, label, fw, variant, args.n),
-                         results, COLUMNS)
-            if not args.no_latency:
-                run_rows(rows, lambda label, fw, variant: driver.latency_row(results, label, fw, variant),
-                         results, latency_columns)
-            print(f'  run {run + 1} took {time.monotonic() - began:.0f} s', file=sys.stderr)
+            run_once(driver, results, in_run_order(groups, run), args, latency_columns)
+            print(f'  run {run + 1} took {time.monotonic() - began:.0f} s; load average {load_average()}',
+                  file=sys.stderr)
     finally:
         server.stop()
         if args.keep_logs:
             print(f'worker logs kept in {folder}', file=sys.stderr)
         else:
             shutil.rmtree(folder, ignore_errors=True)
-    report(results, [row[0] for row in rows], units, latency_columns, args.no_latency, args.latency_only)
+    labels = [row[0] for group in groups for row in group[::-1]]  # the baseline twin above this tree's row
+    report(results, labels, units, latency_columns, args.no_latency, args.latency_only)
+    if baseline:
+        print_comparison(results, groups, baseline, (COLUMNS if not args.latency_only else []) +
+                         (latency_columns if not args.no_latency else []))
+    print(f'\nload average at the end: {load_average()}')
+
+
+def run_once(driver: Driver, results: Measurements, rows: list[Row], args: argparse.Namespace,
+             latency_columns: list[str]) -> None:
+    """One run: the throughput rows, then the latency rows, as asked."""
+    if not args.latency_only:
+        run_rows(rows, lambda label, fw, variant: driver.throughput_row(results, label, fw, variant, args.n),
+                 results, COLUMNS)
+    if not args.no_latency:
+        run_rows(rows, lambda label, fw, variant: driver.latency_row(results, label, fw, variant),
+                 results, latency_columns)
+
+
+def print_comparison(results: Measurements, groups: list[list[Row]], baseline: str, columns: list[str]) -> None:
+    """This tree's fsdf rows against their ``fsdf@baseline`` twins: ratios only."""
+    pairs = [(group[0][0], group[0][0], group[1][0]) for group in groups if len(group) == 2]
+    print(f'\nfsdf now / fsdf@{baseline}, median of per-run ratios, same run (throughput: > 1 is faster now; '
+          f'start, RSS and latency: < 1 is better now)\n')
+    print(results.ratio_table(pairs, columns))
 
 
 def report(results: Measurements, labels: list[str], units: list[float], latency_columns: list[str],
@@ -589,6 +655,7 @@ def main() -> None:
     parser.add_argument('--no-latency', action='store_true')
     parser.add_argument('--latency-only', action='store_true')
     parser.add_argument('--keep-logs', action='store_true')
+    parser.add_argument('--compare-commit', metavar='REV', help='also run the fsdf rows on the fsdf source of REV')
     child = parser.add_argument_group('subprocess roles (used by the driver)')
     child.add_argument('--child', dest='role', choices=['publish-one', 'publish-batch', 'work'])
     child.add_argument('--framework', choices=list(FRAMEWORKS))

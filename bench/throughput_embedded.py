@@ -9,8 +9,10 @@ For LOCAL_PYTHON_QUEUE and PERSISTQUEUE, N trivial ``add(a, b)`` tasks (default 
              messages to a ``ThreadPoolExecutor(50)``, at most 50 in flight, like fsdf's bounded prefetch.
   plain objects  (LOCAL only) the hand loop without JSON: tuples on the queue, for scale.
 
-``--compare-commit REV`` also runs the fsdf rows on the fsdf source of REV (exported to a temp dir,
-run in a subprocess), e.g. the commit before the qps governor: the unthrottled path must not lose.
+``--compare-commit REV`` also runs the fsdf rows twice more per run, each in a fresh process: on the
+fsdf source of REV (exported to a temp dir) and on this tree's, in alternating order, and ends with
+the ratios this tree / REV (median of per-run ratios). The in-process fsdf rows always measure this
+tree's fsdf, whatever the venv has installed.
 
 Usage: python bench/throughput_embedded.py [--n 20000] [--runs 3] [--compare-commit 3f18a6b]
 """
@@ -23,7 +25,6 @@ import os
 import queue
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -31,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault('FSDF_CONFIG_FILE', '0')
-os.environ.setdefault('FSDF_PERSIST_QUEUE_PATH', tempfile.mkdtemp(prefix='fsdf-bench-embedded-'))
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'bench'))
 
@@ -39,8 +39,15 @@ import persistqueue.serializers.json as pq_json  # noqa: E402
 from persistqueue.exceptions import Empty as PersistQueueEmpty  # noqa: E402
 from persistqueue import SQLiteAckQueue  # noqa: E402
 
-from benchlib import Countdown, Measurements, dispatch, machine_description, rate  # noqa: E402
-from fsdf import BrokerEnum, task_deco  # noqa: E402  (after the environment above)
+from benchlib import (Countdown, Measurements, check_fsdf_source, dispatch, export_commit,  # noqa: E402
+                      fsdf_environment, load_average, machine_description, put_fsdf_source_first, rate, short_rev,
+                      temp_dir)
+
+if 'FSDF_PERSIST_QUEUE_PATH' not in os.environ:  # a child is given its own by the driver
+    os.environ['FSDF_PERSIST_QUEUE_PATH'] = temp_dir('fsdf-bench-embedded-')
+
+FSDF_SOURCE = put_fsdf_source_first()
+from fsdf import BrokerEnum, task_deco  # noqa: E402  (after the environment and sys.path above)
 
 CONCURRENCY = 50
 KINDS = (BrokerEnum.LOCAL_PYTHON_QUEUE, BrokerEnum.PERSISTQUEUE)
@@ -149,19 +156,11 @@ def persist_loop_run(n: int, folder: str) -> dict[str, float]:
 
 
 # -- the comparison with another commit ------------------------------------------------------
-def export_commit(rev: str) -> str:
-    """A temp dir holding the ``fsdf`` package as it was at ``rev``."""
-    source = tempfile.mkdtemp(prefix=f'fsdf-{rev}-')
-    archive = subprocess.run(['git', '-C', str(REPO), 'archive', rev, 'fsdf'], capture_output=True, check=True)
-    subprocess.run(['tar', '-x', '-C', source], input=archive.stdout, check=True)
-    return source
-
-
 def fsdf_in_subprocess(source: str, n: int) -> dict[str, dict[str, float]]:
     """One run of the fsdf rows on the fsdf package found in ``source``, in a fresh process.
 
     Returns {kind: {column: tasks/s}}."""
-    env = {**os.environ, 'PYTHONPATH': source, 'FSDF_PERSIST_QUEUE_PATH': tempfile.mkdtemp(prefix='fsdf-bench-')}
+    env = {**os.environ, **fsdf_environment(source), 'FSDF_PERSIST_QUEUE_PATH': temp_dir('fsdf-bench-')}
     out = subprocess.run([sys.executable, __file__, '--fsdf-only', '--n', str(n)], env=env, capture_output=True,
                          text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -169,11 +168,49 @@ def fsdf_in_subprocess(source: str, n: int) -> dict[str, dict[str, float]]:
 
 def fsdf_only(n: int) -> None:
     """Print one run of the fsdf rows as one JSON line (what ``fsdf_in_subprocess`` reads)."""
-    import fsdf
-    source = os.environ.get('PYTHONPATH', '')
-    if not fsdf.__file__.startswith(source):
-        raise RuntimeError(f'fsdf imported from {fsdf.__file__}, not from {source}')
+    check_fsdf_source(FSDF_SOURCE)
     print(json.dumps({kind.name: fsdf_run(kind, n) for kind in KINDS}))
+
+
+def measure_run(results: Measurements, n: int, folder: str, old_source: str, old_label: str, run: int) -> None:
+    """One run of every row, interleaved, so a burst of load hits them alike."""
+    for kind in KINDS:
+        loop = local_loop_run(n) if kind is BrokerEnum.LOCAL_PYTHON_QUEUE else persist_loop_run(n, folder)
+        for column, value in loop.items():
+            results.add(f'{kind.name} hand loop', column, value)
+            if column == 'publish, one call each':  # the hand loop has no batch publish: its loop is its best
+                results.add(f'{kind.name} hand loop', 'publish, batch', value)
+        for column, value in fsdf_run(kind, n).items():
+            results.add(f'{kind.name} fsdf', column, value)
+    for column, value in local_loop_run(n, as_json=False).items():
+        results.add('LOCAL_PYTHON_QUEUE hand loop, plain tuples', column, value)
+    if old_source:  # both in fresh processes; which goes first alternates, so neither always has the warmer cache
+        versions = [(old_label, old_source), ('fsdf now', FSDF_SOURCE)]
+        for label, source in versions if run % 2 == 0 else versions[::-1]:
+            for kind_name, columns in fsdf_in_subprocess(source, n).items():
+                for column, value in columns.items():
+                    results.add(f'{kind_name} {label}', column, value)
+
+
+def print_tables(results: Measurements, old_label: str) -> None:
+    """One table per backend against its hand loop, then (with an old commit) the now/then comparison."""
+    for kind in KINDS:
+        rows = [f'{kind.name} hand loop', f'{kind.name} fsdf']
+        if kind is BrokerEnum.LOCAL_PYTHON_QUEUE:
+            rows.append('LOCAL_PYTHON_QUEUE hand loop, plain tuples')
+        print(results.table(rows, COLUMNS, {c: f'{kind.name} hand loop' for c in COLUMNS}))
+        print()
+    if not old_label:
+        return
+    print(f'fsdf now ({FSDF_SOURCE}) against {old_label}, each in a fresh process; (ratio) = now / then, same run\n')
+    for kind in KINDS:
+        rows = [f'{kind.name} {old_label}', f'{kind.name} fsdf now']
+        print(results.table(rows, COLUMNS, {c: rows[0] for c in COLUMNS}))
+        print()
+    print(f'Ratios now / {old_label.removeprefix("fsdf at ")} (median of per-run ratios; > 1 is faster now)\n')
+    print(results.ratio_table([(kind.name, f'{kind.name} fsdf now', f'{kind.name} {old_label}') for kind in KINDS],
+                              COLUMNS))
+    print()
 
 
 def main() -> None:
@@ -188,41 +225,18 @@ def main() -> None:
     if args.fsdf_only:
         fsdf_only(args.n)
         return
+    check_fsdf_source(FSDF_SOURCE)
     print(machine_description())
-    print(f'{args.n:,} trivial tasks, {args.runs} runs, medians in tasks/s; '
+    print(f'fsdf from {FSDF_SOURCE}; {args.n:,} trivial tasks, {args.runs} runs, medians in tasks/s; '
           f'(ratio) = median of per-run ratios to the hand loop on the same backend\n')
-    folder = tempfile.mkdtemp(prefix='fsdf-bench-handloop-')
+    folder = temp_dir('fsdf-bench-handloop-')
     old_source = export_commit(args.compare_commit) if args.compare_commit else ''
+    old_label = f'fsdf at {short_rev(args.compare_commit)}' if args.compare_commit else ''
     results = Measurements()
-    for _ in range(args.runs):  # rows interleaved, so a burst of load hits them alike
-        for kind in KINDS:
-            loop = local_loop_run(args.n) if kind is BrokerEnum.LOCAL_PYTHON_QUEUE else persist_loop_run(args.n, folder)
-            for column, value in loop.items():
-                results.add(f'{kind.name} hand loop', column, value)
-                if column == 'publish, one call each':  # the hand loop has no batch publish: its loop is its best
-                    results.add(f'{kind.name} hand loop', 'publish, batch', value)
-            for column, value in fsdf_run(kind, args.n).items():
-                results.add(f'{kind.name} fsdf', column, value)
-        for column, value in local_loop_run(args.n, as_json=False).items():
-            results.add('LOCAL_PYTHON_QUEUE hand loop, plain tuples', column, value)
-        if old_source:  # both in fresh processes, one after the other
-            for label, source in ((f'fsdf at {args.compare_commit}', old_source), ('fsdf now', str(REPO))):
-                for kind_name, columns in fsdf_in_subprocess(source, args.n).items():
-                    for column, value in columns.items():
-                        results.add(f'{kind_name} {label}', column, value)
-    for kind in KINDS:
-        rows = [f'{kind.name} hand loop', f'{kind.name} fsdf']
-        if kind is BrokerEnum.LOCAL_PYTHON_QUEUE:
-            rows.append('LOCAL_PYTHON_QUEUE hand loop, plain tuples')
-        print(results.table(rows, COLUMNS, {c: f'{kind.name} hand loop' for c in COLUMNS}))
-        print()
-    if old_source:
-        print(f'fsdf now (qps=0) against fsdf at {args.compare_commit}, each in a fresh process; '
-              f'(ratio) = now / then, same run\n')
-        for kind in KINDS:
-            rows = [f'{kind.name} fsdf at {args.compare_commit}', f'{kind.name} fsdf now']
-            print(results.table(rows, COLUMNS, {c: rows[0] for c in COLUMNS}))
-            print()
+    for run in range(args.runs):
+        measure_run(results, args.n, folder, old_source, old_label, run)
+    print_tables(results, old_label)
+    print(f'load average at the end: {load_average()}')
 
 
 if __name__ == '__main__':
