@@ -31,6 +31,9 @@ class ResultBackend(ABC):
     def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
         """The task's result, waiting up to ``timeout`` s (None: forever); None if it did not come."""
 
+    def close(self) -> None:
+        """Let go of files and connections; the runtime calls this when it closes."""
+
 
 class LocalResultBackend(ResultBackend):
     """Results of in-process queues, kept in memory as JSON text so they read back as from any other store."""
@@ -87,6 +90,10 @@ class SqliteResultBackend(ResultBackend):
             time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.05)
 
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
 
 def result_key(task_id: str) -> str:
     """The Redis list that carries a task's result back."""
@@ -124,18 +131,15 @@ class RedisResultBackend(ResultBackend):
                 return None
 
 
-_backends: dict[str, ResultBackend] = {}
-_lock = threading.Lock()
+_BACKEND_CLASSES: dict[str, type[ResultBackend]] = {
+    'local': LocalResultBackend, 'sqlite': SqliteResultBackend, 'redis': RedisResultBackend}
 
 
 def result_backend_for(kind: BrokerEnum) -> ResultBackend:
-    """The result store that fits a broker kind (one per process)."""
+    """The result store that fits a broker kind (one per process: the default runtime's)."""
+    from fsdf.runtime import default_runtime
     name = {BrokerEnum.LOCAL_PYTHON_QUEUE: 'local', BrokerEnum.PERSISTQUEUE: 'sqlite'}.get(BrokerEnum(kind), 'redis')
-    with _lock:
-        if name not in _backends:
-            _backends[name] = {'local': LocalResultBackend, 'sqlite': SqliteResultBackend,
-                               'redis': RedisResultBackend}[name]()
-        return _backends[name]
+    return default_runtime().shared(('result-backend', name), _BACKEND_CLASSES[name], ResultBackend.close)
 
 
 def success_payload(result: Any) -> dict[str, Any]:
