@@ -31,7 +31,7 @@ class ResultBackend(ABC):
     def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
         """The task's result, waiting up to ``timeout`` s (None: forever); None if it did not come."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: only stores that hold a file or a connection override it
         """Let go of files and connections; the runtime calls this when it closes."""
 
 

@@ -61,8 +61,8 @@ class MongoBroker(Broker):
         super().__init__(queue_name)
         url = settings.MONGO_CONNECT_URL
         # One client (one connection pool) per URL in the runtime, closed when the runtime closes.
-        client = default_runtime().shared(
-            ('mongo', url), lambda: pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000), pymongo.MongoClient.close)
+        client = default_runtime().shared(('mongo', url), lambda: pymongo.MongoClient(
+            url, serverSelectionTimeoutMS=10_000), pymongo.MongoClient.close)
         database = client.get_default_database('fsdf')
         self._collection: Collection = database[queue_name]
         self._consumers: Collection = database[CONSUMERS_COLLECTION]
