@@ -8,7 +8,6 @@ Clients retry a command once after a dropped connection; longer outages surface 
 from __future__ import annotations
 
 import os
-import threading
 from typing import Optional
 
 import redis
@@ -16,22 +15,17 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from fsdf.config import settings
+from fsdf.runtime import default_runtime
 from fsdf.secrets import redact
 
 SOCKET_TIMEOUT_SECONDS = 30.0  # above any blocking command fsdf issues (those wait at most a few seconds)
-_clients: dict[tuple[int, str], redis.Redis] = {}
-_lock = threading.Lock()
 
 
 def redis_client(url: Optional[str] = None) -> redis.Redis:
     """The shared client for ``url`` (default: the settings' Redis); replies are decoded as UTF-8 text."""
     url = url or settings.redis_url()
-    key = (os.getpid(), url)  # a forked child must not share its parent's sockets
-    with _lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = _new_client(url)
-        return client
+    key = ('redis', os.getpid(), url)  # a forked child must not share its parent's sockets
+    return default_runtime().shared(key, lambda: _new_client(url), redis.Redis.close)
 
 
 def _new_client(url: str) -> redis.Redis:

@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from fsdf._optional import import_optional
 from fsdf.config import settings
@@ -31,6 +31,9 @@ class ResultBackend(ABC):
     @abstractmethod
     def wait(self, task_id: str, timeout: Optional[float]) -> Optional[dict[str, Any]]:
         """The task's result, waiting up to ``timeout`` s (None: forever); None if it did not come."""
+
+    def close(self) -> None:  # noqa: B027 - optional: only stores that hold a file or a connection override it
+        """Let go of files and connections; the runtime calls this when it closes."""
 
 
 class LocalResultBackend(ResultBackend):
@@ -88,6 +91,10 @@ class SqliteResultBackend(ResultBackend):
             time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, 0.05)
 
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
 
 def result_key(task_id: str) -> str:
     """The Redis list that carries a task's result back."""
@@ -125,19 +132,15 @@ class RedisResultBackend(ResultBackend):
                 return None
 
 
-_backends: dict[str, ResultBackend] = {}
-_lock = threading.Lock()
+_BACKEND_CLASSES: dict[str, type[ResultBackend]] = {
+    'local': LocalResultBackend, 'sqlite': SqliteResultBackend, 'redis': RedisResultBackend}
 
 
 def result_backend_for(kind: BrokerEnum) -> ResultBackend:
-    """The result store that fits a broker kind (one per process)."""
+    """The result store that fits a broker kind (one per process: the default runtime's)."""
+    from fsdf.runtime import default_runtime
     name = {BrokerEnum.LOCAL_PYTHON_QUEUE: 'local', BrokerEnum.PERSISTQUEUE: 'sqlite'}.get(BrokerEnum(kind), 'redis')
-    with _lock:
-        if name not in _backends:
-            makers: dict[str, Callable[[], ResultBackend]] = {
-                'local': LocalResultBackend, 'sqlite': SqliteResultBackend, 'redis': RedisResultBackend}
-            _backends[name] = makers[name]()
-        return _backends[name]
+    return default_runtime().shared(('result-backend', name), _BACKEND_CLASSES[name], ResultBackend.close)
 
 
 def success_payload(result: Any) -> dict[str, Any]:

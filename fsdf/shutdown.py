@@ -1,23 +1,18 @@
 """Graceful stop on SIGINT/SIGTERM: every running consumer stops fetching, gives back what has
-not started and waits (bounded) for running calls; a second signal exits at once."""
+not started and waits (bounded) for running calls; a second signal exits at once.
+
+The running consumers are tracked by the default :class:`fsdf.runtime.Runtime`; only the signal
+handlers, which belong to the process, are installed here."""
 from __future__ import annotations
 
 import signal
 import sys
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 from fsdf.concurrency.green_pool import green_spawn
+from fsdf.runtime import Stoppable, default_runtime
 
-
-class Stoppable(Protocol):
-    """What the shutdown handler needs of a consumer."""
-
-    def stop(self, grace: float | None = None) -> None:
-        """Stop gracefully."""
-
-
-_running: set[Any] = set()
 _lock = threading.Lock()
 _installed = False
 
@@ -25,8 +20,8 @@ _installed = False
 def register(consumer: Stoppable) -> None:
     """Track a started consumer, and install the signal handlers once (from the main thread only)."""
     global _installed
+    default_runtime().register(consumer)
     with _lock:
-        _running.add(consumer)
         if _installed:
             return
         try:  # (eventlet's patched threading says its main thread is not threading.main_thread())
@@ -40,19 +35,12 @@ def register(consumer: Stoppable) -> None:
 
 def unregister(consumer: Stoppable) -> None:
     """Forget a stopped consumer."""
-    with _lock:
-        _running.discard(consumer)
+    default_runtime().unregister(consumer)
 
 
 def stop_all(grace: float | None = None) -> None:
     """Stop every running consumer of this process, in parallel."""
-    with _lock:
-        consumers = list(_running)
-    threads = [threading.Thread(target=c.stop, args=(grace,), daemon=True) for c in consumers]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    default_runtime().stop_consumers(grace)
 
 
 def _on_signal(signum: int, frame: Any) -> None:

@@ -80,16 +80,27 @@ REDIS_KINDS = (fsdf.BrokerEnum.REDIS, fsdf.BrokerEnum.REDIS_ACK_ABLE, fsdf.Broke
                fsdf.BrokerEnum.REDIS_STREAM)
 
 
+@pytest.fixture
+def runtime():
+    """A fresh fsdf runtime as the default for one test, closed after it: the test's consumers stop, its
+    brokers and clients close, and in-process queues and results start empty."""
+    from fsdf.runtime import Runtime, set_default_runtime
+    fresh = Runtime()
+    previous = set_default_runtime(fresh)
+    try:
+        yield fresh
+    finally:
+        fresh.close(grace=2)
+        set_default_runtime(previous)
+
+
 def _stop_background_brokers(*kinds: fsdf.BrokerEnum) -> None:
     """Stop the consumers of these kinds and close their brokers before their server stops, so none
     polls or logs errors after."""
-    from fsdf import shutdown
-    from fsdf.brokers import _instances
-    with shutdown._lock:
-        running = [c for c in shutdown._running if c.broker_kind in kinds]
-    for consumer in running:
-        consumer.stop(grace=2)
-    for (kind, _), broker in list(_instances.items()):
+    from fsdf.runtime import default_runtime
+    runtime = default_runtime()
+    runtime.stop_consumers(grace=2, consumers=[c for c in runtime.consumers() if c.broker_kind in kinds])
+    for (kind, _), broker in runtime.brokers().items():
         if kind in kinds:
             broker.close()
 

@@ -13,10 +13,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from fsdf import BrokerEnum, patch_frame_config, task_deco
-from fsdf.brokers import _instances as broker_instances
 from fsdf.brokers import kafka as kafka_module
-from fsdf.brokers.kafka import KafkaBroker
+from fsdf.brokers.kafka import KafkaBroker, producer_key
 from fsdf.config import settings
+from fsdf.runtime import default_runtime
 from helpers import every_call_runs_across_a_restart, wait_until
 from servers._server_process import need
 from servers.kafka_server import KafkaServer
@@ -139,7 +139,7 @@ def test_a_partial_batch_comes_back_without_waiting_for_a_full_one(queue_name: s
         broker.close()
 
 
-def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: str, kafka_server) -> None:
+def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: str, kafka_server, runtime) -> None:
     """Brokers of a process share one producer per bootstrap list. Once all have closed (with their
     dead-letter queues) it is dropped, so it does not keep reconnecting (and logging each refusal)
     to a server that has stopped."""
@@ -153,9 +153,9 @@ def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: 
         first.dlq.publish('{"n": 0}')  # the dead-letter queue is a broker of its own that first closes
         first.close()
         second.publish('{"n": 1}')
-        assert bootstrap in KafkaBroker._producers
+        assert runtime.holds(producer_key(bootstrap))
         second.close()
-        assert bootstrap not in KafkaBroker._producers
+        assert not runtime.holds(producer_key(bootstrap))
         first.publish('{"n": 2}')  # through a closed broker: it takes a producer again
         brokers.append(KafkaBroker(queue_name))
         assert brokers[-1].count() == 1
@@ -163,7 +163,7 @@ def test_the_shared_producer_is_dropped_once_its_last_broker_closes(queue_name: 
         patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=previous)
         for broker in brokers:
             broker.close()
-    assert bootstrap not in KafkaBroker._producers
+    assert not runtime.holds(producer_key(bootstrap))
 
 
 @contextlib.contextmanager
@@ -176,7 +176,7 @@ def fsdf_pointed_at(server: KafkaServer, monkeypatch: pytest.MonkeyPatch) -> Ite
         yield server
     finally:
         patch_frame_config(KAFKA_BOOTSTRAP_SERVERS=previous)
-        for broker in list(broker_instances.values()):  # so no client of this process outlives the server
+        for broker in default_runtime().brokers().values():  # so no client of this process outlives the server
             if isinstance(broker, KafkaBroker) and broker.bootstrap == server.bootstrap_servers:
                 broker.close()
         server.stop()

@@ -13,9 +13,7 @@ import redis
 import test_consume
 import test_delayed
 from fsdf import BrokerEnum, redis_registry, task_deco
-from fsdf import brokers
 from fsdf.brokers import get_broker
-from fsdf.brokers.redis_base import RedisBroker
 from fsdf.redis_connection import redis_client
 from helpers import wait_until
 from servers._server_process import accepts
@@ -38,12 +36,10 @@ def lease_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
 
 
 @pytest.fixture(autouse=True)
-def close_redis_brokers():
-    """Close the Redis brokers a test opened, so their lease threads stop before the next test."""
-    yield
-    for broker in list(brokers._instances.values()):
-        if isinstance(broker, RedisBroker) and not broker._closed.is_set():
-            broker.close()
+def close_redis_brokers(runtime):
+    """Each test in a runtime of its own, closed after it: its consumers stop and its brokers close, so
+    their lease threads stop before the next test."""
+    yield runtime
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib
-import threading
 
 from fsdf._optional import import_optional
 from fsdf.brokers.base import Broker, Delivery
@@ -24,8 +23,6 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.CONFLUENT_KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
 }
-_instances: dict[tuple[BrokerEnum, str], Broker] = {}
-_lock = threading.Lock()
 
 
 def built_broker_kinds() -> list[BrokerEnum]:
@@ -53,13 +50,10 @@ def broker_class(kind: BrokerEnum) -> type[Broker]:
 
 
 def get_broker(kind: BrokerEnum, queue_name: str) -> Broker:
-    """The one broker instance of this process for a queue (publishers and consumers share it)."""
-    key = (BrokerEnum(kind), queue_name)
-    with _lock:
-        broker = _instances.get(key)
-        if broker is None or broker._closed.is_set():
-            broker = _instances[key] = broker_class(kind)(queue_name)
-        return broker
+    """The one broker instance of this process for a queue (publishers and consumers share it);
+    the default runtime's, see :meth:`fsdf.runtime.Runtime.broker`."""
+    from fsdf.runtime import default_runtime
+    return default_runtime().broker(kind, queue_name)
 
 
 __all__ = ['Broker', 'Delivery', 'broker_class', 'built_broker_kinds', 'get_broker']

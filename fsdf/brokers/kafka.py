@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fsdf.brokers import kafka_delay
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.config import settings
+from fsdf.runtime import default_runtime
 from fsdf.secrets import redact
 
 JOIN_WAIT_SECONDS = 30.0  # a fetch waits this long for the group to give it partitions
@@ -65,6 +66,11 @@ class _Partition:
             self.next_offset = pending.popleft() + 1
 
 
+def producer_key(bootstrap: str) -> tuple[str, str]:
+    """The runtime key of the producer shared by the brokers of these bootstrap servers."""
+    return ('kafka-producer', bootstrap)
+
+
 class KafkaBroker(Broker):
     """A Kafka topic and its consumer group, on confluent-kafka."""
 
@@ -72,9 +78,6 @@ class KafkaBroker(Broker):
     publish_batch_size = 10_000  # one flush each: a flush waits for the slowest partition
     num_partitions: ClassVar[int] = 4
     """Partitions of a topic fsdf creates; set before first use (or create the topic yourself)."""
-    _producers: ClassVar[dict[str, Producer]] = {}
-    _producer_users: ClassVar[dict[str, int]] = {}  # open brokers holding each shared producer
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
     _created_topics: ClassVar[set[tuple[str, str]]] = set()
 
     @classmethod
@@ -87,6 +90,7 @@ class KafkaBroker(Broker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self.bootstrap = settings.KAFKA_BOOTSTRAP_SERVERS
+        self._runtime = default_runtime()  # where the shared producer is held, and released on close
         self._ensure_topic()
         self._producer: Optional[Producer] = self._shared_producer()
         self._consumer: Optional[Consumer] = None
@@ -119,32 +123,21 @@ class KafkaBroker(Broker):
             self._created_topics.add((self.bootstrap, topic))
 
     def _shared_producer(self) -> Producer:
-        """The process's producer for these bootstrap servers; every broker that takes it releases it on close."""
-        with self._shared_lock:
-            producer = self._producers.get(self.bootstrap)
-            if producer is None:
-                producer = self._producers[self.bootstrap] = Producer({
-                    'bootstrap.servers': self.bootstrap, 'acks': 'all', 'enable.idempotence': True,
-                    'linger.ms': 2,
-                    # Keyless messages go to a random partition each, not a whole batch to one
-                    # partition: every consumer of the group gets a share of a push_many.
-                    'sticky.partitioning.linger.ms': 0,
-                    # _send hears only of failures: a Python callback per delivered message is a fifth of a push_many.
-                    'delivery.report.only.error': True})
-            self._producer_users[self.bootstrap] = self._producer_users.get(self.bootstrap, 0) + 1
-            return producer
+        """The runtime's producer for these bootstrap servers; every broker that takes it releases it on close."""
+        return self._runtime.acquire(producer_key(self.bootstrap), lambda: Producer({
+            'bootstrap.servers': self.bootstrap, 'acks': 'all', 'enable.idempotence': True,
+            'linger.ms': 2,
+            # Keyless messages go to a random partition each, not a whole batch to one
+            # partition: every consumer of the group gets a share of a push_many.
+            'sticky.partitioning.linger.ms': 0,
+            # _send hears only of failures: a Python callback per delivered message is a fifth of a push_many.
+            'delivery.report.only.error': True}))
 
     def _release_producer(self) -> None:
         """Let go of the shared producer; the last broker to do so drops it, so that nothing keeps
         reconnecting (and logging so) to a server that is gone."""
-        with self._shared_lock:
-            self._producer = None
-            users = self._producer_users.get(self.bootstrap, 0) - 1
-            if users > 0:
-                self._producer_users[self.bootstrap] = users
-                return
-            self._producer_users.pop(self.bootstrap, None)
-            self._producers.pop(self.bootstrap, None)
+        self._producer = None
+        self._runtime.release(producer_key(self.bootstrap))
 
     def _consumer_config(self) -> dict[str, Any]:
         return {'bootstrap.servers': self.bootstrap, 'group.id': self.queue_name, 'enable.auto.commit': False,

@@ -1,4 +1,6 @@
-"""LOCAL_PYTHON_QUEUE: an in-process queue; fast, shared by the threads of one process only."""
+"""LOCAL_PYTHON_QUEUE: an in-process queue; fast, shared by the threads of one process only.
+
+A queue's messages live in the default runtime (see fsdf.runtime): a fresh runtime starts with empty queues."""
 from __future__ import annotations
 
 import heapq
@@ -6,9 +8,10 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import ClassVar, Optional, cast
+from typing import Optional, cast
 
 from fsdf.brokers.base import Body, Broker, Delivery
+from fsdf.runtime import default_runtime
 
 
 class _Channel:
@@ -31,13 +34,10 @@ class LocalQueueBroker(Broker):
     """In-process queue; nothing survives the process."""
 
     guarantee = 'in-process only; nothing survives exit'
-    _channels: ClassVar[dict[str, _Channel]] = {}
-    _channels_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
-        with self._channels_lock:
-            self._channel = self._channels.setdefault(queue_name, _Channel())
+        self._channel = default_runtime().shared(('local-queue', queue_name), _Channel)
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         channel = self._channel

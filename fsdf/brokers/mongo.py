@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import pymongo
 import pymongo.errors
@@ -42,6 +42,7 @@ from pymongo.collection import Collection
 from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.config import settings
 from fsdf.hosts import HOST, process_alive
+from fsdf.runtime import default_runtime
 
 READY, TAKEN = 0, 1
 BACK_TO_READY = {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': '', 'lease': ''}}
@@ -55,8 +56,6 @@ class MongoBroker(Broker):
     guarantee = 'at-least-once: a dead consumer\'s messages return'
     lease_check_seconds = 4.0
     publish_batch_size = 10_000  # one insert_many each (pymongo splits it by the server's message size)
-    _clients: ClassVar[dict[str, pymongo.MongoClient]] = {}
-    _clients_lock: ClassVar[threading.Lock] = threading.Lock()
     connection_errors = (pymongo.errors.ConnectionFailure,)  # AutoReconnect, ServerSelectionTimeoutError
 
     @classmethod
@@ -69,10 +68,9 @@ class MongoBroker(Broker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         url = settings.MONGO_CONNECT_URL
-        with self._clients_lock:
-            client = self._clients.get(url)
-            if client is None:
-                client = self._clients[url] = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        # One client (one connection pool) per URL in the runtime, closed when the runtime closes.
+        client: pymongo.MongoClient = default_runtime().shared(('mongo', url), lambda: pymongo.MongoClient(
+            url, serverSelectionTimeoutMS=10_000), pymongo.MongoClient.close)
         database = client.get_default_database('fsdf')
         self._collection: Collection = database[queue_name]
         self._consumers: Collection = database[CONSUMERS_COLLECTION]

@@ -1,8 +1,11 @@
 """What the RabbitMQ brokers share; each client module only says how to make the AMQP calls.
 
 A queue is a durable RabbitMQ queue of the same name (``x-max-priority`` 10), messages are
-persistent, and every publish waits for the broker's confirm. Each broker instance holds two
-connections: one for publishing (any thread, one at a time) and one for consuming. Settled
+persistent, and every publish waits for the broker's confirm. Brokers of one URL publish through
+a :class:`PublisherPool` shared in the runtime (a session is used by one thread at a time, so a
+process holds as many publishing connections as it publishes concurrently, not one per queue, and
+a queue's ``_dlq`` sibling publishes through the same ones); each broker that consumes holds one
+consuming connection of its own. Settled
 messages queue up in ``_settles`` and are acked in batches (one socket write for a thread-safe
 client): with a thread-safe client (AMQPStorm) by whichever pool thread finds the settle lock
 free; otherwise (pika) by a pool thread only when the fetch thread is not using the connection,
@@ -30,11 +33,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Optional, TypeVar
 
 from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.config import settings
 from fsdf.secrets import redact
+from fsdf.runtime import default_runtime
 
 MAX_PRIORITY = 10
 QUEUE_ARGUMENTS = {'x-max-priority': MAX_PRIORITY}
@@ -42,9 +47,11 @@ RECONNECT_DEADLINE_SECONDS = 60.0  # how long a publish keeps trying while Rabbi
 RECONNECT_PAUSE_SECONDS = 0.5
 PUMP_SLICE_SECONDS = 0.01  # the longest an ack waits while the fetch thread waits for messages
 DELAY_QUEUE_LINGER_MS = 60_000  # an unused delay queue outlives its last message's expiry by this much
+# Publishing connections per URL and client: threads beyond this many publishing at once wait for a free one.
+MAX_PUBLISHING_SESSIONS = 8
+T = TypeVar('T')
 
 OnMessage = Callable[[Body, int], None]
-T = TypeVar('T')
 
 
 class AmqpSession(ABC):
@@ -104,6 +111,95 @@ class AmqpSession(ABC):
         """Close the connection, ignoring errors."""
 
 
+@dataclass(eq=False)
+class Publishing:
+    """A publishing session of a pool and the queues it has declared (a new session declares again)."""
+
+    session: AmqpSession
+    declared: set[str] = field(default_factory=set)
+
+
+class PublisherPool:
+    """The publishing sessions (confirm mode) of one URL and client, shared by the brokers of a runtime.
+
+    :meth:`run` lends an idle session to one thread, opening one while fewer than
+    ``MAX_PUBLISHING_SESSIONS`` exist, else waiting for one to come back; a session is never
+    used by two threads at once, whatever the client's thread-safety. A connection error closes
+    the session and every idle one (they lead to the same server, which has gone away) and is
+    raised: the broker retries. After :meth:`close`, sessions are closed as they come back.
+    """
+
+    def __init__(self, session_class: type[AmqpSession], url: str) -> None:
+        self.session_class = session_class
+        self.url = url
+        self._idle: list[Publishing] = []
+        self._opened = 0  # sessions that exist: idle, lent, or being opened
+        self._returned = threading.Condition()
+        self._closed = False
+
+    def run(self, call: Callable[[Publishing], T]) -> T:
+        """``call(publishing)`` on a lent session; the session goes back unless its connection failed."""
+        publishing = self._take()
+        try:
+            result = call(publishing)
+        except (ConnectionError,) + self.session_class.connection_errors:
+            self._discard(publishing)
+            raise
+        except BaseException:
+            self._give_back(publishing)
+            raise
+        self._give_back(publishing)
+        return result
+
+    def _take(self) -> Publishing:
+        with self._returned:
+            while not self._idle and self._opened >= MAX_PUBLISHING_SESSIONS:
+                self._returned.wait()
+            if self._idle:
+                return self._idle.pop()
+            self._opened += 1
+        try:
+            return Publishing(open_session(self.session_class, self.url, confirm=True))
+        except BaseException:
+            with self._returned:
+                self._opened -= 1
+                self._returned.notify()
+            raise
+
+    def _give_back(self, publishing: Publishing) -> None:
+        with self._returned:
+            if not self._closed:
+                self._idle.append(publishing)
+                self._returned.notify()
+                return
+        self._discard(publishing)
+
+    def _discard(self, publishing: Publishing) -> None:
+        with self._returned:
+            doomed, self._idle = [publishing, *self._idle], []
+            self._opened -= len(doomed)
+            self._returned.notify_all()
+        for each in doomed:
+            each.session.close()
+
+    def close(self) -> None:
+        """Close the idle sessions now and lent ones when they come back."""
+        with self._returned:
+            self._closed = True
+            doomed, self._idle = self._idle, []
+            self._opened -= len(doomed)
+        for each in doomed:
+            each.session.close()
+
+
+def open_session(session_class: type[AmqpSession], url: str, confirm: bool) -> AmqpSession:
+    """A new session, or ConnectionError (with the password hidden) if RabbitMQ cannot be reached."""
+    try:
+        return session_class(url, confirm)
+    except session_class.connection_errors as exc:
+        raise ConnectionError(f'RabbitMQ at {redact(url)} is not reachable: {redact(exc)}') from exc
+
+
 class RabbitMQBroker(Broker):
     """A durable RabbitMQ queue with confirms, manual acks, bounded prefetch and reconnection."""
 
@@ -122,8 +218,9 @@ class RabbitMQBroker(Broker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self.url = settings.RABBITMQ_URL
-        self._publish_lock = threading.Lock()
-        self._publisher: Optional[AmqpSession] = None
+        self._runtime = default_runtime()  # holds the shared publisher pool; released on close
+        self._pool_lock = threading.Lock()
+        self._pool: Optional[PublisherPool] = None
         self._consume_lock = threading.Lock()
         # Who may send settles: any thread with a thread-safe client, else whoever holds the connection.
         self._settle_lock = threading.Lock() if self.session_class.thread_safe else self._consume_lock
@@ -137,30 +234,43 @@ class RabbitMQBroker(Broker):
 
     # -- sessions ------------------------------------------------------------------------
     def _open(self, confirm: bool) -> AmqpSession:
+        session = open_session(self.session_class, self.url, confirm)
         try:
-            session = self.session_class(self.url, confirm)
             session.declare(self.queue_name, QUEUE_ARGUMENTS)
         except self.session_class.connection_errors as exc:
+            session.close()
             raise ConnectionError(f'RabbitMQ at {redact(self.url)} is not reachable: {redact(exc)}') from exc
         return session
 
+    def _publishers(self) -> PublisherPool:
+        """The runtime's publisher pool for this URL and client, taken on first use and released on close."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._runtime.acquire(self._pool_key(), lambda: PublisherPool(
+                    self.session_class, self.url), PublisherPool.close)
+            return self._pool
+
+    def _pool_key(self) -> tuple[str, type[AmqpSession], str]:
+        return ('rabbitmq-publishers', self.session_class, self.url)
+
     def _with_publisher(self, call: Callable[[AmqpSession], T]) -> T:
-        """Run ``call`` on the publishing session, reconnecting until the deadline if RabbitMQ is away."""
+        """Run ``call`` on a publishing session, reconnecting until the deadline if RabbitMQ is away."""
         deadline = time.monotonic() + RECONNECT_DEADLINE_SECONDS
-        with self._publish_lock:
-            while True:
-                try:
-                    if self._publisher is None:
-                        self._publisher = self._open(confirm=True)
-                    return call(self._publisher)
-                except (ConnectionError,) + self.session_class.connection_errors as exc:
-                    if self._publisher is not None:
-                        self._publisher.close()
-                        self._publisher = None
-                    if time.monotonic() > deadline or self._closed.is_set():
-                        raise ConnectionError(f'RabbitMQ at {redact(self.url)}: {redact(exc)}') from exc
-                    self.logger.warning('RabbitMQ connection lost (%s); reconnecting', redact(exc))
-                    time.sleep(RECONNECT_PAUSE_SECONDS)
+        pool = self._publishers()
+
+        def on_session(publishing: Publishing) -> T:
+            if self.queue_name not in publishing.declared:  # a new session: the queue may not exist yet
+                publishing.session.declare(self.queue_name, QUEUE_ARGUMENTS)
+                publishing.declared.add(self.queue_name)
+            return call(publishing.session)
+        while True:
+            try:
+                return pool.run(on_session)
+            except (ConnectionError,) + self.session_class.connection_errors as exc:
+                if time.monotonic() > deadline or self._closed.is_set():
+                    raise ConnectionError(f'RabbitMQ at {redact(self.url)}: {redact(exc)}') from exc
+                self.logger.warning('RabbitMQ connection lost (%s); reconnecting', redact(exc))
+                time.sleep(RECONNECT_PAUSE_SECONDS)
 
     def _drop_consumer(self, exc: BaseException) -> None:
         """Forget the consuming session; its unacked messages are already back in the queue."""
@@ -312,10 +422,10 @@ class RabbitMQBroker(Broker):
                     pass
                 self._consumer.close()
                 self._consumer = None
-        with self._publish_lock:
-            if self._publisher is not None:
-                self._publisher.close()
-                self._publisher = None
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:  # the last broker of the URL to let go closes the pool's connections
+            self._runtime.release(self._pool_key())
 
 
 def delay_ms(seconds: float) -> int:

@@ -124,8 +124,6 @@ _STORE_MAKERS: dict[BrokerEnum, Callable[[str], FilterStore]] = {
     BrokerEnum.LOCAL_PYTHON_QUEUE: lambda queue_name: MemoryFilterStore(),
     BrokerEnum.PERSISTQUEUE: SqliteFilterStore,
 }
-_stores: dict[tuple[BrokerEnum, str], FilterStore] = {}
-_stores_lock = threading.Lock()
 
 
 def register_filter_store(kind: BrokerEnum, make: Callable[[str], FilterStore]) -> None:
@@ -134,13 +132,10 @@ def register_filter_store(kind: BrokerEnum, make: Callable[[str], FilterStore]) 
 
 
 def filter_store(kind: BrokerEnum, queue_name: str) -> FilterStore:
-    """The one filter store of this process for a queue."""
+    """The one filter store of this process (its default runtime) for a queue."""
+    from fsdf.runtime import default_runtime
     kind = BrokerEnum(kind)
-    with _stores_lock:
-        store = _stores.get((kind, queue_name))
-        if store is None:
-            store = _stores[(kind, queue_name)] = _STORE_MAKERS[kind](queue_name)
-        return store
+    return default_runtime().shared(('filter-store', kind, queue_name), lambda: _STORE_MAKERS[kind](queue_name))
 
 
 class TaskFilter(Middleware):
