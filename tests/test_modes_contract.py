@@ -146,8 +146,8 @@ hold.push_many(range(20))
 hold.consume()
 while held['started'] < HOLD_CONCURRENCY:
     time.sleep(0.01)
-Path(READY).write_text('running')
-try:
+try:  # the file exists once opened: a SIGTERM right after must land inside this try
+    Path(READY).write_text('running')
     while True:
         time.sleep(0.05)
 except (SystemExit, KeyboardInterrupt):
