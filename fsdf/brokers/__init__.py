@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import threading
 
-from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.base import Broker, BrokerClosedError, Delivery
 from fsdf.enums import BrokerEnum
 from fsdf.exceptions import BrokerNotAvailableError
 
@@ -58,4 +58,4 @@ def get_broker(kind: BrokerEnum, queue_name: str) -> Broker:
         return broker
 
 
-__all__ = ['Broker', 'Delivery', 'broker_class', 'built_broker_kinds', 'get_broker']
+__all__ = ['Broker', 'BrokerClosedError', 'Delivery', 'broker_class', 'built_broker_kinds', 'get_broker']

@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import ClassVar, Optional
+from typing import ClassVar, Iterable, Optional
 
 from fsdf.brokers.base import Body, Broker, Delivery
 
@@ -31,6 +31,7 @@ class LocalQueueBroker(Broker):
     """In-process queue; nothing survives the process."""
 
     guarantee = 'in-process only; nothing survives exit'
+    at_least_once = False  # a taken message lives only in its consumer
     _channels: ClassVar[dict[str, _Channel]] = {}
     _channels_lock: ClassVar[threading.Lock] = threading.Lock()
 
@@ -59,6 +60,8 @@ class LocalQueueBroker(Broker):
             channel.ready.notify()
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._closed.is_set():
+            return []
         channel = self._channel
         deadline = None
         with channel.ready:
@@ -83,6 +86,13 @@ class LocalQueueBroker(Broker):
 
     def requeue(self, delivery: Delivery) -> None:
         self.publish(delivery.body)
+
+    def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
+        bodies = [delivery.body for delivery in deliveries]
+        channel = self._channel
+        with channel.ready:
+            channel.items.extendleft(reversed(bodies))
+            channel.ready.notify(len(bodies))
 
     def count(self) -> int:
         return len(self._channel.items)

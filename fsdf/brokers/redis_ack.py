@@ -17,20 +17,12 @@ from typing import Any
 import redis
 
 from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_base import LUA_CHUNKED
 from fsdf.brokers.redis_lease import RedisLeaseBroker
-
-# Lua's unpack() has a stack limit: commands with many arguments go in chunks of this many.
-_LUA_CHUNK = """
-local function chunked(command, key, values, from)
-  for i = from, #values, 1000 do
-    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
-  end
-end
-"""
 
 # KEYS: queue, unacked hash, inbox, sequence. ARGV: max count, then the numbers to ack.
 # Returns {number before the first taken, {bodies}}.
-_TAKE_LUA = _LUA_CHUNK + """
+_TAKE_LUA = LUA_CHUNKED + """
 chunked('HDEL', KEYS[2], ARGV, 2)
 local wanted = tonumber(ARGV[1])
 local bodies = redis.call('LRANGE', KEYS[3], 0, -1)
@@ -51,7 +43,7 @@ return {first, bodies}
 """
 
 # KEYS: queue, unacked hash, inbox. Everything goes back to the consuming end, oldest nearest it.
-_RETURN_LUA = _LUA_CHUNK + """
+_RETURN_LUA = LUA_CHUNKED + """
 local flat = redis.call('HGETALL', KEYS[2])
 local held = {}
 for i = 1, #flat, 2 do held[#held + 1] = {tonumber(flat[i]), flat[i + 1]} end

@@ -16,15 +16,25 @@ from typing import ClassVar, Iterable, Optional
 import redis
 
 from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.polling import PROMOTE_EVERY_SECONDS, DueThrottle
 from fsdf.redis_connection import redis_client
 
 PUBLISH_CHUNK = 10_000        # values in one LPUSH
-PROMOTE_EVERY_SECONDS = 0.1   # how often a consumer moves due delayed messages into the queue
 PROMOTE_AT_MOST = 1000        # delayed messages moved by one script run
 # A blocking pop waits at most this long, so a delayed message another process publishes meanwhile
 # is moved into the queue soon after it is due.
 MAX_BLOCK_SECONDS = 0.5
 MIN_BLOCK_SECONDS = 0.01      # Redis reads a timeout of 0 as "forever"
+
+# Lua's unpack() has a stack limit (LUAI_MAXCSTACK, 8000): a script that passes many values to one
+# command prepends this and calls chunked(command, key, values, from), 1000 values a call.
+LUA_CHUNKED = """
+local function chunked(command, key, values, from)
+  for i = from, #values, 1000 do
+    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
+  end
+end
+"""
 
 # KEYS: delayed zset, queue. ARGV: now, how many at most. Returns the next due time, or nil.
 # A member is "<unique prefix>:<body>", so equal bodies delayed alike stay separate messages.
@@ -51,7 +61,7 @@ class RedisBroker(Broker):
         self._redis = redis_client()
         self._delayed_key = f'fsdf:delayed:{queue_name}'
         self._promote = self._redis.register_script(_PROMOTE_LUA % self.push_one_lua)
-        self._next_promotion = 0.0
+        self._promotion = DueThrottle()
         self._next_due = 0.0
         self._delay_prefix = uuid.uuid4().hex
         self._delay_numbers = itertools.count()
@@ -82,15 +92,14 @@ class RedisBroker(Broker):
     def _promote_due(self) -> None:
         """Move due delayed messages into the queue, and note when the next one is due."""
         now = time.time()
-        if now < self._next_promotion:
+        if not self._promotion.ready(now):
             return
-        self._next_promotion = now + PROMOTE_EVERY_SECONDS
         next_due = self._promote(keys=[self._delayed_key, self.queue_name], args=[repr(now), PROMOTE_AT_MOST])
         self._next_due = float(next_due) if next_due is not None else math.inf
 
     # -- consuming -----------------------------------------------------------------------
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        if max_count < 1:  # nothing to take (and XREADGROUP refuses a count of 0)
+        if max_count < 1 or self._closed.is_set():  # nothing to take (and XREADGROUP refuses a count of 0)
             return []
         deadline = time.monotonic() + timeout
         while True:

@@ -13,28 +13,25 @@ from typing import Any
 import redis
 
 from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_base import LUA_CHUNKED
 from fsdf.brokers.redis_lease import RedisLeaseBroker
 
 # KEYS: queue, processing list. ARGV: max count, then the bodies to ack. Returns the bodies taken.
-_TAKE_LUA = """
+_TAKE_LUA = LUA_CHUNKED + """
 for i = 2, #ARGV do redis.call('LREM', KEYS[2], -1, ARGV[i]) end
 local wanted = tonumber(ARGV[1])
 if wanted < 1 then return {} end
 local bodies = redis.call('RPOP', KEYS[1], wanted)
 if not bodies then return {} end
-for i = 1, #bodies, 1000 do
-  redis.call('LPUSH', KEYS[2], unpack(bodies, i, math.min(i + 999, #bodies)))
-end
+chunked('LPUSH', KEYS[2], bodies, 1)
 return bodies
 """
 
 # KEYS: queue, processing list. The processing list holds the newest on the left, so pushing it
 # from left to right onto the consuming end leaves the oldest nearest that end.
-_RETURN_LUA = """
+_RETURN_LUA = LUA_CHUNKED + """
 local bodies = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = 1, #bodies, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(bodies, i, math.min(i + 999, #bodies)))
-end
+chunked('RPUSH', KEYS[1], bodies, 1)
 redis.call('DEL', KEYS[2])
 return #bodies
 """

@@ -61,6 +61,7 @@ class RedisStreamBroker(RedisLeaseBroker):
 
     guarantee = "at-least-once: a dead consumer's pending entries are claimed back within seconds"
     push_one_lua = "redis.call('XADD', KEYS[2], '*', 'msg', body)"
+    requeue_many_to_front = False  # a stream has one end to add to
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
