@@ -85,8 +85,9 @@ def in_fetch_order(broker: Broker, fetched: list[str], expected: list[str]) -> N
 
 
 def joined(broker: Broker) -> None:
-    """Make the first fetch, which on Kafka joins the consumer group: a wait no later fetch has."""
-    broker.fetch(1, 0.2)
+    """Make the first fetch, which on Kafka joins the consumer group: a wait no later fetch has (and
+    asks for 10, as RabbitMQ sizes its prefetch by the first fetch: see the growth test below)."""
+    broker.fetch(10, 0.2)
 
 
 def test_publish_and_publish_many_are_fetched_in_their_order(broker: Broker) -> None:
@@ -108,6 +109,18 @@ def test_fetch_takes_at_most_max_count_and_leaves_the_rest(open_broker: OpenBrok
     first.close()  # on Kafka, so the next one need not wait for this member to leave the group
     rest = take(open_broker(), 2)
     assert sorted(bodies(taken + rest)) == sorted(f'{{"n": {n}}}' for n in range(5))  # none twice, none lost
+
+
+def test_a_fetch_for_more_than_before_gets_the_waiting_messages(request: pytest.FixtureRequest,
+                                                               broker_kind: BrokerEnum, broker: Broker) -> None:
+    if broker_kind in (BrokerEnum.RABBITMQ_AMQPSTORM, BrokerEnum.RABBITMQ_PIKA):  # a known bug: strict, so a fix shows
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            'RabbitMQ applies basic.qos only to consumers started after it, so the prefetch never grows past '
+            "the first fetch's max_count (fix: global qos, or consume again with the new prefetch)")))
+    broker.publish_many(['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+    first = take(broker, 1)
+    more = take(broker, 2, timeout=5)  # the first is not settled yet
+    assert sorted(bodies(first + more)) == ['{"n": 1}', '{"n": 2}', '{"n": 3}']
 
 
 def test_an_empty_fetch_waits_its_timeout_then_returns_nothing(broker: Broker) -> None:
@@ -152,27 +165,30 @@ def test_a_message_taken_and_not_settled_comes_back_after_close(open_broker: Ope
     assert bodies(take(other, 1, timeout=20 if other.at_least_once else 1)) == expected
 
 
-def test_requeue_gives_the_message_back_at_the_declared_end(broker: Broker) -> None:
+# The order after a requeue is read by another consumer: one that fetched ahead (RabbitMQ's prefetch)
+# holds the later messages already, wherever the requeued one goes.
+def test_requeue_gives_the_message_back_at_the_declared_end(open_broker: OpenBroker) -> None:
+    broker = open_broker()
     broker.publish('{"n": 1}')
     broker.publish('{"n": 2}')
     first = take(broker, 1)
     assert len(first) == 1
     broker.requeue(first[0])
+    broker.close()
     requeued, other = text(first[0]), {'{"n": 1}', '{"n": 2}'} - {text(first[0])}
     expected = [requeued, *other] if broker.requeue_to_front else [*other, requeued]
-    taken = take(broker, 2)
-    in_fetch_order(broker, bodies(taken), expected)
-    for delivery in taken:
-        broker.ack(delivery)
+    in_fetch_order(broker, bodies(take(open_broker(), 2)), expected)
 
 
-def test_requeue_many_gives_messages_back_in_their_order_at_the_declared_end(broker: Broker) -> None:
+def test_requeue_many_gives_messages_back_in_their_order_at_the_declared_end(open_broker: OpenBroker) -> None:
+    broker = open_broker()
     broker.publish_many(['{"n": 1}', '{"n": 2}', '{"n": 3}'])
     given_back = take(broker, 2)
     broker.requeue_many(given_back)
+    broker.close()
     rest = sorted({'{"n": 1}', '{"n": 2}', '{"n": 3}'} - set(bodies(given_back)))
     expected = bodies(given_back) + rest if broker.requeue_many_to_front else rest + bodies(given_back)
-    in_fetch_order(broker, bodies(take(broker, 3)), expected)
+    in_fetch_order(broker, bodies(take(open_broker(), 3)), expected)
 
 
 def test_count_is_waiting_messages_not_delayed_ones(broker: Broker) -> None:
