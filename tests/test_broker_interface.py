@@ -119,21 +119,21 @@ def test_a_fetch_for_more_than_before_gets_the_waiting_messages(request: pytest.
             "the first fetch's max_count (fix: global qos, or consume again with the new prefetch)")))
     broker.publish_many(['{"n": 1}', '{"n": 2}', '{"n": 3}'])
     first = take(broker, 1)
-    more = take(broker, 2, timeout=5)  # the first is not settled yet
+    more = take(broker, 2, timeout=2)  # the first is not settled yet
     assert sorted(bodies(first + more)) == ['{"n": 1}', '{"n": 2}', '{"n": 3}']
 
 
 def test_an_empty_fetch_waits_its_timeout_then_returns_nothing(broker: Broker) -> None:
     joined(broker)
     began = time.monotonic()
-    assert broker.fetch(5, 0.5) == []
-    assert 0.45 <= time.monotonic() - began < 0.5 + 6  # Kafka looks for unread messages for up to 5 s more
+    assert broker.fetch(5, 0.3) == []
+    assert 0.27 <= time.monotonic() - began < 0.3 + 6  # Kafka looks for unread messages for up to 5 s more
 
 
 def test_a_fetch_returns_as_soon_as_a_message_arrives(open_broker: OpenBroker) -> None:
     consumer, publisher = open_broker(), open_broker()
     joined(consumer)
-    timer = threading.Timer(0.3, publisher.publish, args=('{"late": 1}',))
+    timer = threading.Timer(0.2, publisher.publish, args=('{"late": 1}',))
     timer.start()
     began = time.monotonic()
     taken = consumer.fetch(5, 20)
@@ -151,7 +151,7 @@ def test_settled_messages_never_come_back(open_broker: OpenBroker) -> None:
     broker.close()  # sends batched acks
     other = open_broker()
     other.recover_abandoned()  # would return the closed consumer's unsettled messages
-    assert other.fetch(5, 1.0) == [] and other.count() == 0
+    assert other.fetch(5, 0.5) == [] and other.count() == 0
 
 
 def test_a_message_taken_and_not_settled_comes_back_after_close(open_broker: OpenBroker) -> None:
@@ -162,7 +162,7 @@ def test_a_message_taken_and_not_settled_comes_back_after_close(open_broker: Ope
     other = open_broker()
     other.recover_abandoned()
     expected = ['{"held": 1}'] if other.at_least_once else []
-    assert bodies(take(other, 1, timeout=20 if other.at_least_once else 1)) == expected
+    assert bodies(take(other, 1, timeout=20 if other.at_least_once else 0.5)) == expected
 
 
 # The order after a requeue is read by another consumer: one that fetched ahead (RabbitMQ's prefetch)
@@ -202,7 +202,7 @@ def test_count_is_waiting_messages_not_delayed_ones(broker: Broker) -> None:
 
 def test_purge_removes_waiting_messages_and_the_declared_delayed_ones(open_broker: OpenBroker) -> None:
     broker = open_broker()
-    due = time.time() + 1.0
+    due = time.time() + 0.5
     broker.publish_delayed('{"delayed": 1}', due)
     broker.publish_many(['{"n": 1}', '{"n": 2}'])
     taken: list[Delivery] = []
@@ -215,16 +215,16 @@ def test_purge_removes_waiting_messages_and_the_declared_delayed_ones(open_broke
         broker.ack(delivery)  # a taken message stays with its consumer
     consumer = broker if broker.purge_while_consuming else open_broker()
     # Kinds that move due messages themselves do so within 0.1 s; Kafka's delay topics need a hop or two.
-    arrived = bodies(take(consumer, 1, timeout=due - time.time() + (1 if broker.purge_includes_delayed else 10)))
+    arrived = bodies(take(consumer, 1, timeout=due - time.time() + (0.5 if broker.purge_includes_delayed else 10)))
     assert arrived == ([] if broker.purge_includes_delayed else ['{"delayed": 1}'])
 
 
 def test_a_delayed_message_comes_when_due_and_never_before(broker: Broker) -> None:
     joined(broker)
-    due = time.time() + 1.5
+    due = time.time() + 0.8
     broker.publish_delayed_many(['{"d": 1}', '{"d": 2}'], due)
     assert broker.count() == 0
-    assert broker.fetch(2, 0.5) == []
+    assert broker.fetch(2, 0.3) == []
     taken = take(broker, 2, timeout=due - time.time() + 10)
     assert time.time() >= due and sorted(bodies(taken)) == ['{"d": 1}', '{"d": 2}']
 
