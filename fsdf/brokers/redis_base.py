@@ -7,10 +7,12 @@ due time, epoch seconds); consumers move due ones into the queue, at most every 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
 import uuid
+from importlib import resources
 from typing import ClassVar, Iterable, Optional
 
 import redis
@@ -26,41 +28,25 @@ PROMOTE_AT_MOST = 1000        # delayed messages moved by one script run
 MAX_BLOCK_SECONDS = 0.5
 MIN_BLOCK_SECONDS = 0.01      # Redis reads a timeout of 0 as "forever"
 
-# Lua's unpack() has a stack limit (LUAI_MAXCSTACK, 8000): a script that passes many values to one
-# command prepends this and calls chunked(command, key, values, from), 1000 values a call.
-LUA_CHUNKED = """
-local function chunked(command, key, values, from)
-  for i = from, #values, 1000 do
-    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
-  end
-end
-"""
 
-# KEYS: delayed zset, queue. ARGV: now, how many at most. Returns the next due time, or nil.
-# A member is "<unique prefix>:<body>", so equal bodies delayed alike stay separate messages.
-_PROMOTE_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  local body = string.sub(member, string.find(member, ':', 1, true) + 1)
-  %s
-end
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return next_due[2]
-"""
+@functools.cache
+def lua(*names: str) -> str:
+    """The Redis scripts ``fsdf/brokers/lua/<name>``, joined in order (a helper such as ``chunked.lua`` first)."""
+    folder = resources.files('fsdf.brokers') / 'lua'
+    return ''.join((folder / name).read_text(encoding='utf-8') for name in names)
 
 
 class RedisBroker(Broker):
     """A Redis list as a queue; the base of every Redis kind (each says how it takes and acks)."""
 
-    # The Lua statement that queues ``body`` on KEYS[2] (the stream kind adds to a stream instead).
-    push_one_lua: ClassVar[str] = "redis.call('LPUSH', KEYS[2], body)"
+    # The Lua function promote.lua calls to queue one body (the stream kind adds to a stream instead).
+    push_one_lua: ClassVar[str] = "local function push_one(key, body) redis.call('LPUSH', key, body) end\n"
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._redis = redis_client()
         self._delayed_key = f'fsdf:delayed:{queue_name}'
-        self._promote = self._redis.register_script(_PROMOTE_LUA % self.push_one_lua)
+        self._promote = self._redis.register_script(self.push_one_lua + lua('promote.lua'))
         self._promotion = DueThrottle()
         self._next_due = 0.0
         self._delay_prefix = uuid.uuid4().hex
