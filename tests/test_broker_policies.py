@@ -3,6 +3,7 @@ how often due messages move (``polling``), and Lua's chunked unpack (``lua/chunk
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -33,7 +34,7 @@ def test_a_consumer_is_dead_once_its_beat_is_stale() -> None:
 def test_a_consumer_of_this_host_is_dead_at_once_when_its_process_is_gone(gone_pid: int) -> None:
     now = time.time()
     assert liveness.is_dead(HOST, gone_pid, now, now)
-    assert not liveness.is_dead(HOST, sys.modules['os'].getpid(), now, now)
+    assert not liveness.is_dead(HOST, os.getpid(), now, now)
     assert not liveness.is_dead('elsewhere', gone_pid, now, now)  # a pid of another host cannot be checked
     assert not liveness.is_dead(HOST, None, now, now)
 
@@ -90,7 +91,8 @@ def test_the_due_throttle_says_yes_once_per_period() -> None:
     assert not throttle.ready(1000.15)
 
 
-@pytest.mark.parametrize('kind', [BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush], ids=['ack_able', 'brpoplpush'])
+@pytest.mark.parametrize('kind', [BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush],
+                         ids=['ack_able', 'brpoplpush'])
 def test_lua_moves_more_values_than_one_unpack_can_hold(queue_name: str, kind: BrokerEnum, redis_server) -> None:
     """Lua's unpack() holds about 8000 values: a take of 10,000 (20,000 hash fields) and giving them all
     back on close go through ``chunked``."""
