@@ -19,9 +19,9 @@ from typing import Any, Optional, cast
 
 import redis
 
-from fsdf.hosts import HOST, process_alive
+from fsdf.brokers import liveness
+from fsdf.hosts import HOST
 
-STALE_AFTER_SECONDS = 10.0  # a consumer silent this long is taken for dead (they beat every few seconds)
 INFO_TTL_SECONDS = 300      # how long a silent consumer's details stay readable
 
 
@@ -56,21 +56,19 @@ def forget(client: redis.Redis, queue_name: str, consumer_id: str) -> None:
         pipe.execute()
 
 
-def dead_consumers(client: redis.Redis, queue_name: str, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
-    """Consumers of the queue that stopped beating, or whose process on this host is gone."""
+def dead_consumers(client: redis.Redis, queue_name: str, stale_after: Optional[float] = None) -> list[str]:
+    """Consumers of the queue that ``liveness.is_dead`` finds dead (``stale_after``: its default unless given)."""
     now = time.time()
-    # the client decodes replies (decode_responses=True): members and fields are str
-    dead = set(cast(list[str], client.zrangebyscore(consumers_key(queue_name), '-inf', now - stale_after)))
-    for consumer_id in cast(list[str], client.zrangebyscore(consumers_key(queue_name), now - stale_after, '+inf')):
-        host, _, rest = consumer_id.partition(':')
-        pid = rest.partition(':')[0]
-        if host == HOST and pid.isdigit() and not process_alive(int(pid)):
-            dead.add(consumer_id)
-    return sorted(dead)
+    # the client decodes replies (decode_responses=True): members are str, scores float
+    beats = cast(list[tuple[str, float]], client.zrange(consumers_key(queue_name), 0, -1, withscores=True))
+    return sorted(consumer_id for consumer_id, last_beat in beats
+                  if liveness.is_dead(*liveness.host_and_pid(consumer_id), last_beat, now, stale_after))
 
 
-def live_consumers(client: redis.Redis, queue_name: str, stale_after: float = STALE_AFTER_SECONDS) -> list[str]:
-    """Consumers of the queue that beat within ``stale_after`` seconds."""
+def live_consumers(client: redis.Redis, queue_name: str, stale_after: Optional[float] = None) -> list[str]:
+    """Consumers of the queue that beat within ``stale_after`` seconds (default ``liveness.STALE_AFTER_SECONDS``)."""
+    if stale_after is None:
+        stale_after = liveness.STALE_AFTER_SECONDS
     return cast(list[str], client.zrangebyscore(consumers_key(queue_name), time.time() - stale_after, '+inf'))
 
 

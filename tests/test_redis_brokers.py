@@ -13,7 +13,7 @@ import redis
 import test_consume
 import test_delayed
 from fsdf import BrokerEnum, redis_registry, task_deco
-from fsdf.brokers import get_broker
+from fsdf.brokers import get_broker, liveness
 from fsdf.redis_connection import redis_client
 from helpers import wait_until
 from servers._server_process import accepts
@@ -279,7 +279,7 @@ def test_a_consumer_started_while_redis_is_down_runs_when_it_is_back(queue_name:
 
 def test_a_long_call_is_not_redelivered_while_its_consumer_beats(queue_name: str, redis_server, monkeypatch) -> None:
     """No visibility timeout: a message stays with a live consumer however long its call runs."""
-    monkeypatch.setattr(redis_registry, 'STALE_AFTER_SECONDS', 2.5)  # shorter than the call below
+    monkeypatch.setattr(liveness, 'STALE_AFTER_SECONDS', 2.5)  # shorter than the call below
     kind_class = type(get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name))
     busy, other = kind_class(queue_name), kind_class(queue_name)
     busy.publish('{"x": 1}')

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 from fsdf._optional import import_optional
-from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.base import Broker, BrokerClosedError, Delivery
 from fsdf.enums import BrokerEnum
 from fsdf.exceptions import BrokerNotAvailableError
 
@@ -56,4 +56,4 @@ def get_broker(kind: BrokerEnum, queue_name: str) -> Broker:
     return default_runtime().broker(kind, queue_name)
 
 
-__all__ = ['Broker', 'Delivery', 'broker_class', 'built_broker_kinds', 'get_broker']
+__all__ = ['Broker', 'BrokerClosedError', 'Delivery', 'broker_class', 'built_broker_kinds', 'get_broker']

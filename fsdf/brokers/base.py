@@ -28,6 +28,10 @@ class Delivery:
     tag: Any = None
 
 
+class BrokerClosedError(RuntimeError):
+    """A call that needs the backend reached a broker after its ``close()`` on a broker that cannot reopen."""
+
+
 class Broker(ABC):
     """A queue on one backend: publish, fetch a batch, ack, requeue, dead-letter, count, purge, close.
 
@@ -35,6 +39,13 @@ class Broker(ABC):
     lend messages to consumers (at-least-once) set ``lease_check_seconds``: while the process
     consumes, a background thread then calls :meth:`beat` and :meth:`recover_abandoned` on
     that period, so a dead consumer's messages return to the queue.
+
+    Each method's docstring is its promise to every kind, checked on each by
+    ``tests/test_broker_interface.py``. Where a backend cannot keep one, the class says so in
+    one of the ClassVars below (the README's table "What the broker methods promise" shows them);
+    nothing else differs between kinds. Words used there: *waiting* messages can be fetched now;
+    *delayed* ones were published with a due time still to come; *taken* ones were fetched and are
+    not yet settled (acked, requeued or dead-lettered).
     """
 
     guarantee: ClassVar[str] = ''
@@ -44,6 +55,24 @@ class Broker(ABC):
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """What the backend's client raises while the server is unreachable: publishers retry on these."""
     """The most messages one ``publish_many`` call carries; a publisher splits bigger batches."""
+    at_least_once: ClassVar[bool] = True
+    """A message taken and never settled (its consumer died or closed) is delivered again; False: it is lost."""
+    fifo: ClassVar[bool] = True
+    """One publisher's messages are fetched in the order it published them; False: in about that order
+    (Kafka: per partition; MongoDB: by publish time, so one ``publish_many`` batch in any order)."""
+    requeue_to_front: ClassVar[bool] = False
+    """``requeue`` puts the message ahead of the waiting ones (its old place); False: behind them."""
+    requeue_many_to_front: ClassVar[bool] = True
+    """``requeue_many`` puts the messages ahead of the waiting ones, in their order; False: behind them."""
+    count_includes_taken: ClassVar[bool] = False
+    """``count`` also counts taken messages until they settle (Kafka: the group's lag); False: waiting only."""
+    purge_includes_delayed: ClassVar[bool] = True
+    """``purge`` removes delayed messages too; False: they stay and arrive when due."""
+    purge_while_consuming: ClassVar[bool] = True
+    """``purge`` works while consumers of the queue run; False: it raises then and removes nothing."""
+    publishes_after_close: ClassVar[bool] = True
+    """After ``close``, publishing, ``count`` and ``purge`` still work (they reconnect), so a publisher
+    holding the instance carries on; False: they raise :class:`BrokerClosedError`."""
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:
@@ -63,10 +92,13 @@ class Broker(ABC):
     # -- the interface -------------------------------------------------------------------
     @abstractmethod
     def publish(self, body: str, priority: Optional[int] = None) -> None:
-        """Put one message on the queue; returns once the broker has it."""
+        """Put one message on the queue, behind the waiting ones; returns once the broker has it.
+
+        ``priority`` (0-10, higher first) is honoured by RabbitMQ only; the others ignore it.
+        """
 
     def publish_many(self, bodies: list[str]) -> None:
-        """Put many messages on the queue, in as few round trips as the backend allows."""
+        """Put many messages on the queue in their order, in as few round trips as the backend allows."""
         for body in bodies:
             self.publish(body)
 
@@ -74,32 +106,51 @@ class Broker(ABC):
         """Keep a message on the broker side until ``due`` (epoch seconds), then queue it."""
         self.publish_delayed_many([body], due)
 
+    @abstractmethod
     def publish_delayed_many(self, bodies: list[str], due: float) -> None:
-        """Keep messages on the broker side until ``due``; consumers never hold them before then."""
-        raise NotImplementedError(f'{type(self).__name__} does not support delayed messages yet')
+        """Keep messages on the broker side until ``due`` (epoch seconds), then queue them.
+
+        Never fetched before ``due``; a consumer of the queue fetches them soon after it (within a
+        second while one runs: each kind moves due messages itself, at most every 0.1 to 0.25 s).
+        Not in ``count`` until due. A ``due`` in the past queues them at once.
+        """
 
     @abstractmethod
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        """Take up to ``max_count`` messages, waiting up to ``timeout`` s for the first one."""
+        """Take up to ``max_count`` messages, waiting up to ``timeout`` s for the first one.
+
+        Returns at once with what is waiting, else with the first to arrive, else ``[]`` after
+        ``timeout``. The messages are taken: no other fetch gets them until they are requeued or
+        their consumer dies (at-least-once kinds). After ``close``: ``[]`` at once, taking nothing.
+        """
 
     @abstractmethod
     def ack(self, delivery: Delivery) -> None:
-        """The message is settled: remove it for good."""
+        """The message is settled: remove it for good (a few kinds send acks in batches, within 0.1 s)."""
 
     @abstractmethod
     def requeue(self, delivery: Delivery) -> None:
-        """Give a taken message back to the queue, to be fetched again."""
+        """Give a taken message back, to be fetched again: ahead of the waiting ones if
+        ``requeue_to_front``, else behind them."""
 
     @abstractmethod
     def count(self) -> int:
-        """Messages waiting in the queue (not counting ones taken by consumers)."""
+        """Messages waiting: never delayed ones before they are due; taken ones only if ``count_includes_taken``."""
 
     @abstractmethod
     def purge(self) -> None:
-        """Remove every waiting message."""
+        """Remove every waiting message; taken ones stay with their consumers, and delayed ones go too
+        if ``purge_includes_delayed``. If not ``purge_while_consuming``, it raises while consumers run."""
 
     def close(self) -> None:
-        """Release connections, the dead-letter queue's too; the broker is not used again."""
+        """Stop consuming and release connections, the dead-letter queue's too; calling it again is harmless.
+
+        Messages this instance took and did not settle come back as a dead consumer's would
+        (at-least-once kinds): at once, or at another consumer's next lease check. Afterwards
+        ``fetch`` returns ``[]`` at once; an ``ack`` or ``requeue`` of an earlier delivery may be
+        ignored or raise (its message comes back all the same); publishing, ``count`` and ``purge``
+        work if ``publishes_after_close``, else raise :class:`BrokerClosedError`.
+        """
         self._closed.set()
         with self._dlq_lock:
             dlq, self._dlq = self._dlq, None
@@ -108,7 +159,8 @@ class Broker(ABC):
 
     # -- shared behaviour ----------------------------------------------------------------
     def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
-        """Give several taken messages back."""
+        """Give several taken messages back (prefetched ones a consumer did not start, say): ahead of
+        the waiting ones and in their order if ``requeue_many_to_front``, else behind them."""
         for delivery in deliveries:
             self.requeue(delivery)
 
@@ -127,7 +179,11 @@ class Broker(ABC):
         return type(self)(queue_name)
 
     def dead_letter(self, delivery: Delivery, body: str) -> None:
-        """Move a taken message to the dead-letter queue with ``body`` (which says why), then ack it."""
+        """Move a taken message to the dead-letter queue with ``body`` (which says why), then ack it.
+
+        The dead-letter queue is :attr:`dlq`; the message is there before it leaves this queue, so a
+        failure in between leaves it in both (at-least-once), never in neither.
+        """
         self.dlq.publish(body)
         self.ack(delivery)
 

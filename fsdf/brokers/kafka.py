@@ -76,6 +76,11 @@ class KafkaBroker(Broker):
 
     guarantee = 'at-least-once, manual commits of settled offsets'
     publish_batch_size = 10_000  # one flush each: a flush waits for the slowest partition
+    fifo = False  # in order within a partition only
+    requeue_many_to_front = False  # Kafka cannot put a message back: it is produced again at the end
+    count_includes_taken = True  # the group's lag runs to the oldest offset not yet committed
+    purge_includes_delayed = False  # they wait in the delay topics
+    purge_while_consuming = False  # Kafka takes offset commits only from the group's members
     num_partitions: ClassVar[int] = 4
     """Partitions of a topic fsdf creates; set before first use (or create the topic yourself)."""
     _created_topics: ClassVar[set[tuple[str, str]]] = set()
@@ -212,6 +217,8 @@ class KafkaBroker(Broker):
         return consumer
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._closed.is_set():  # else it would join the group and start a forwarder again
+            return []
         if self._consumer is None:
             self._consumer = self._start_consumer()
         if self._forwarder is None:

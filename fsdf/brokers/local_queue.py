@@ -8,7 +8,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Optional, cast
+from typing import Iterable, Optional, cast
 
 from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.runtime import default_runtime
@@ -34,6 +34,7 @@ class LocalQueueBroker(Broker):
     """In-process queue; nothing survives the process."""
 
     guarantee = 'in-process only; nothing survives exit'
+    at_least_once = False  # a taken message lives only in its consumer
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
@@ -59,6 +60,8 @@ class LocalQueueBroker(Broker):
             channel.ready.notify()
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._closed.is_set():
+            return []
         channel = self._channel
         deadline = None
         with channel.ready:
@@ -83,6 +86,13 @@ class LocalQueueBroker(Broker):
 
     def requeue(self, delivery: Delivery) -> None:
         self.publish(cast(str, delivery.body))  # this queue holds only the str bodies published to it
+
+    def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
+        bodies = [delivery.body for delivery in deliveries]
+        channel = self._channel
+        with channel.ready:
+            channel.items.extendleft(reversed(bodies))
+            channel.ready.notify(len(bodies))
 
     def count(self) -> int:
         return len(self._channel.items)

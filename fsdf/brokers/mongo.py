@@ -39,15 +39,16 @@ import pymongo
 import pymongo.errors
 from pymongo.collection import Collection
 
+from fsdf.brokers import liveness
 from fsdf.brokers.base import Body, Broker, Delivery
+from fsdf.brokers.polling import poll
 from fsdf.config import settings
-from fsdf.hosts import HOST, process_alive
+from fsdf.hosts import HOST
 from fsdf.runtime import default_runtime
 
 READY, TAKEN = 0, 1
 BACK_TO_READY = {'$set': {'state': READY}, '$unset': {'consumer': '', 'taken_at': '', 'lease': ''}}
 CONSUMERS_COLLECTION = 'fsdf_consumers'
-STALE_AFTER_SECONDS = 12.0  # a consumer that has not beaten for this long is taken for dead
 
 
 class MongoBroker(Broker):
@@ -64,6 +65,8 @@ class MongoBroker(Broker):
         if '$' in name or '\0' in name or name.startswith('system.'):
             return 'is not a MongoDB collection name (no "$", not starting with "system.")'
         return None
+    fifo = False  # oldest publish time first: the documents of one insert_many share it
+    requeue_to_front = True  # a requeued document keeps its time, so its old place
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
@@ -93,19 +96,12 @@ class MongoBroker(Broker):
         self._collection.insert_many([{'msg': body, 'state': READY, 'time': due} for body in bodies])
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._closed.is_set():  # a beat now would register a consumer that is gone
+            return []
         if time.monotonic() >= self._next_beat:  # holding messages without a beat would let others take them
             self.beat()
-        deadline = time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            taken = self._take(max_count)
-            if taken or self._closed.is_set():
-                return taken
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            time.sleep(min(pause, remaining))  # other processes insert without telling us: poll, backing off
-            pause = min(pause * 2, 0.05)
+        # Other processes insert without telling us: poll.
+        return poll(lambda: self._take(max_count), timeout, self._closed)
 
     def _take(self, max_count: int) -> list[Delivery]:
         collection = self._collection
@@ -175,12 +171,10 @@ class MongoBroker(Broker):
         self._send_acks()  # ones left behind by a failed send
 
     def recover_abandoned(self) -> int:
-        cutoff = time.time() - STALE_AFTER_SECONDS
+        now = time.time()
         live = []
         for consumer in self._consumers.find({'queue': self.queue_name}):
-            gone = consumer.get('last_beat', 0) < cutoff or (
-                consumer.get('host') == HOST and not process_alive(consumer.get('pid') or 0))
-            if gone:
+            if liveness.is_dead(consumer.get('host'), consumer.get('pid') or 0, consumer.get('last_beat', 0), now):
                 self._consumers.delete_one({'_id': consumer['_id']})
             else:
                 live.append(consumer['_id'])

@@ -16,14 +16,13 @@ from typing import Any, Optional
 from persistqueue.sqlackqueue import AckStatus
 
 from fsdf._compat.persistqueue_internals import QueueTable, table_name, write_lock, writer
-from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers import liveness
+from fsdf.brokers.base import Broker, BrokerClosedError, Delivery
+from fsdf.brokers.polling import DueThrottle, poll
 from fsdf.config import settings
-from fsdf.hosts import HOST, process_alive
+from fsdf.hosts import HOST
 
 _READY, _TAKEN = int(AckStatus.ready), int(AckStatus.unack)
-# A consumer that has not beaten for this long is taken for dead (it beats every few seconds).
-_STALE_AFTER = 12.0
-_PROMOTE_EVERY = 0.1  # how often a consumer moves due delayed messages into the queue
 
 
 class _PassThrough:
@@ -43,6 +42,8 @@ class PersistQueueBroker(Broker):
 
     guarantee = 'at-least-once on one machine; survives process crashes'
     lease_check_seconds = 4.0
+    requeue_to_front = True  # a requeued row keeps its id, so its old place
+    publishes_after_close = False  # close() closes the SQLite connection
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:
@@ -69,26 +70,32 @@ class PersistQueueBroker(Broker):
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_delayed (_id INTEGER PRIMARY KEY AUTOINCREMENT, '
                              'due REAL NOT NULL, data BLOB)')
             self._db.execute('CREATE INDEX IF NOT EXISTS fsdf_delayed_due ON fsdf_delayed (due)')
-        self._next_promotion = 0.0
+        self._promotion = DueThrottle()
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self.publish_many([body])
 
     def publish_many(self, bodies: list[str]) -> None:
         now = time.time()
+        self._check_open()
         with self._lock, self._db:
             self._db.executemany(f'INSERT INTO {self._table} (data, timestamp, status) VALUES (?, ?, {_READY})',
                                  [(body, now) for body in bodies])
 
     def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        self._check_open()
         with self._lock, self._db:
             self._db.executemany('INSERT INTO fsdf_delayed (due, data) VALUES (?, ?)', [(due, b) for b in bodies])
 
+    def _check_open(self) -> None:
+        """Raise a clear error instead of SQLite's "Cannot operate on a closed database"."""
+        if self._closed.is_set():
+            raise BrokerClosedError(f'the PERSISTQUEUE broker of {self.queue_name!r} is closed')
+
     def _promote_due(self) -> None:
         now = time.time()
-        if now < self._next_promotion:
+        if not self._promotion.ready(now):
             return
-        self._next_promotion = now + _PROMOTE_EVERY
         with self._lock, self._db:
             rows = self._db.execute('DELETE FROM fsdf_delayed WHERE due <= ? RETURNING _id, data, due',
                                     (now,)).fetchall()
@@ -98,21 +105,11 @@ class PersistQueueBroker(Broker):
                                      [(data, due) for _, data, due in rows])
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        deadline = time.monotonic() + timeout
-        pause = 0.002
-        while True:
-            self._promote_due()
-            rows = self._take(max_count)
-            if rows or self._closed.is_set():
-                return [Delivery(data, msg_id) for msg_id, data in rows]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            # Other processes publish without telling us: poll, backing off to 50 ms when idle.
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.05)
+        # Other processes publish without telling us: poll.
+        return poll(lambda: self._take(max_count), timeout, self._closed)
 
-    def _take(self, max_count: int) -> list[tuple[int, Any]]:
+    def _take(self, max_count: int) -> list[Delivery]:
+        self._promote_due()
         with self._lock, self._db:
             rows = self._db.execute(
                 f'UPDATE {self._table} SET status = {_TAKEN} WHERE _id IN (SELECT _id FROM {self._table} '
@@ -121,28 +118,34 @@ class PersistQueueBroker(Broker):
                 self._db.executemany('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) VALUES (?, ?)',
                                      [(row[0], self.consumer_id) for row in rows])
         rows.sort()
-        return rows
+        return [Delivery(data, msg_id) for msg_id, data in rows]
 
     def ack(self, delivery: Delivery) -> None:
+        self._check_open()
         with self._lock, self._db:
             self._db.execute(f'DELETE FROM {self._table} WHERE _id = ?', (delivery.tag,))
             self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
 
     def requeue(self, delivery: Delivery) -> None:
+        self._check_open()
         with self._lock, self._db:
             self._db.execute(f'UPDATE {self._table} SET status = {_READY} WHERE _id = ?', (delivery.tag,))
             self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
 
     def count(self) -> int:
+        self._check_open()
         with self._lock:
             return self._db.execute(f'SELECT COUNT(*) FROM {self._table} WHERE status < {_TAKEN}').fetchone()[0]
 
     def purge(self) -> None:
+        self._check_open()
         with self._lock, self._db:
             self._db.execute(f'DELETE FROM {self._table} WHERE status < {_TAKEN}')
             self._db.execute('DELETE FROM fsdf_delayed')
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return
         super().close()
         with self._lock, self._db:
             self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
@@ -157,15 +160,16 @@ class PersistQueueBroker(Broker):
                              (self.consumer_id, HOST, os.getpid(), now, now))
 
     def recover_abandoned(self) -> int:
+        now = time.time()
         with self._lock, self._db:
-            local = self._db.execute('SELECT consumer, pid FROM fsdf_consumers WHERE host = ?', (HOST,)).fetchall()
-            gone = [(consumer,) for consumer, pid in local if not process_alive(pid)]
-            self._db.executemany('DELETE FROM fsdf_consumers WHERE consumer = ?', gone)
-            orphaned = ('SELECT msg_id FROM fsdf_leases WHERE consumer NOT IN '
-                        '(SELECT consumer FROM fsdf_consumers WHERE last_beat > ?)')
-            cutoff = time.time() - _STALE_AFTER
+            consumers = self._db.execute('SELECT consumer, host, pid, last_beat FROM fsdf_consumers').fetchall()
+            dead = [(consumer,) for consumer, host, pid, last_beat in consumers
+                    if liveness.is_dead(host, pid, last_beat or 0, now)]
+            self._db.executemany('DELETE FROM fsdf_consumers WHERE consumer = ?', dead)
+            # Leases of the dead, and of consumers that never beat (they fetched without consuming).
+            orphaned = 'SELECT msg_id FROM fsdf_leases WHERE consumer NOT IN (SELECT consumer FROM fsdf_consumers)'
             recovered = self._db.execute(
-                f'UPDATE {self._table} SET status = {_READY} WHERE _id IN ({orphaned})', (cutoff,)).rowcount
-            self._db.execute(f'DELETE FROM fsdf_leases WHERE msg_id IN ({orphaned})', (cutoff,))
+                f'UPDATE {self._table} SET status = {_READY} WHERE _id IN ({orphaned})').rowcount
+            self._db.execute(f'DELETE FROM fsdf_leases WHERE msg_id IN ({orphaned})')
         return recovered
 

@@ -205,6 +205,8 @@ class RabbitMQBroker(Broker):
 
     guarantee = 'at-least-once, publisher confirms, persistent messages'
     publish_batch_size = 10_000  # one transaction each: a commit waits for the disk, so fewer is faster
+    requeue_to_front = True  # RabbitMQ puts a rejected message back in its old place
+    purge_includes_delayed = False  # they wait in delay queues this instance may not know of
     session_class: ClassVar[type[AmqpSession]]
     connection_errors = (ConnectionError,)  # what _with_publisher raises once its own reconnect failed
 
@@ -316,6 +318,8 @@ class RabbitMQBroker(Broker):
         self._received.append(Delivery(body, (self._consumer, tag)))
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._closed.is_set():  # else it would open a consuming connection again
+            return []
         try:
             return self._fetch(max_count, timeout)
         finally:

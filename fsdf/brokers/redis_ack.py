@@ -17,52 +17,8 @@ from typing import Any, cast
 import redis
 
 from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_base import lua
 from fsdf.brokers.redis_lease import RedisLeaseBroker
-
-# Lua's unpack() has a stack limit: commands with many arguments go in chunks of this many.
-_LUA_CHUNK = """
-local function chunked(command, key, values, from)
-  for i = from, #values, 1000 do
-    redis.call(command, key, unpack(values, i, math.min(i + 999, #values)))
-  end
-end
-"""
-
-# KEYS: queue, unacked hash, inbox, sequence. ARGV: max count, then the numbers to ack.
-# Returns {number before the first taken, {bodies}}.
-_TAKE_LUA = _LUA_CHUNK + """
-chunked('HDEL', KEYS[2], ARGV, 2)
-local wanted = tonumber(ARGV[1])
-local bodies = redis.call('LRANGE', KEYS[3], 0, -1)
-if #bodies > 0 then redis.call('DEL', KEYS[3]) end
-if #bodies < wanted then
-  local more = redis.call('RPOP', KEYS[1], wanted - #bodies)
-  if more then for _, body in ipairs(more) do bodies[#bodies + 1] = body end end
-end
-if #bodies == 0 then return {0, {}} end
-local first = redis.call('INCRBY', KEYS[4], #bodies) - #bodies
-local fields = {}
-for i, body in ipairs(bodies) do
-  fields[2 * i - 1] = first + i
-  fields[2 * i] = body
-end
-chunked('HSET', KEYS[2], fields, 1)
-return {first, bodies}
-"""
-
-# KEYS: queue, unacked hash, inbox. Everything goes back to the consuming end, oldest nearest it.
-_RETURN_LUA = _LUA_CHUNK + """
-local flat = redis.call('HGETALL', KEYS[2])
-local held = {}
-for i = 1, #flat, 2 do held[#held + 1] = {tonumber(flat[i]), flat[i + 1]} end
-table.sort(held, function(a, b) return a[1] > b[1] end)
-local bodies = redis.call('LRANGE', KEYS[3], 0, -1)
-for _, entry in ipairs(held) do bodies[#bodies + 1] = entry[2] end
-chunked('RPUSH', KEYS[1], bodies, 1)
-redis.call('DEL', KEYS[2], KEYS[3])
-return #bodies
-"""
-
 
 class RedisAckBroker(RedisLeaseBroker):
     """A Redis list plus an unacked hash per consumer; a dead consumer's messages return."""
@@ -72,8 +28,8 @@ class RedisAckBroker(RedisLeaseBroker):
         self._unacked_key = self._key('unacked')
         self._inbox_key = self._key('inbox')
         self._take_keys = [queue_name, self._unacked_key, self._inbox_key, f'fsdf:unacked_seq:{queue_name}']
-        self._take_script = self._redis.register_script(_TAKE_LUA)
-        self._return_script = self._redis.register_script(_RETURN_LUA)
+        self._take_script = self._redis.register_script(lua('chunked.lua', 'redis_ack_take.lua'))
+        self._return_script = self._redis.register_script(lua('chunked.lua', 'redis_ack_return.lua'))
 
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
         first, bodies = self._take_script(keys=self._take_keys, args=[max_count, *acks])

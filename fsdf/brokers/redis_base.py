@@ -7,52 +7,48 @@ due time, epoch seconds); consumers move due ones into the queue, at most every 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
 import uuid
+from importlib import resources
 from typing import ClassVar, Iterable, Optional, cast
 
 import redis
 
 from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.polling import PROMOTE_EVERY_SECONDS, DueThrottle
 from fsdf.redis_connection import redis_client
 
 PUBLISH_CHUNK = 10_000        # values in one LPUSH
-PROMOTE_EVERY_SECONDS = 0.1   # how often a consumer moves due delayed messages into the queue
 PROMOTE_AT_MOST = 1000        # delayed messages moved by one script run
 # A blocking pop waits at most this long, so a delayed message another process publishes meanwhile
 # is moved into the queue soon after it is due.
 MAX_BLOCK_SECONDS = 0.5
 MIN_BLOCK_SECONDS = 0.01      # Redis reads a timeout of 0 as "forever"
 
-# KEYS: delayed zset, queue. ARGV: now, how many at most. Returns the next due time, or nil.
-# A member is "<unique prefix>:<body>", so equal bodies delayed alike stay separate messages.
-_PROMOTE_LUA = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, member in ipairs(due) do
-  local body = string.sub(member, string.find(member, ':', 1, true) + 1)
-  %s
-end
-if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
-local next_due = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return next_due[2]
-"""
+
+@functools.cache
+def lua(*names: str) -> str:
+    """The Redis scripts ``fsdf/brokers/lua/<name>``, joined in order (a helper such as ``chunked.lua`` first)."""
+    folder = resources.files('fsdf.brokers') / 'lua'
+    return ''.join((folder / name).read_text(encoding='utf-8') for name in names)
 
 
 class RedisBroker(Broker):
     """A Redis list as a queue; the base of every Redis kind (each says how it takes and acks)."""
 
-    # The Lua statement that queues ``body`` on KEYS[2] (the stream kind adds to a stream instead).
-    push_one_lua: ClassVar[str] = "redis.call('LPUSH', KEYS[2], body)"
+    # The Lua function promote.lua calls to queue one body (the stream kind adds to a stream instead).
+    push_one_lua: ClassVar[str] = "local function push_one(key, body) redis.call('LPUSH', key, body) end\n"
     connection_errors = (redis.ConnectionError, redis.TimeoutError)  # a BusyLoadingError is one
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._redis = redis_client()
         self._delayed_key = f'fsdf:delayed:{queue_name}'
-        self._promote = self._redis.register_script(_PROMOTE_LUA % self.push_one_lua)
-        self._next_promotion = 0.0
+        self._promote = self._redis.register_script(self.push_one_lua + lua('promote.lua'))
+        self._promotion = DueThrottle()
         self._next_due = 0.0
         self._delay_prefix = uuid.uuid4().hex
         self._delay_numbers = itertools.count()
@@ -83,15 +79,14 @@ class RedisBroker(Broker):
     def _promote_due(self) -> None:
         """Move due delayed messages into the queue, and note when the next one is due."""
         now = time.time()
-        if now < self._next_promotion:
+        if not self._promotion.ready(now):
             return
-        self._next_promotion = now + PROMOTE_EVERY_SECONDS
         next_due = self._promote(keys=[self._delayed_key, self.queue_name], args=[repr(now), PROMOTE_AT_MOST])
         self._next_due = float(next_due) if next_due is not None else math.inf
 
     # -- consuming -----------------------------------------------------------------------
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
-        if max_count < 1:  # nothing to take (and XREADGROUP refuses a count of 0)
+        if max_count < 1 or self._closed.is_set():  # nothing to take (and XREADGROUP refuses a count of 0)
             return []
         deadline = time.monotonic() + timeout
         while True:

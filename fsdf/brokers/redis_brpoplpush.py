@@ -13,32 +13,8 @@ from typing import Any, cast
 import redis
 
 from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_base import lua
 from fsdf.brokers.redis_lease import RedisLeaseBroker
-
-# KEYS: queue, processing list. ARGV: max count, then the bodies to ack. Returns the bodies taken.
-_TAKE_LUA = """
-for i = 2, #ARGV do redis.call('LREM', KEYS[2], -1, ARGV[i]) end
-local wanted = tonumber(ARGV[1])
-if wanted < 1 then return {} end
-local bodies = redis.call('RPOP', KEYS[1], wanted)
-if not bodies then return {} end
-for i = 1, #bodies, 1000 do
-  redis.call('LPUSH', KEYS[2], unpack(bodies, i, math.min(i + 999, #bodies)))
-end
-return bodies
-"""
-
-# KEYS: queue, processing list. The processing list holds the newest on the left, so pushing it
-# from left to right onto the consuming end leaves the oldest nearest that end.
-_RETURN_LUA = """
-local bodies = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = 1, #bodies, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(bodies, i, math.min(i + 999, #bodies)))
-end
-redis.call('DEL', KEYS[2])
-return #bodies
-"""
-
 
 class RedisBrpopLpushBroker(RedisLeaseBroker):
     """A Redis list plus a processing list per consumer; a dead consumer's messages return."""
@@ -46,8 +22,8 @@ class RedisBrpopLpushBroker(RedisLeaseBroker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._processing_key = self._key('processing')
-        self._take_script = self._redis.register_script(_TAKE_LUA)
-        self._return_script = self._redis.register_script(_RETURN_LUA)
+        self._take_script = self._redis.register_script(lua('chunked.lua', 'brpoplpush_take.lua'))
+        self._return_script = self._redis.register_script(lua('chunked.lua', 'brpoplpush_return.lua'))
 
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
         bodies = self._take_script(keys=[self.queue_name, self._processing_key], args=[max_count, *acks])

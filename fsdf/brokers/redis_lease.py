@@ -7,7 +7,7 @@ ack that cannot be sent (Redis away) stays buffered and is sent when Redis is ba
 
 Every consumer beats into the registry (``fsdf.redis_registry``) every ``lease_check_seconds``
 and looks for consumers of its queue whose process is gone (same host) or that stopped beating
-(``STALE_AFTER_SECONDS``); their messages, running or prefetched, go back to the queue.
+(``liveness.STALE_AFTER_SECONDS``); their messages, running or prefetched, go back to the queue.
 
 A consumer also checks its own bookkeeping: a message held there that it does not know of (the
 reply to a take was lost when Redis went away, or a requeue or dead-letter failed) goes back to
@@ -22,6 +22,7 @@ import time
 from typing import Any, Optional
 
 from fsdf import redis_registry
+from fsdf.brokers import liveness
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.redis_base import RedisBroker
 from fsdf.log import EveryNSeconds
@@ -130,6 +131,8 @@ class RedisLeaseBroker(RedisBroker):
             raise
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._closed.is_set():  # taking now would hold messages nobody beats for
+            return []
         if self._lease_thread is None:  # whoever takes messages must beat, or they would never come back
             self.start_leases()
         elif time.monotonic() > self._beat_by:  # the lease thread fell behind (Redis was away): beat first
@@ -168,15 +171,15 @@ class RedisLeaseBroker(RedisBroker):
         redis_registry.beat(self._redis, self.queue_name, self.consumer_id,
                             {'start_time': self._started_at, 'broker': type(self).__name__})
         now = time.monotonic()
-        if self._beaten_at is not None and now - self._beaten_at > redis_registry.STALE_AFTER_SECONDS / 2:
+        if self._beaten_at is not None and now - self._beaten_at > liveness.STALE_AFTER_SECONDS / 2:
             # Redis was away a while: every consumer's beat looks stale now. Give them time to beat
             # again before taking a stale beat for a death (a dead process on this host still counts).
-            self._beats_trusted_from = now + redis_registry.STALE_AFTER_SECONDS
+            self._beats_trusted_from = now + liveness.STALE_AFTER_SECONDS
         self._beaten_at, self._beat_by = now, now + 2 * self.lease_check_seconds
 
     def recover_abandoned(self) -> int:
         recovered = 0
-        stale_after = redis_registry.STALE_AFTER_SECONDS if time.monotonic() >= self._beats_trusted_from else math.inf
+        stale_after = None if time.monotonic() >= self._beats_trusted_from else math.inf
         for consumer_id in redis_registry.dead_consumers(self._redis, self.queue_name, stale_after):
             if consumer_id == self.consumer_id:  # our own beat is late (Redis was away): we are alive
                 continue

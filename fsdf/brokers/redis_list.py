@@ -16,6 +16,7 @@ class RedisListBroker(RedisBroker):
     """A Redis list; RPOP with a count takes a batch in one round trip, nothing to ack."""
 
     guarantee = 'at-most-once: a message leaves Redis when it is taken; fastest'
+    at_least_once = False
 
     def _take(self, max_count: int) -> list[Delivery]:
         bodies = cast(Optional[list[str]], self._redis.rpop(self.queue_name, max_count))  # decoded replies: str

@@ -17,37 +17,8 @@ from typing import Any, Callable, Optional
 import redis
 
 from fsdf.brokers.base import Delivery
+from fsdf.brokers.redis_base import lua
 from fsdf.brokers.redis_lease import RedisLeaseBroker
-
-# KEYS: stream. ARGV: group, dead consumer, this consumer. Claims each pending entry of the dead
-# consumer, adds its fields to the stream again and acks the old entry.
-_RETURN_LUA = """
-local returned = 0
-while true do
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1000, ARGV[2])
-  if #pending == 0 then break end
-  for _, entry in ipairs(pending) do
-    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, entry[1])
-    if claimed[1] and claimed[1][2] then
-      redis.call('XADD', KEYS[1], '*', unpack(claimed[1][2]))
-      returned = returned + 1
-    end
-    redis.call('XACK', KEYS[1], ARGV[1], entry[1])
-  end
-end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return returned
-"""
-
-# KEYS: stream. ARGV: group. Marks every waiting entry as read, keeping the group's lag exact.
-_PURGE_LUA = """
-local info = redis.call('XINFO', 'STREAM', KEYS[1])
-for i = 1, #info, 2 do
-  if info[i] == 'entries-added' then
-    redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], '$', 'ENTRIESREAD', info[i + 1])
-  end
-end
-"""
 
 # KEYS: stream. ARGV: bodies. One call adds them all (a pipeline of XADDs costs a reply each).
 _ADD_MANY_LUA = "for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'msg', ARGV[i]) end"
@@ -60,13 +31,14 @@ class RedisStreamBroker(RedisLeaseBroker):
     """A Redis stream with a consumer group; a dead consumer's pending entries are claimed back."""
 
     guarantee = "at-least-once: a dead consumer's pending entries are claimed back within seconds"
-    push_one_lua = "redis.call('XADD', KEYS[2], '*', 'msg', body)"
+    push_one_lua = "local function push_one(key, body) redis.call('XADD', key, '*', 'msg', body) end\n"
+    requeue_many_to_front = False  # a stream has one end to add to
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._group = queue_name
-        self._return_script = self._redis.register_script(_RETURN_LUA)
-        self._purge_script = self._redis.register_script(_PURGE_LUA)
+        self._return_script = self._redis.register_script(lua('stream_return.lua'))
+        self._purge_script = self._redis.register_script(lua('stream_purge.lua'))
         self._count_after = self._redis.register_script(_COUNT_AFTER_LUA)
         self._add_many = self._redis.register_script(_ADD_MANY_LUA)
         self._ensure_group()

@@ -25,7 +25,7 @@ from fsdf.log import EveryNSeconds
 from fsdf.redis_connection import redis_client
 from fsdf.stats import RATE_WINDOW_SECONDS
 
-BEAT_SECONDS = 3.0  # well inside redis_registry.STALE_AFTER_SECONDS
+BEAT_SECONDS = 3.0  # well inside liveness.STALE_AFTER_SECONDS
 LEASES_IN_REGISTRY = frozenset({BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM})
 
 
