@@ -285,7 +285,7 @@ class SqlBroker(Broker):
     def recover_abandoned(self) -> int:
         consumers = self._consumers
         with self._engine.begin() as connection:
-            now = connection.scalar(sa.select(self._dialect.now()))
+            now = float(connection.scalar(sa.select(self._dialect.now())) or 0)
             rows = connection.execute(sa.select(consumers).where(consumers.c.queue == self.queue_name)).all()
             dead = [row.consumer for row in rows if consumer_is_dead(row.host, row.pid, row.last_beat, now)]
             if dead:

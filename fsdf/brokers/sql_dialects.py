@@ -207,7 +207,7 @@ class ListenWaiter(Waiter):
     def _listen(self) -> None:
         if self._connection is None:
             raw = self._engine.raw_connection()
-            connection = raw.driver_connection
+            connection: Any = raw.driver_connection
             raw.detach()  # its own connection for good: the pool never hands it to a statement
             connection.rollback()  # out of any transaction the pool left open, so autocommit can be set
             connection.autocommit = True
