@@ -200,7 +200,8 @@ def idle_wake_latency(queue_name: str, samples: int = 20) -> list[float]:
     latencies = []
     for _ in range(samples):
         returned: list[float] = []
-        thread = threading.Thread(target=lambda into=returned: consumer.fetch(1, 5) and into.append(time.perf_counter()))
+        thread = threading.Thread(
+            target=lambda into=returned: consumer.fetch(1, 5) and into.append(time.perf_counter()))
         thread.start()
         time.sleep(0.2)  # the consumer is idle (what is measured is how it waits)
         published = time.perf_counter()
