@@ -1,7 +1,8 @@
 """Server brokers: fsdf's publish and consume throughput next to a hand-written loop with the same client.
 
-For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA and MONGOMQ, on servers started here with tests/servers/
-(RabbitMQ itself; Kafka: Tansu, a Kafka-protocol server; MongoDB: nx-27017, a MongoDB-wire server):
+For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA, MONGOMQ and SQLACHEMY, on servers started here with tests/servers/
+(RabbitMQ itself; Kafka: Tansu, a Kafka-protocol server; MongoDB: nx-27017, a MongoDB-wire server; PostgreSQL 15
+for SQLACHEMY, whose hand-written loop is C threads each running a SKIP LOCKED transaction per message):
   publish one    N calls, one publish each: ``task.push(i)`` against the client's confirmed single publish
                  (amqpstorm/pika confirm mode, mandatory; confluent-kafka produce + flush; pymongo insert_one).
   publish batch  ``task.push_many(range(N))`` against the client's batch (AMQP transaction of the whole
@@ -20,7 +21,7 @@ on (state, time)) and JSON bodies of about the size of fsdf's (the argument, a t
 what any task system sends), so the ratio is the cost of fsdf's layer, not of the bytes on the wire.
 Each measurement runs in its own process; medians of --repeat runs.
 
-Usage: python bench/brokers_raw.py [RABBITMQ_AMQPSTORM RABBITMQ_PIKA KAFKA MONGOMQ] [--repeat 3]
+Usage: python bench/brokers_raw.py [RABBITMQ_AMQPSTORM RABBITMQ_PIKA KAFKA MONGOMQ SQLACHEMY] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ CONCURRENCY = 50  # fsdf's default concurrent_num; the raw loops get the same
 RUN_TIMEOUT = 300
 # Messages per measurement (publish one, publish batch, consume): amqpstorm waits ~10 ms for each confirm.
 COUNTS = {'RABBITMQ_AMQPSTORM': (300, 20000, 10000), 'RABBITMQ_PIKA': (2000, 20000, 10000),
-          'KAFKA': (2000, 50000, 100000), 'MONGOMQ': (1000, 5000, 3000)}
+          'KAFKA': (2000, 50000, 100000), 'MONGOMQ': (1000, 5000, 3000), 'SQLACHEMY': (2000, 20000, 10000)}
 SERVER_SETTING = {'RABBITMQ_AMQPSTORM': 'RABBITMQ_URL', 'RABBITMQ_PIKA': 'RABBITMQ_URL',
-                  'KAFKA': 'KAFKA_BOOTSTRAP_SERVERS', 'MONGOMQ': 'MONGO_CONNECT_URL'}
+                  'KAFKA': 'KAFKA_BOOTSTRAP_SERVERS', 'MONGOMQ': 'MONGO_CONNECT_URL',
+                  'SQLACHEMY': 'SQLACHEMY_ENGINE_URL'}
 AMQP_QUEUE_ARGUMENTS = {'x-max-priority': 10}  # what fsdf declares
 KAFKA_PRODUCER = {'acks': 'all', 'enable.idempotence': True, 'linger.ms': 2}  # what fsdf uses
 KAFKA_PARTITIONS = 4  # what fsdf creates
@@ -286,7 +288,56 @@ class RawMongo:
         return done.seconds()
 
 
-RAW = {'RABBITMQ_AMQPSTORM': RawAmqpstorm, 'RABBITMQ_PIKA': RawPika, 'KAFKA': RawKafka, 'MONGOMQ': RawMongo}
+class RawSql:
+    """SQLAlchemy Core on PostgreSQL (psycopg): INSERT per publish, one multi-row INSERT per batch, and C threads
+    each looping BEGIN; SELECT ... ORDER BY due, id LIMIT 1 FOR UPDATE SKIP LOCKED -> run -> DELETE; COMMIT."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import sqlalchemy as sa
+        self.sa = sa
+        self.engine = sa.create_engine(url, pool_size=CONCURRENCY + 5)
+        self.table = sa.Table(  # fsdf's row shape, so fsdf consumes what this publishes
+            queue, sa.MetaData(), sa.Column('id', sa.BigInteger, primary_key=True),
+            sa.Column('body', sa.Text, nullable=False),
+            sa.Column('due', sa.Double, nullable=False, server_default=sa.text('extract(epoch from now())')),
+            sa.Column('lease', sa.String(32)), sa.Column('consumer', sa.String(255)), sa.Column('taken_at', sa.Double))
+        sa.Index(f'{queue}_due', self.table.c.due, self.table.c.id, postgresql_where=self.table.c.lease.is_(None))
+        self.table.create(self.engine, checkfirst=True)
+
+    def publish_one(self, bodies: Iterable[str]) -> None:
+        for text in bodies:
+            with self.engine.begin() as connection:
+                connection.execute(self.sa.insert(self.table).values(body=text))
+
+    def publish_batch(self, bodies: list[str]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(self.sa.insert(self.table).values([{'body': text} for text in bodies]))
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        sa, table = self.sa, self.table
+        take = (sa.select(table.c.id, table.c.body).where(table.c.lease.is_(None), table.c.due <= time.time())
+                .order_by(table.c.due, table.c.id).limit(1).with_for_update(skip_locked=True))
+
+        def loop() -> None:
+            while not done.done.is_set():
+                with self.engine.begin() as connection:
+                    row = connection.execute(take).first()
+                    if row is not None:
+                        done.started()
+                        work(json.loads(row.body))
+                        connection.execute(sa.delete(table).where(table.c.id == row.id))
+                if row is None:
+                    time.sleep(0.002)
+                    continue
+                done.tick()
+
+        for _ in range(CONCURRENCY):
+            threading.Thread(target=loop, daemon=True).start()
+        return done.seconds()
+
+
+RAW = {'RABBITMQ_AMQPSTORM': RawAmqpstorm, 'RABBITMQ_PIKA': RawPika, 'KAFKA': RawKafka, 'MONGOMQ': RawMongo,
+       'SQLACHEMY': RawSql}
 
 
 # -- one measurement per process ----------------------------------------------------------------------
@@ -416,6 +467,11 @@ def start_servers(kinds: list[str]) -> list:
         server = MongoServer().start()
         started.append(server)
         os.environ['FSDF_MONGO_CONNECT_URL'] = server.url
+    if 'SQLACHEMY' in kinds:
+        from servers.postgres_server import PostgresServer
+        server = PostgresServer().start()
+        started.append(server)
+        os.environ['FSDF_SQLACHEMY_ENGINE_URL'] = server.url
     return started
 
 

@@ -16,6 +16,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'rabbitmq': frozenset({'amqpstorm', 'pamqp', 'pika'}),
     'kafka': frozenset({'confluent_kafka'}),
     'mongo': frozenset({'pymongo', 'bson'}),
+    'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
 }

@@ -31,6 +31,7 @@ class FrameSettings:
     RABBITMQ_URL: str = 'amqp://guest:guest@127.0.0.1:5672/'
     KAFKA_BOOTSTRAP_SERVERS: str = '127.0.0.1:9092'
     MONGO_CONNECT_URL: str = 'mongodb://127.0.0.1:27017'
+    SQLACHEMY_ENGINE_URL: str = ''
     RESULT_STORE_URL: str = 'sqlite:///~/.fsdf/results.sqlite'
     LOG_PATH: str = '~/.fsdf/logs'
     SHUTDOWN_GRACE_SECONDS: float = 30

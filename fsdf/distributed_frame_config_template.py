@@ -23,6 +23,11 @@ RABBITMQ_URL = 'amqp://guest:guest@127.0.0.1:5672/'
 KAFKA_BOOTSTRAP_SERVERS = '127.0.0.1:9092'
 MONGO_CONNECT_URL = 'mongodb://127.0.0.1:27017'
 
+# The SQLACHEMY broker's database, a SQLAlchemy URL: postgresql+psycopg://user:pw@host/db,
+# mysql+pymysql://user:pw@host/db (MariaDB 10.6+, MySQL 8+) or sqlite:///path; '' is the SQLite file
+# PERSIST_QUEUE_PATH/fsdf_sql_queues.sqlite.
+SQLACHEMY_ENGINE_URL = ''
+
 # Where run results and statuses are stored when a task asks for it (sqlite:///path or mongodb://).
 RESULT_STORE_URL = 'sqlite:///~/.fsdf/results.sqlite'
 

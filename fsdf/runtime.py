@@ -105,6 +105,15 @@ class Runtime:
             del self._shared[key]
         _close_quietly(entry)
 
+    def close_shared(self, matches: Callable[[Hashable], bool]) -> int:
+        """Close and drop the shared resources whose key ``matches`` (their server is going away); how many."""
+        with self._lock:
+            doomed = [key for key in self._shared if matches(key)]
+            entries = [self._shared.pop(key) for key in doomed]
+        for entry in entries:
+            _close_quietly(entry)
+        return len(entries)
+
     def holds(self, key: Hashable) -> bool:
         """True while a resource is kept under ``key``."""
         return key in self._shared

@@ -161,3 +161,35 @@ def kafka_server():
     yield server
     _stop_background_brokers(fsdf.BrokerEnum.KAFKA, fsdf.BrokerEnum.CONFLUENT_KAFKA)
     server.stop()
+
+
+def _forget_sql_engines() -> None:
+    """Close the SQLACHEMY brokers and their engines, so no pooled connection outlives its server."""
+    _stop_background_brokers(fsdf.BrokerEnum.SQLACHEMY)
+    from fsdf.runtime import default_runtime
+    default_runtime().close_shared(lambda key: isinstance(key, tuple) and key[0] == 'sql')
+
+
+@pytest.fixture(scope='session')
+def postgres_server():
+    """A PostgreSQL server on loopback for the whole session (fails in CI, skips locally if it cannot start).
+
+    It does not point fsdf at itself: tests that run on several databases set SQLACHEMY_ENGINE_URL.
+    """
+    from servers._server_process import need
+    from servers.postgres_server import PostgresServer
+    server = need(lambda: PostgresServer().start())
+    yield server
+    _forget_sql_engines()
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def mariadb_server():
+    """A MariaDB server on loopback for the whole session (fails in CI, skips locally if it cannot start)."""
+    from servers._server_process import need
+    from servers.mariadb_server import MariaDBServer
+    server = need(lambda: MariaDBServer().start())
+    yield server
+    _forget_sql_engines()
+    server.stop()

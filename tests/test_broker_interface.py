@@ -29,8 +29,20 @@ SERVERS: dict[BrokerEnum, Optional[str]] = {
     BrokerEnum.RABBITMQ_PIKA: 'rabbitmq_server',
     BrokerEnum.KAFKA: 'kafka_server',  # CONFLUENT_KAFKA is the same class
     BrokerEnum.MONGOMQ: 'mongo_server',
+    BrokerEnum.SQLACHEMY: 'sql_database',  # PostgreSQL here; test_sql_broker.py runs SQLite and MariaDB as well
 }
 OpenBroker = Callable[[], Broker]
+
+
+@pytest.fixture
+def sql_database(postgres_server) -> Iterator[object]:
+    """SQLACHEMY pointed at the suite's PostgreSQL for one test, then back to what it was."""
+    from conftest import _point_fsdf_at
+    from fsdf.config import settings
+    before = settings.SQLACHEMY_ENGINE_URL
+    _point_fsdf_at('SQLACHEMY_ENGINE_URL', postgres_server.url)
+    yield postgres_server
+    _point_fsdf_at('SQLACHEMY_ENGINE_URL', before or '')
 
 
 @pytest.fixture(params=list(SERVERS), ids=[kind.name.lower() for kind in SERVERS])

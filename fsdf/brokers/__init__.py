@@ -22,6 +22,7 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.REDIS_STREAM: ('fsdf.brokers.redis_stream', 'RedisStreamBroker', 'redis'),
     BrokerEnum.KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.CONFLUENT_KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
+    BrokerEnum.SQLACHEMY: ('fsdf.brokers.sql', 'SqlBroker', 'sql'),
 }
 
 

