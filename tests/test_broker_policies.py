@@ -108,3 +108,22 @@ def test_lua_moves_more_values_than_one_unpack_can_hold(queue_name: str, kind: B
         assert sorted(d.body for d in other.fetch(10_000, 5)) == sorted(bodies)
     finally:
         other.close()
+
+
+def test_an_ack_batch_keeps_what_a_failed_send_had_and_sends_it_next_time() -> None:
+    from fsdf.brokers.ack_batch import AckBatch
+    sent: list[list[int]] = []
+    failing = [True]
+
+    def send(ids: list[int]) -> None:
+        if failing[0]:
+            failing[0] = False
+            raise ConnectionError('backend away')
+        sent.append(ids)
+
+    batch = AckBatch(send)
+    with pytest.raises(ConnectionError):
+        batch.add(1)
+    batch.add(2)  # the next ack carries the one the failed send kept
+    batch.flush(wait=True)
+    assert sent == [[1, 2]]

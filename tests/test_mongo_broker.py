@@ -148,7 +148,7 @@ def test_close_sends_acks_left_behind(queue_name: str, mongo_server) -> None:
     broker = MongoBroker(queue_name)
     broker.publish_many(['1', '2'])
     deliveries = broker.fetch(2, 1)
-    broker._acks.extend(d.tag for d in deliveries)  # as a failed send leaves them
+    broker._acks._ids.extend(d.tag for d in deliveries)  # as a failed send leaves them
     broker.close()
     assert collection(mongo_server, queue_name).count_documents({}) == 0
 

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
-from collections import deque
 from typing import Any, Optional
 
 import pymongo
@@ -40,6 +38,7 @@ import pymongo.errors
 from pymongo.collection import Collection
 
 from fsdf.brokers import liveness
+from fsdf.brokers.ack_batch import AckBatch
 from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.brokers.polling import poll
 from fsdf.config import settings
@@ -79,8 +78,7 @@ class MongoBroker(Broker):
         self._consumers: Collection = database[CONSUMERS_COLLECTION]
         self._collection.create_index([('state', 1), ('time', 1)])
         self._next_beat = 0.0
-        self._acks: deque[Any] = deque()  # ids of acked documents not yet deleted
-        self._acks_lock = threading.Lock()  # held by the one thread sending them
+        self._acks = AckBatch(self._delete_acked)  # acks of many threads, deleted together
         # Leases of takes whose reply never came (the server went away mid-take): the server may have
         # leased those documents to this live consumer, which never got them; the next take puts them back.
         self._lost_leases: list[str] = []
@@ -128,24 +126,10 @@ class MongoBroker(Broker):
             # Other consumers took all of them between our find and update: more may be ready, look again.
 
     def ack(self, delivery: Delivery) -> None:
-        self._acks.append(delivery.tag)
-        self._send_acks()
+        self._acks.add(delivery.tag)
 
-    def _send_acks(self, wait: bool = False) -> None:
-        """Delete the acked documents in one ``delete_many``, unless another thread is sending them now."""
-        # The rule: ack() appends its id before trying the lock, and the thread holding the lock looks at
-        # the deque again after releasing it. So when ack() returns, its id is deleted, or the thread
-        # sending holds the lock and will send it. If the process dies first, the message is redelivered.
-        while self._acks and self._acks_lock.acquire(blocking=wait):
-            ids = [self._acks.popleft() for _ in range(len(self._acks))]
-            try:
-                if ids:
-                    self._collection.delete_many({'_id': {'$in': ids}})
-            except BaseException:
-                self._acks.extend(ids)  # sent by the next ack, beat or close
-                raise
-            finally:
-                self._acks_lock.release()
+    def _delete_acked(self, ids: list[Any]) -> None:
+        self._collection.delete_many({'_id': {'$in': ids}})
 
     def requeue(self, delivery: Delivery) -> None:
         self._collection.update_one({'_id': delivery.tag}, BACK_TO_READY)
@@ -158,7 +142,7 @@ class MongoBroker(Broker):
 
     def close(self) -> None:
         super().close()
-        self._send_acks(wait=True)  # before the consumer record goes: others would put these back to ready
+        self._acks.flush(wait=True)  # before the consumer record goes: others would put these back to ready
         self._consumers.delete_one({'_id': self.consumer_id})
 
     def beat(self) -> None:
@@ -168,7 +152,7 @@ class MongoBroker(Broker):
             {'_id': self.consumer_id},
             {'$set': {'last_beat': now, 'queue': self.queue_name, 'host': HOST, 'pid': os.getpid()}},
             upsert=True)
-        self._send_acks()  # ones left behind by a failed send
+        self._acks.flush()  # ones left behind by a failed send
 
     def recover_abandoned(self) -> int:
         now = time.time()

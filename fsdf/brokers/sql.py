@@ -27,7 +27,6 @@ import os
 import threading
 import time
 import uuid
-from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
@@ -37,6 +36,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 
 from fsdf.brokers import liveness
+from fsdf.brokers.ack_batch import AckBatch
 from fsdf.brokers.base import Broker, Delivery
 from fsdf.brokers.sql_dialects import SqlDialect, dialect_class
 from fsdf.config import settings
@@ -153,8 +153,7 @@ class SqlBroker(Broker):
         self._table = database.table(queue_name)
         self._waiter = self._dialect.waiter(self._table)
         self._next_beat = 0.0
-        self._acks: deque[int] = deque()  # ids of acked rows not yet deleted
-        self._acks_lock = threading.Lock()  # held by the one thread sending them
+        self._acks = AckBatch(self._delete_acked)  # acks of many threads, deleted together
         # Tokens of takes whose reply never came: the rows may be leased to this live consumer, which
         # never got them and whose lease no check would ever end; the next take puts them back.
         self._lost_leases: list[str] = []
@@ -214,24 +213,11 @@ class SqlBroker(Broker):
         return result.rowcount
 
     def ack(self, delivery: Delivery) -> None:
-        self._acks.append(delivery.tag[0])
-        self._send_acks()
+        self._acks.add(delivery.tag[0])
 
-    def _send_acks(self, wait: bool = False) -> None:
-        """Delete the acked rows in one statement, unless another thread is sending them now."""
-        # ack() appends before trying the lock, and the thread holding it looks at the deque again after
-        # releasing it: when ack() returns, its row is deleted or the sending thread will delete it.
-        while self._acks and self._acks_lock.acquire(blocking=wait):
-            ids = [self._acks.popleft() for _ in range(len(self._acks))]
-            try:
-                if ids:
-                    with self._engine.begin() as connection:
-                        connection.execute(sa.delete(self._table).where(self._table.c.id.in_(ids)))
-            except BaseException:
-                self._acks.extend(ids)  # sent by the next ack, beat or close
-                raise
-            finally:
-                self._acks_lock.release()
+    def _delete_acked(self, ids: list[int]) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(sa.delete(self._table).where(self._table.c.id.in_(ids)))
 
     def requeue(self, delivery: Delivery) -> None:
         self.requeue_many([delivery])
@@ -258,7 +244,7 @@ class SqlBroker(Broker):
         super().close()
         self._waiter.close()
         try:
-            self._send_acks(wait=True)  # before the consumer record goes: others would put these back
+            self._acks.flush(wait=True)  # before the consumer record goes: others would put these back
             with self._engine.begin() as connection:
                 connection.execute(sa.delete(self._consumers).where(self._consumers.c.consumer == self.consumer_id))
         except self.connection_errors as exc:  # the server is away: its lease check returns what is held
@@ -275,7 +261,7 @@ class SqlBroker(Broker):
                 connection.execute(sa.insert(consumers).values(
                     consumer=self.consumer_id, queue=self.queue_name, host=HOST, pid=os.getpid(),
                     last_beat=self._dialect.now()))
-        self._send_acks()  # ones left behind by a failed send
+        self._acks.flush()  # ones left behind by a failed send
 
     def recover_abandoned(self) -> int:
         consumers = self._consumers
