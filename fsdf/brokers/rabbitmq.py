@@ -92,7 +92,12 @@ class AmqpSession(ABC):
 
     @abstractmethod
     def set_prefetch(self, prefetch: int) -> None:
-        """Change the consumer's prefetch count."""
+        """Change the consumer's prefetch count.
+
+        Channel-wide (``global``) qos, in ``consume`` too: RabbitMQ applies a per-consumer qos only to
+        consumers started after it, so the prefetch of a running consumer would never grow. Each
+        consuming channel has one consumer, so channel-wide is the same limit.
+        """
 
     @abstractmethod
     def pump(self, seconds: float) -> None:

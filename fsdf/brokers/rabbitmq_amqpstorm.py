@@ -58,12 +58,12 @@ class AmqpstormSession(AmqpSession):
         self.channel.queue.purge(queue)
 
     def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
-        self.channel.basic.qos(prefetch)
+        self.channel.basic.qos(prefetch, global_=True)  # see AmqpSession.set_prefetch
         self.on_message = on_message
         self.channel.basic.consume(lambda *delivery: None, queue, no_ack=False)  # pump() reads the deliveries
 
     def set_prefetch(self, prefetch: int) -> None:
-        self.channel.basic.qos(prefetch)
+        self.channel.basic.qos(prefetch, global_=True)
 
     def pump(self, seconds: float) -> None:
         # AMQPStorm reads the socket in its own thread into the channel's inbound frames; this hands

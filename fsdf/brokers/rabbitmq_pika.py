@@ -51,12 +51,12 @@ class PikaSession(AmqpSession):
         self.channel.queue_purge(queue)
 
     def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
-        self.channel.basic_qos(prefetch_count=prefetch)
+        self.channel.basic_qos(prefetch_count=prefetch, global_qos=True)  # see AmqpSession.set_prefetch
         self.channel.basic_consume(queue, lambda channel, method, properties, body: on_message(
             body, method.delivery_tag), auto_ack=False)
 
     def set_prefetch(self, prefetch: int) -> None:
-        self.channel.basic_qos(prefetch_count=prefetch)
+        self.channel.basic_qos(prefetch_count=prefetch, global_qos=True)
 
     def pump(self, seconds: float) -> None:
         self.connection.process_data_events(time_limit=seconds)
