@@ -4,6 +4,7 @@ set -euo pipefail
 need=()
 command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+command -v ip >/dev/null || need+=(iproute2)  # tests/test_partition.py: network namespaces
 if [ ${#need[@]} -gt 0 ]; then
   # Debian's postinst would start the daemons on all interfaces: forbid that.
   [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
