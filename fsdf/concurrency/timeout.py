@@ -209,10 +209,10 @@ class ThreadTimeout(TimeoutStrategy):
     @staticmethod
     def _ended_in_time(call: _TimedCall, timeout: float) -> bool:
         """Wait for the call to end, at most ``timeout`` s from when its thread started it."""
-        wait = timeout
+        wait = min(timeout, threading.TIMEOUT_MAX)
         while not call.done.acquire(timeout=wait):
             started = call.started  # 0.0: not taken yet (a thread still starting); wait on
-            wait = started + timeout - time.monotonic() if started else timeout
+            wait = min(started + timeout - time.monotonic() if started else timeout, threading.TIMEOUT_MAX)
             if wait <= 0:
                 return False
         return True
