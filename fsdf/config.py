@@ -36,6 +36,7 @@ class FrameSettings:
     LOG_PATH: str = '~/.fsdf/logs'
     SHUTDOWN_GRACE_SECONDS: float = 30
     PUBLISH_RETRY_SECONDS: float = 5
+    FUNCTION_TIMEOUT_MAX_ABANDONED: int = 100
 
     def redis_url(self) -> str:
         """REDIS_URL, or one built from the separate REDIS_* fields."""

@@ -42,3 +42,7 @@ PUBLISH_RETRY_SECONDS = 5
 
 # How long a publish keeps retrying (with backoff) while its broker is unreachable, then raises; 0: at once.
 PUBLISH_RETRY_SECONDS = 5
+
+# Threads of calls blocked in C past their function_timeout that fsdf abandons (the worker moves on) at most;
+# beyond it a worker waits for its stuck call, and a warning says so.
+FUNCTION_TIMEOUT_MAX_ABANDONED = 100

@@ -54,8 +54,12 @@ class TaskOptions:
     retry_backoff_max: float = 600
     """The longest delay backoff reaches, in seconds."""
     function_timeout: float = 0
-    """Seconds a run may take, 0 = unlimited; a longer run is stopped and counts as a failure.
-    Threads are interrupted when they next run Python code (a call blocked in C, when it returns)."""
+    """Seconds a run may take, 0 = unlimited; a longer run counts as a failure (retried or dead-lettered
+    at once). THREADING, SINGLE_THREAD and a plain ``def`` under ASYNC: the call runs in a call thread and
+    is interrupted at the deadline; one blocked in C (a sleep, a socket read without timeout) is abandoned
+    to end on its own, its late result ignored, and the worker moves on (at most
+    ``FUNCTION_TIMEOUT_MAX_ABANDONED`` such threads, then the worker waits and a warning says so).
+    GEVENT/EVENTLET: the library's ``Timeout`` in the greenlet; ASYNC ``async def``: cancellation."""
     msg_expire_seconds: float = 0
     """Ack without running (counted as expired) messages older than this when their turn comes, 0 = never."""
     do_task_filtering: bool = False

@@ -18,10 +18,13 @@ REDIS_BIN = shutil.which('redis-server') or '/usr/bin/redis-server'
 
 
 class RedisServer:
-    """One redis-server process; with ``password`` it requires it (``requirepass``)."""
+    """One redis-server process; with ``password`` it requires it (``requirepass``). ``also_bind``: more
+    local addresses to listen on (a test's own veth address; protected mode is then off, as clients
+    come from that test network rather than loopback)."""
 
-    def __init__(self, port: int = 16379, password: Optional[str] = None) -> None:
+    def __init__(self, port: int = 16379, password: Optional[str] = None, also_bind: tuple[str, ...] = ()) -> None:
         self.port = pick_port(int(os.environ.get('REDIS_PORT', port)))
+        self.also_bind = also_bind
         self.folder = SERVERS_DIR / f'redis-{self.port}'
         self.password = password
         self._process: Optional[subprocess.Popen] = None
@@ -45,8 +48,9 @@ class RedisServer:
         """Start redis-server alone and wait until it accepts connections."""
         log = self.folder / 'server.log'
         self._process = start_process(
-            [REDIS_BIN, '--bind', '127.0.0.1', '--port', str(self.port), '--save', '', '--appendonly', 'yes',
-             '--appendfsync', 'everysec', '--daemonize', 'no', '--dir', str(self.folder), '--protected-mode', 'yes',
+            [REDIS_BIN, '--bind', '127.0.0.1', *self.also_bind, '--port', str(self.port), '--save', '',
+             '--appendonly', 'yes', '--appendfsync', 'everysec', '--daemonize', 'no', '--dir', str(self.folder),
+             '--protected-mode', 'no' if self.also_bind else 'yes',
              *(['--requirepass', self.password] if self.password else [])], log)
         wait_until_accepting(self._process, self.port, 15, log)
 
