@@ -21,6 +21,8 @@ from fsdf.controls.window import DoNotRunWindow
 
 from helpers import wait_until
 
+pytestmark = pytest.mark.timing  # paces and latencies: run alone by scripts/test.sh
+
 
 def dead_letters(kind: BrokerEnum, queue_name: str) -> list[dict]:
     """Every message in ``<queue>_dlq``, parsed, acked."""

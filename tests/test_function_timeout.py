@@ -18,6 +18,8 @@ from fsdf.config import settings
 from helpers import wait_until
 from test_controls import dead_letters
 
+pytestmark = pytest.mark.timing  # paces and latencies: run alone by scripts/test.sh
+
 
 class Peak:
     """Counts calls running at once, and the most seen."""

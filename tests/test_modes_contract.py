@@ -16,6 +16,8 @@ from helpers import wait_until
 
 from fsdf import BrokerEnum, ConcurrentModeEnum, get_publisher, task_deco
 
+pytestmark = pytest.mark.timing  # paces and latencies: run alone by scripts/test.sh
+
 SCRIPT = '''
 import sys
 MODE, BROKER, QUEUE, READY = sys.argv[1:5]

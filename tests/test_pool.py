@@ -5,9 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
 from fsdf.concurrency import ShrinkableThreadPool
+
+pytestmark = pytest.mark.timing  # paces and latencies: run alone by scripts/test.sh
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:

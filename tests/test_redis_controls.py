@@ -25,7 +25,7 @@ from fsdf.rpc import RESULT_TTL_SECONDS, result_key
 
 from helpers import wait_until
 
-pytestmark = pytest.mark.usefixtures('redis_server')
+pytestmark = [pytest.mark.usefixtures('redis_server'), pytest.mark.timing]  # timing: run alone by scripts/test.sh
 
 
 REDIS_KINDS = [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM]

@@ -34,7 +34,12 @@ def port_is_free(port: int) -> bool:
 
 
 def pick_port(preferred: int) -> int:
-    """The preferred loopback port if it is free, else one the OS picks."""
+    """The preferred loopback port if it is free, else one the OS picks.
+
+    Each pytest-xdist worker prefers its own block of ports (gw1: +1000), so two workers starting
+    the same server at the same moment never race for one port.
+    """
+    preferred += 1000 * int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0').removeprefix('gw') or 0)
     if port_is_free(preferred):
         return preferred
     with socket.socket() as sock:
