@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 import pymongo
 import pymongo.errors
+from bson.codec_options import CodecOptions
 from pymongo.collection import Collection
 
 from fsdf.brokers import liveness
@@ -76,6 +77,10 @@ class MongoBroker(Broker):
             url, serverSelectionTimeoutMS=10_000), pymongo.MongoClient.close)
         database = client.get_default_database('fsdf')
         self._collection: Collection = database[queue_name]
+        # Reads of taken messages: a string another program stored that is not UTF-8 must not fail the
+        # whole batch's read-back after the batch is leased; it arrives as escapes and _body_of restores its bytes.
+        self._reader: Collection = self._collection.with_options(
+            codec_options=CodecOptions(unicode_decode_error_handler='surrogateescape'))
         self._consumers: Collection = database[CONSUMERS_COLLECTION]
         self._collection.create_index([('state', 1), ('time', 1)])
         self._next_beat = 0.0
@@ -118,7 +123,7 @@ class MongoBroker(Broker):
             try:
                 collection.update_many({'_id': {'$in': ids}, 'state': READY}, {'$set': {
                     'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': now, 'lease': token}})
-                won = list(collection.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)]))
+                won = list(self._reader.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)]))
             except pymongo.errors.PyMongoError:
                 self._lost_leases.append(token)
                 raise
@@ -183,8 +188,17 @@ class MongoBroker(Broker):
 
 
 def _body_of(msg: Any) -> Body:
-    """The message text: stored as JSON text by fsdf, or as a sub-document by another program."""
-    if isinstance(msg, (str, bytes)):
+    """The message text: stored as JSON text by fsdf, or as a sub-document by another program.
+
+    Text that is not all ASCII goes on as its UTF-8 bytes (a check that costs nothing for ASCII), so
+    bytes stored as a BSON string that were not UTF-8 come back as they were and are dead-lettered whole.
+    """
+    if isinstance(msg, str):
+        return msg if msg.isascii() else msg.encode('utf-8', 'surrogateescape')
+    if isinstance(msg, bytes):
         return msg
-    return json.dumps(msg, default=str)
+    try:
+        return json.dumps(msg, default=str)
+    except (ValueError, RecursionError) as exc:  # e.g. a sub-document too deep to write out again
+        return f'a document fsdf cannot write out as JSON: {type(exc).__name__}'
 
