@@ -215,25 +215,29 @@ EXTRA_TYPES: dict[str, tuple[type, ...]] = {
     'root_task_id': _TEXT, 'eta': _NUMBER, 'priority': _INTEGER, 'retries': _INTEGER,
     'msg_expire_seconds': _NUMBER, 'function_timeout': _NUMBER, 'max_retry_times': _INTEGER}
 _NOT_NEGATIVE = frozenset({'retries', 'msg_expire_seconds', 'function_timeout', 'max_retry_times'})
+# Keys whose range matters too: an eta becomes a broker's due time, the others per-message settings.
+# publish_time is left out: any number only ages a message, and it is in every message.
+_RANGED = _NOT_NEGATIVE | {'eta'}
 _LARGEST_NUMBER = 1e15  # beyond any epoch second, timeout or count; also keeps NaN and infinities out
 
 
 def check_extra(extra: dict[str, Any]) -> None:
     """MalformedMessageError if a key fsdf reads has a value of the wrong type or out of range.
 
-    One type lookup per present key (a published message has three to five); keys fsdf does not
-    read are left alone, for middleware and other programs.
+    One type lookup per present key (a published message has three to five) and one set operation
+    for the ranges; keys fsdf does not read are left alone, for middleware and other programs.
     """
     for key, value in extra.items():
         kinds = EXTRA_TYPES.get(key)
-        if kinds is None:
-            continue
-        kind = type(value)
-        if kind not in kinds:
-            raise MalformedMessageError(f"'{EXTRA}.{key}' must be {_KIND_NAMES[kinds]}, not {kind.__name__}")
-        if kind is not str and value is not None and not (
-                (0 if key in _NOT_NEGATIVE else -_LARGEST_NUMBER) <= value <= _LARGEST_NUMBER):
-            raise MalformedMessageError(f"'{EXTRA}.{key}' is out of range: {value!r}")
+        if kinds is not None and type(value) not in kinds:
+            raise MalformedMessageError(
+                f"'{EXTRA}.{key}' must be {_KIND_NAMES[kinds]}, not {type(value).__name__}")
+    if not _RANGED.isdisjoint(extra):
+        for key in _RANGED.intersection(extra):
+            value = extra[key]
+            if value is not None and not (
+                    (0 if key in _NOT_NEGATIVE else -_LARGEST_NUMBER) <= value <= _LARGEST_NUMBER):
+                raise MalformedMessageError(f"'{EXTRA}.{key}' is out of range: {value!r}")
 
 
 _KIND_NAMES = {_TEXT: 'a string', _NUMBER: 'a number', _INTEGER: 'an integer'}
