@@ -11,14 +11,15 @@ import json
 import sqlite3
 import threading
 import time
+from typing import Any, Optional
 
 import pytest
 
-from fsdf import BrokerEnum, task_deco
+from fsdf import BrokerEnum, Middleware, task_deco
 from fsdf._compat.persistqueue_internals import table_name
 from fsdf.brokers import get_broker
 from fsdf.config import settings
-from fsdf.message import EXTRA_TYPES  # noqa
+from fsdf.message import EXTRA_TYPES
 from fsdf.controls.overrides import MESSAGE_OVERRIDES
 from conftest import _point_fsdf_at
 from helpers import wait_until
@@ -45,7 +46,8 @@ ALL_KINDS = {
     'local': (BrokerEnum.LOCAL_PYTHON_QUEUE, None), 'persist': (BrokerEnum.PERSISTQUEUE, None),
     'redis': (BrokerEnum.REDIS, 'redis_server'), 'redis_ack': (BrokerEnum.REDIS_ACK_ABLE, 'redis_server'),
     'brpoplpush': (BrokerEnum.RedisBrpopLpush, 'redis_server'), 'stream': (BrokerEnum.REDIS_STREAM, 'redis_server'),
-    'amqpstorm': (BrokerEnum.RABBITMQ_AMQPSTORM, 'rabbitmq_server'), 'pika': (BrokerEnum.RABBITMQ_PIKA, 'rabbitmq_server'),
+    'amqpstorm': (BrokerEnum.RABBITMQ_AMQPSTORM, 'rabbitmq_server'),
+    'pika': (BrokerEnum.RABBITMQ_PIKA, 'rabbitmq_server'),
     'kafka': (BrokerEnum.KAFKA, 'kafka_server'), 'mongo': (BrokerEnum.MONGOMQ, 'mongo_server'),
     'sql_sqlite': (BrokerEnum.SQLACHEMY, 'sqlite'), 'sql_postgres': (BrokerEnum.SQLACHEMY, 'postgres_server'),
 }
@@ -119,7 +121,8 @@ def original_body(letter: dict) -> bytes:
     if 'raw_body' in letter:
         return letter['raw_body'].encode('utf-8', 'surrogatepass')
     extra = {k: v for k, v in letter['extra'].items() if k != 'dead_letter'}
-    return json.dumps({**{k: v for k, v in letter.items() if k != 'extra'}, **({'extra': extra} if extra else {})}).encode()
+    arguments = {k: v for k, v in letter.items() if k != 'extra'}
+    return json.dumps({**arguments, **({'extra': extra} if extra else {})}).encode()
 
 
 def test_bad_messages_are_dead_lettered_and_the_rest_of_their_batch_runs(queue_name: str, any_kind) -> None:
@@ -158,3 +161,28 @@ def test_extra_types_follow_the_override_rules() -> None:
     # One source of truth in spirit: message validation and per-message overrides agree on every override.
     for name, kind in MESSAGE_OVERRIDES.items():
         assert (int in EXTRA_TYPES[name]) and ((float in EXTRA_TYPES[name]) == (kind is float)), name
+
+
+class _JudgesBadly(Middleware):
+    """A middleware whose skip check raises for one argument value."""
+
+    def skip_reason(self, arguments: dict[str, Any], extra: dict[str, Any]) -> Optional[str]:
+        if arguments.get('x') == 0:
+            raise KeyError('cannot judge')
+        return None
+
+
+def test_a_middleware_that_cannot_judge_a_message_dead_letters_it(queue_name: str, embedded_kind) -> None:
+    ran = []
+
+    @task_deco(queue_name, broker_kind=embedded_kind, middleware=[_JudgesBadly()])
+    def work(x):
+        ran.append(x)
+
+    work.push_many([0, 1, 2])
+    assert work.drain(timeout=10) == 3
+    assert sorted(ran) == [1, 2]
+    [letter] = dead_letters(embedded_kind, queue_name)
+    assert letter['x'] == 0
+    assert letter['extra']['dead_letter']['reason'] == 'skip_check_failed'
+    assert "KeyError: 'cannot judge'" in letter['extra']['dead_letter']['error']

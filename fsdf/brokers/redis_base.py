@@ -80,7 +80,7 @@ class RedisBroker(Broker):
         for body in bodies:  # a fetched body going back (a message early for its eta) is bytes
             tag = f'{prefix}{next(numbers)}:'
             members[tag.encode() + body if isinstance(body, bytes) else tag + body] = due
-        self._redis.zadd(self._delayed_key, members)  # type: ignore[arg-type]  # str or bytes members
+        self._redis.zadd(self._delayed_key, members)  # type: ignore[type-var]  # str or bytes members
         self._next_due = min(self._next_due, due)
 
     def _promote_due(self) -> None:
