@@ -76,11 +76,10 @@ class MongoBroker(Broker):
         client: pymongo.MongoClient = default_runtime().shared(('mongo', url), lambda: pymongo.MongoClient(
             url, serverSelectionTimeoutMS=10_000), pymongo.MongoClient.close)
         database = client.get_default_database('fsdf')
-        self._collection: Collection = database[queue_name]
-        # Reads of taken messages: a string another program stored that is not UTF-8 must not fail the
-        # whole batch's read-back after the batch is leased; it arrives as escapes and _body_of restores its bytes.
-        self._reader: Collection = self._collection.with_options(
-            codec_options=CodecOptions(unicode_decode_error_handler='surrogateescape'))
+        # Reads tolerate a string another program stored that is not UTF-8: it arrives as escapes (and
+        # _body_of restores its bytes) instead of failing the read-back of a whole leased batch.
+        self._collection: Collection = database.get_collection(
+            queue_name, codec_options=CodecOptions(unicode_decode_error_handler='surrogateescape'))
         self._consumers: Collection = database[CONSUMERS_COLLECTION]
         self._collection.create_index([('state', 1), ('time', 1)])
         self._next_beat = 0.0
@@ -123,7 +122,7 @@ class MongoBroker(Broker):
             try:
                 collection.update_many({'_id': {'$in': ids}, 'state': READY}, {'$set': {
                     'state': TAKEN, 'consumer': self.consumer_id, 'taken_at': now, 'lease': token}})
-                won = list(self._reader.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)]))
+                won = list(collection.find({'_id': {'$in': ids}, 'lease': token}, {'msg': 1}, sort=[('time', 1)]))
             except pymongo.errors.PyMongoError:
                 self._lost_leases.append(token)
                 raise
