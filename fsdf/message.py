@@ -1,6 +1,7 @@
 """The message: a JSON object of keyword arguments plus the optional reserved key ``extra``."""
 from __future__ import annotations
 
+import base64
 import inspect
 import itertools
 import json
@@ -46,15 +47,30 @@ _whitespace = whitespace_match
 def _loads(body: Body) -> Any:
     """``json.loads``, at half its cost for UTF-8 text: it finds the encoding of bytes and goes
     through two Python layers before the C scanner. Anything unusual (a BOM, UTF-16, an error
-    to word) is left to ``json.loads`` itself."""
+    to word) is left to ``json.loads`` itself. A string that is not valid Unicode (an escaped lone
+    surrogate, ``"\\ud800"``) raises ValueError: no broker could publish it again, nor its dead letter."""
     try:
         text = body.decode() if isinstance(body, bytes) else body
         value, end = _scan(text, 0)  # leading whitespace: StopIteration, then json.loads
         if end == len(text) or _whitespace(text, end).end() == len(text):
+            if '\\u' in text:  # only escapes can make a lone surrogate: the usual message skips the check
+                _check_unicode(value)
             return value
     except (StopIteration, ValueError, TypeError):  # ValueError covers bad UTF-8 and bad JSON
         pass
-    return json.loads(body)
+    if not isinstance(body, (str, bytes, bytearray)):  # e.g. a Kafka record without a value
+        raise ValueError(f'the body is {type(body).__name__}, not text')
+    value = json.loads(body)
+    _check_unicode(value)
+    return value
+
+
+def _check_unicode(value: Any) -> None:
+    """ValueError if a string in ``value`` holds a lone surrogate (it cannot be encoded as UTF-8)."""
+    try:
+        _dumps(value).encode()
+    except UnicodeEncodeError:
+        raise ValueError('a string in it is not valid Unicode (a lone surrogate escape)') from None
 
 
 class CallSignature:
@@ -171,11 +187,12 @@ def encode(arguments: dict[str, Any], extra: dict[str, Any]) -> str:
 
 
 def decode(body: Body) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(arguments, extra)`` of a message body; MalformedMessageError if it is not a JSON object."""
+    """``(arguments, extra)`` of a message body; MalformedMessageError if it is not a JSON object
+    or its ``extra`` is not what fsdf would have written (see :func:`check_extra`)."""
     try:
         message = _loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedMessageError(f'not JSON: {exc}') from None
+    except (ValueError, RecursionError) as exc:  # ValueError: bad UTF-8 too; RecursionError: nested too deep
+        raise MalformedMessageError(f'not JSON: {type(exc).__name__}: {exc}') from None
     if not isinstance(message, dict):
         raise MalformedMessageError(f'not a JSON object but {type(message).__name__}')
     extra = message.pop(EXTRA, None)
@@ -183,18 +200,75 @@ def decode(body: Body) -> tuple[dict[str, Any], dict[str, Any]]:
         extra = {}
     elif not isinstance(extra, dict):
         raise MalformedMessageError(f"'{EXTRA}' is not an object but {type(extra).__name__}")
+    elif not (len(extra) == 3 and type(extra.get('task_id')) is str and type(extra.get('publish_time')) is float
+              and type(extra.get('publish_time_format')) is str):  # not the extra every push writes (half the cost)
+        check_extra(extra)
     return message, extra
+
+
+_TEXT = (str, type(None))
+_NUMBER = (int, float, type(None))  # a tuple, and checked with type(): True is not a number here
+_INTEGER = (int, type(None))
+# The keys of ``extra`` fsdf reads, and the types their values may have; null means absent.
+# The per-message overrides follow fsdf/controls/overrides.py (MESSAGE_OVERRIDES; a test holds them equal).
+EXTRA_TYPES: dict[str, tuple[type, ...]] = {
+    'task_id': _TEXT, 'publish_time': _NUMBER, 'publish_time_format': _TEXT, 'parent_task_id': _TEXT,
+    'root_task_id': _TEXT, 'eta': _NUMBER, 'priority': _INTEGER, 'retries': _INTEGER,
+    'msg_expire_seconds': _NUMBER, 'function_timeout': _NUMBER, 'max_retry_times': _INTEGER}
+_NOT_NEGATIVE = frozenset({'retries', 'msg_expire_seconds', 'function_timeout', 'max_retry_times'})
+# Keys whose range matters too: an eta becomes a broker's due time, the others per-message settings.
+# publish_time is left out: any number only ages a message, and it is in every message.
+_RANGED = _NOT_NEGATIVE | {'eta'}
+_LARGEST_NUMBER = 1e15  # beyond any epoch second, timeout or count; also keeps NaN and infinities out
+
+
+def check_extra(extra: dict[str, Any]) -> None:
+    """MalformedMessageError if a key fsdf reads has a value of the wrong type or out of range.
+
+    One type lookup per present key (a published message has three to five) and one set operation
+    for the ranges; keys fsdf does not read are left alone, for middleware and other programs.
+    """
+    for key, value in extra.items():
+        kinds = EXTRA_TYPES.get(key)
+        if kinds is not None and type(value) not in kinds:
+            raise MalformedMessageError(
+                f"'{EXTRA}.{key}' must be {_KIND_NAMES[kinds]}, not {type(value).__name__}")
+    if not _RANGED.isdisjoint(extra):
+        for key in _RANGED.intersection(extra):
+            value = extra[key]
+            if value is not None and not (
+                    (0 if key in _NOT_NEGATIVE else -_LARGEST_NUMBER) <= value <= _LARGEST_NUMBER):
+                raise MalformedMessageError(f"'{EXTRA}.{key}' is out of range: {value!r}")
+
+
+_KIND_NAMES = {_TEXT: 'a string', _NUMBER: 'a number', _INTEGER: 'an integer'}
 
 
 def dead_letter_body(body: Body, reason: str, **details: Any) -> str:
     """The body stored in ``<queue>_dlq``: the original message with ``extra.dead_letter`` saying why.
 
-    A body that is not a JSON object is kept whole as text under ``raw_body``.
+    A body that is not a message is kept whole: its text under ``raw_body``, or, if it is not
+    UTF-8 text, its bytes in base64 under ``raw_body_base64``. Never raises for any body.
     """
     try:
         arguments, extra = decode(body)
     except MalformedMessageError:
-        text = body.decode('utf-8', 'replace') if isinstance(body, bytes) else body
-        arguments, extra = {'raw_body': text}, {}
+        arguments, extra = _raw_body(body), {}
     extra['dead_letter'] = {'reason': reason, 'time': round(time.time(), 4), **details}
-    return _dumps({**arguments, EXTRA: extra})
+    text = _dumps({**arguments, EXTRA: extra})
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate in a str body of an in-process queue: escape it
+        text = json.dumps({**arguments, EXTRA: extra}, separators=(',', ':'))
+    return text
+
+
+def _raw_body(body: Any) -> dict[str, Any]:
+    if isinstance(body, str):
+        return {'raw_body': body}
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            return {'raw_body': bytes(body).decode()}
+        except UnicodeDecodeError:
+            return {'raw_body_base64': base64.b64encode(body).decode('ascii')}
+    return {'raw_body': None if body is None else repr(body)}

@@ -21,17 +21,21 @@ from fsdf.secrets import redact
 SOCKET_TIMEOUT_SECONDS = 30.0  # above any blocking command fsdf issues (those wait at most a few seconds)
 
 
-def redis_client(url: Optional[str] = None) -> redis.Redis:
-    """The shared client for ``url`` (default: the settings' Redis); replies are decoded as UTF-8 text."""
+def redis_client(url: Optional[str] = None, raw: bool = False) -> redis.Redis:
+    """The shared client for ``url`` (default: the settings' Redis); replies are decoded as UTF-8 text.
+
+    ``raw``: replies are bytes, for reading message bodies, which any program may have pushed (one
+    body that is not UTF-8 would make a whole decoded reply fail after Redis has moved its messages).
+    """
     url = url or settings.redis_url()
-    key = ('redis', os.getpid(), url)  # a forked child must not share its parent's sockets
-    return default_runtime().shared(key, lambda: _new_client(url), redis.Redis.close)
+    key = ('redis', os.getpid(), url, raw)  # a forked child must not share its parent's sockets
+    return default_runtime().shared(key, lambda: _new_client(url, raw), redis.Redis.close)
 
 
-def _new_client(url: str) -> redis.Redis:
+def _new_client(url: str, raw: bool = False) -> redis.Redis:
     try:
         return redis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5,
+            url, decode_responses=not raw, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5,
             health_check_interval=30, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 1),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError], max_connections=512)
     except ValueError:

@@ -108,32 +108,43 @@ class MessageRunner:
     def _prepare(self, delivery: Delivery) -> RunOutcome:
         """Decode and check a message; settle it at once if it is malformed, early or skipped.
 
-        Returns an outcome whose status is 'running' if the function should run.
+        Returns an outcome whose status is 'running' if the function should run. Whatever the
+        body holds, the message is settled here or runs: an exception that the message causes
+        (decoding it, fitting it to the signature, a middleware judging it) dead-letters it with
+        the reason; only an error of the broker itself leaves it unsettled, for redelivery.
         """
         try:
             arguments, extra = message.decode(delivery.body)
             self.signature.check_fits(arguments)
-        except (MalformedMessageError, TypeError) as exc:  # TypeError: does not fit the signature
-            self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, exc)
-            self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, 'malformed', error=str(exc)))
-            self._count('malformed', 'dead_lettered')
-            return RunOutcome(None, {}, {}, 'malformed')
+        except Exception as exc:  # MalformedMessageError, TypeError (does not fit), or whatever a foreign body causes
+            return self._reject(delivery, 'malformed', exc)
         outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
         eta = extra.get('eta')
-        if eta and eta > outcome.started:  # never early: back to the broker until due
+        if eta and eta > outcome.started:  # never early: back to the broker until due (decode checked its type)
             # Published with a future eta by a client that did not delay it on the broker.
             self.broker.publish_delayed(delivery.body, eta)  # type: ignore[arg-type]  # brokers take str or bytes
             self.broker.ack(delivery)
             outcome.status = 'delayed'
             return outcome
         for middleware in self._skip_checks:
-            reason = middleware.skip_reason(arguments, extra)
+            try:
+                reason = middleware.skip_reason(arguments, extra)
+            except Exception as exc:  # a middleware that cannot judge this message must not hold it forever
+                return self._reject(delivery, 'skip_check_failed', exc)
             if reason:
                 outcome.status = reason
                 self.broker.ack(delivery)
                 self._count(reason if reason in _SKIP_COUNTERS else 'skipped')
                 break
         return outcome
+
+    def _reject(self, delivery: Delivery, reason: str, exc: Exception) -> RunOutcome:
+        """Dead-letter a message that cannot run, saying why; the outcome says ``malformed``."""
+        error = f'{type(exc).__name__}: {exc}' if not isinstance(exc, (MalformedMessageError, TypeError)) else str(exc)
+        self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, error)
+        self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, reason, error=error))
+        self._count('malformed', 'dead_lettered')
+        return RunOutcome(None, {}, {}, 'malformed')
 
     def _settings_of(self, outcome: RunOutcome) -> tuple[int, Optional[float]]:
         """``(max_retry_times, function_timeout)`` for one message: its own overrides, else the task's.

@@ -325,8 +325,7 @@ class KafkaBroker(Broker):
     ack = _settle
 
     def requeue(self, delivery: Delivery) -> None:
-        body = delivery.body
-        self.publish_many([body.decode() if isinstance(body, bytes) else body])
+        self.publish_many([delivery.body])  # type: ignore[list-item]  # bytes as fetched: produce takes them
         self._settle(delivery)
 
     # -- counting ------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 import pymongo
 import pymongo.errors
+from bson.codec_options import CodecOptions
 from pymongo.collection import Collection
 
 from fsdf.brokers import liveness
@@ -74,7 +75,10 @@ class MongoBroker(Broker):
         client: pymongo.MongoClient = default_runtime().shared(('mongo', url), lambda: pymongo.MongoClient(
             url, serverSelectionTimeoutMS=10_000), pymongo.MongoClient.close)
         database = client.get_default_database('fsdf')
-        self._collection: Collection = database[queue_name]
+        # Reads tolerate a string another program stored that is not UTF-8: it arrives as escapes (and
+        # _body_of restores its bytes) instead of failing the read-back of a whole leased batch.
+        self._collection: Collection = database.get_collection(
+            queue_name, codec_options=CodecOptions(unicode_decode_error_handler='surrogateescape'))
         self._consumers: Collection = database[CONSUMERS_COLLECTION]
         self._collection.create_index([('state', 1), ('time', 1)])
         self._next_beat = 0.0
@@ -167,8 +171,17 @@ class MongoBroker(Broker):
 
 
 def _body_of(msg: Any) -> Body:
-    """The message text: stored as JSON text by fsdf, or as a sub-document by another program."""
-    if isinstance(msg, (str, bytes)):
+    """The message text: stored as JSON text by fsdf, or as a sub-document by another program.
+
+    Text that is not all ASCII goes on as its UTF-8 bytes (a check that costs nothing for ASCII), so
+    bytes stored as a BSON string that were not UTF-8 come back as they were and are dead-lettered whole.
+    """
+    if isinstance(msg, str):
+        return msg if msg.isascii() else msg.encode('utf-8', 'surrogateescape')
+    if isinstance(msg, bytes):
         return msg
-    return json.dumps(msg, default=str)
+    try:
+        return json.dumps(msg, default=str)
+    except (ValueError, RecursionError) as exc:  # e.g. a sub-document too deep to write out again
+        return f'a document fsdf cannot write out as JSON: {type(exc).__name__}'
 

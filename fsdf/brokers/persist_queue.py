@@ -109,11 +109,17 @@ class PersistQueueBroker(Broker):
         return poll(lambda: self._take(max_count), timeout, self._closed)
 
     def _take(self, max_count: int) -> list[Delivery]:
+        """Mark up to ``max_count`` ready rows taken; as deliveries whose bodies are bytes.
+
+        As bytes (``CAST``): sqlite3 decodes TEXT as UTF-8 for the whole reply, so one row another
+        program wrote that is not UTF-8 would fail the take of every message with it, again and again.
+        """
         self._promote_due()
         with self._lock, self._db:
             rows = self._db.execute(
                 f'UPDATE {self._table} SET status = {_TAKEN} WHERE _id IN (SELECT _id FROM {self._table} '
-                f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?) RETURNING _id, data', (max_count,)).fetchall()
+                f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?) RETURNING _id, CAST(data AS BLOB)',
+                (max_count,)).fetchall()
             if rows:
                 self._db.executemany('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) VALUES (?, ?)',
                                      [(row[0], self.consumer_id) for row in rows])

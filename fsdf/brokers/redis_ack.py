@@ -32,12 +32,12 @@ class RedisAckBroker(RedisLeaseBroker):
         self._return_script = self._redis.register_script(lua('chunked.lua', 'redis_ack_return.lua'))
 
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
-        first, bodies = self._take_script(keys=self._take_keys, args=[max_count, *acks])
+        first, bodies = self._take_script(keys=self._take_keys, args=[max_count, *acks], client=self._raw)
         return [Delivery(body, first + i) for i, body in enumerate(bodies, 1)]
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
         # redis-py types the timeout as int; Redis >= 6 takes fractions of a second
-        if self._redis.blmove(self.queue_name, self._inbox_key, wait, 'RIGHT', 'LEFT') is None:  # type: ignore[arg-type]
+        if self._raw.blmove(self.queue_name, self._inbox_key, wait, 'RIGHT', 'LEFT') is None:  # type: ignore[arg-type]
             return []
         return self._take(max_count)
 
@@ -47,8 +47,8 @@ class RedisAckBroker(RedisLeaseBroker):
     def _release(self, pipe: redis.client.Pipeline, deliveries: list[Delivery]) -> None:
         pipe.hdel(self._unacked_key, *[d.tag for d in deliveries])
 
-    def _held_in_redis(self) -> dict[Any, str]:
-        held = cast(dict[str, str], self._redis.hgetall(self._unacked_key))  # decoded replies: str
+    def _held_in_redis(self) -> dict[Any, bytes]:
+        held = cast(dict[bytes, bytes], self._raw.hgetall(self._unacked_key))
         return {int(field): body for field, body in held.items()}
 
     def _return_held(self, consumer_id: str) -> int:

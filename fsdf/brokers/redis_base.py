@@ -4,6 +4,8 @@ A queue ``q`` is the Redis key ``q`` (a list here; REDIS_STREAM overrides for a 
 program publishes with ``LPUSH q '{"a": 1, "b": 2}'``; consumers take from the other end, so the
 order is first in, first out. Delayed messages wait in the sorted set ``fsdf:delayed:<q>`` (score:
 due time, epoch seconds); consumers move due ones into the queue, at most every 0.1 s each.
+Bodies are read as bytes (``_raw``) and decoded one message at a time by the runner, so a body
+another program pushed that is not UTF-8 is dead-lettered alone, not the whole reply it came in.
 """
 from __future__ import annotations
 
@@ -13,11 +15,11 @@ import math
 import time
 import uuid
 from importlib import resources
-from typing import ClassVar, Iterable, Optional, cast
+from typing import ClassVar, Iterable, Optional, Sequence, cast
 
 import redis
 
-from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.base import Body, Broker, Delivery
 from fsdf.brokers.polling import PROMOTE_EVERY_SECONDS, DueThrottle
 from fsdf.redis_connection import redis_client
 
@@ -46,6 +48,7 @@ class RedisBroker(Broker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._redis = redis_client()
+        self._raw = redis_client(raw=True)  # every read of message bodies: replies as bytes
         self._delayed_key = f'fsdf:delayed:{queue_name}'
         self._promote = self._redis.register_script(self.push_one_lua + lua('promote.lua'))
         self._promotion = DueThrottle()
@@ -71,9 +74,13 @@ class RedisBroker(Broker):
         """Queue bodies at the consuming end, in their order, so they are taken next."""
         pipe.rpush(self.queue_name, *reversed(bodies))
 
-    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+    def publish_delayed_many(self, bodies: Sequence[Body], due: float) -> None:
         prefix, numbers = self._delay_prefix, self._delay_numbers
-        self._redis.zadd(self._delayed_key, {f'{prefix}{next(numbers)}:{body}': due for body in bodies})
+        members: dict[Body, float] = {}
+        for body in bodies:  # a fetched body going back (a message early for its eta) is bytes
+            tag = f'{prefix}{next(numbers)}:'
+            members[tag.encode() + body if isinstance(body, bytes) else tag + body] = due
+        self._redis.zadd(self._delayed_key, members)  # type: ignore[type-var]  # str or bytes members
         self._next_due = min(self._next_due, due)
 
     def _promote_due(self) -> None:
@@ -121,7 +128,7 @@ class RedisBroker(Broker):
     def _give_back(self, deliveries: list[Delivery], to_front: bool) -> None:
         """Queue the messages again and release them from this consumer, in one transaction."""
         with self._redis.pipeline(transaction=True) as pipe:
-            bodies = cast(list[str], [d.body for d in deliveries])  # fetched from Redis as decoded text
+            bodies = cast(list[str], [d.body for d in deliveries])  # bytes as fetched: redis-py sends them as they are
             (self._push_front if to_front else self._push)(pipe, bodies)
             self._release(pipe, deliveries)
             pipe.execute()

@@ -26,12 +26,13 @@ class RedisBrpopLpushBroker(RedisLeaseBroker):
         self._return_script = self._redis.register_script(lua('chunked.lua', 'brpoplpush_return.lua'))
 
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
-        bodies = self._take_script(keys=[self.queue_name, self._processing_key], args=[max_count, *acks])
+        bodies = self._take_script(keys=[self.queue_name, self._processing_key], args=[max_count, *acks],
+                                   client=self._raw)
         return [Delivery(body, body) for body in bodies]
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
         # redis-py types the timeout as int; Redis >= 6 takes fractions of a second
-        body = self._redis.blmove(self.queue_name, self._processing_key, wait, 'RIGHT', 'LEFT')  # type: ignore[arg-type]
+        body = self._raw.blmove(self.queue_name, self._processing_key, wait, 'RIGHT', 'LEFT')  # type: ignore[arg-type]
         if body is None:
             return []
         return [Delivery(body, body), *self._take(max_count - 1)]
@@ -43,8 +44,8 @@ class RedisBrpopLpushBroker(RedisLeaseBroker):
         for delivery in deliveries:
             pipe.lrem(self._processing_key, -1, delivery.tag)
 
-    def _held_in_redis(self) -> dict[Any, str]:
-        return {body: body for body in cast(list[str], self._redis.lrange(self._processing_key, 0, -1))}
+    def _held_in_redis(self) -> dict[Any, bytes]:
+        return {body: body for body in cast(list[bytes], self._raw.lrange(self._processing_key, 0, -1))}
 
     def _return_held(self, consumer_id: str) -> int:
         return self._return_script(keys=[self.queue_name, self._key('processing', consumer_id)])

@@ -67,7 +67,7 @@ class RedisLeaseBroker(RedisBroker):
         """Put every message ``consumer_id`` holds back in the queue, atomically; how many."""
         raise NotImplementedError
 
-    def _held_in_redis(self) -> dict[Any, str]:
+    def _held_in_redis(self) -> dict[Any, bytes]:
         """The messages this consumer's bookkeeping holds: tag -> body."""
         raise NotImplementedError
 

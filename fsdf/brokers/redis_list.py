@@ -19,11 +19,11 @@ class RedisListBroker(RedisBroker):
     at_least_once = False
 
     def _take(self, max_count: int) -> list[Delivery]:
-        bodies = cast(Optional[list[str]], self._redis.rpop(self.queue_name, max_count))  # decoded replies: str
+        bodies = cast(Optional[list[bytes]], self._raw.rpop(self.queue_name, max_count))
         return [Delivery(body) for body in bodies or ()]
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
-        popped = self._redis.brpop([self.queue_name], wait)
+        popped = self._raw.brpop([self.queue_name], wait)
         return [Delivery(popped[1])] if popped else []
 
     def ack(self, delivery: Delivery) -> None:

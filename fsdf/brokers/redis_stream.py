@@ -61,14 +61,14 @@ class RedisStreamBroker(RedisLeaseBroker):
 
     # -- consuming -----------------------------------------------------------------------
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
-        with self._redis.pipeline(transaction=False) as pipe:
+        with self._raw.pipeline(transaction=False) as pipe:
             if acks:
                 pipe.xack(self.queue_name, self._group, *acks)
             pipe.xreadgroup(self._group, self.consumer_id, {self.queue_name: '>'}, count=max_count)
             return self._deliveries(lambda: pipe.execute()[-1])
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
-        return self._deliveries(lambda: self._redis.xreadgroup(
+        return self._deliveries(lambda: self._raw.xreadgroup(
             self._group, self.consumer_id, {self.queue_name: '>'}, count=max_count, block=int(wait * 1000)))
 
     def _deliveries(self, read: Callable[[], Any]) -> list[Delivery]:
@@ -98,8 +98,8 @@ class RedisStreamBroker(RedisLeaseBroker):
     def _return_held(self, consumer_id: str) -> int:
         return self._return_script(keys=[self.queue_name], args=[self._group, consumer_id, self.consumer_id])
 
-    def _held_in_redis(self) -> dict[Any, str]:
-        reply = self._with_group(lambda: self._redis.xreadgroup(
+    def _held_in_redis(self) -> dict[Any, bytes]:
+        reply = self._with_group(lambda: self._raw.xreadgroup(
             self._group, self.consumer_id, {self.queue_name: '0'}, count=100_000))
         return {entry_id: _body_of(fields) for entry_id, fields in reply[0][1]} if reply else {}
 
@@ -141,9 +141,13 @@ class RedisStreamBroker(RedisLeaseBroker):
         self._trim()
 
 
-def _body_of(fields: Optional[dict[str, str]]) -> str:
-    """The message of a stream entry: its ``msg`` field; for an entry without one, a text that is not
-    JSON, so the entry is dead-lettered whole, with its fields."""
-    if fields and 'msg' in fields:
-        return fields['msg']
-    return f'stream entry without a "msg" field: {json.dumps(fields or {}, ensure_ascii=False)}'
+def _body_of(fields: Optional[dict[bytes, bytes]]) -> bytes:
+    """The message of a stream entry (read as bytes): its ``msg`` field; for an entry without one, a
+    text that is not JSON, so the entry is dead-lettered whole, with its fields (bytes that are not
+    UTF-8 shown as escapes)."""
+    body = fields.get(b'msg') if fields else None
+    if body is not None:
+        return body
+    shown = {k.decode('utf-8', 'backslashreplace'): v.decode('utf-8', 'backslashreplace')
+             for k, v in (fields or {}).items()}
+    return f'stream entry without a "msg" field: {json.dumps(shown, ensure_ascii=False)}'.encode()

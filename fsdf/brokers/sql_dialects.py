@@ -82,7 +82,11 @@ class SqlDialect:
         chosen = (sa.select(table.c.id).where(table.c.lease.is_(None), table.c.due <= self.now())
                   .order_by(table.c.due, table.c.id).limit(max_count))
         return connection.execute(sa.update(table).where(table.c.id.in_(self.lock(chosen).scalar_subquery()))
-                                  .values(lease).returning(table.c.id, table.c.body, table.c.due)).all()
+                                  .values(lease).returning(table.c.id, self.body(table), table.c.due)).all()
+
+    def body(self, table: sa.Table) -> sa.ColumnElement[Any]:
+        """The body column as a take reads it."""
+        return table.c.body
 
     def lock(self, chosen: sa.Select[Any]) -> sa.Select[Any]:
         """The row lock a take's SELECT takes (none where the statement itself is the lock)."""
@@ -116,6 +120,11 @@ class SqliteDialect(SqlDialect):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         sa.event.listen(engine, 'connect', _sqlite_pragmas)
+
+    def body(self, table: sa.Table) -> sa.ColumnElement[Any]:
+        # As bytes: SQLite keeps whatever another program wrote as TEXT, and the driver decodes a
+        # whole reply as UTF-8, so one row that is not UTF-8 would fail every take that meets it.
+        return sa.cast(table.c.body, sa.LargeBinary).label('body')
 
     def lock(self, chosen: sa.Select[Any]) -> sa.Select[Any]:
         return chosen  # the UPDATE holds SQLite's one write lock from its start: no other take runs meanwhile
