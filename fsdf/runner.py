@@ -117,7 +117,7 @@ class MessageRunner:
             self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, exc)
             self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, 'malformed', error=str(exc)))
             self._count('malformed', 'dead_lettered')
-            return RunOutcome(None, {}, {}, 'malformed')
+            return RunOutcome(None, {}, {}, 'malformed', exception=exc)
         outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
         eta = extra.get('eta')
         if eta and eta > outcome.started:  # never early: back to the broker until due
