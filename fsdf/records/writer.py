@@ -45,15 +45,16 @@ Entry = tuple['RunRecorder', 'RunOutcome', int]
 class RecordWriter:
     """One process's buffer and writer thread for one store URL."""
 
-    def __init__(self, url: str, capacity: int = BUFFER_CAPACITY, flush_seconds: float = FLUSH_SECONDS) -> None:
+    def __init__(self, url: str, capacity: Optional[int] = None, flush_seconds: Optional[float] = None) -> None:
         self.url = url
-        self.capacity = capacity
-        self.flush_seconds = flush_seconds
+        self.capacity = capacity or BUFFER_CAPACITY
+        self.flush_seconds = flush_seconds or FLUSH_SECONDS
+        self.flush_size = FLUSH_SIZE
         self.dropped = 0
         """Entries dropped because the store could not keep up (since the writer started)."""
         self.written = 0
         """Entries written to the store."""
-        self._buffer: deque[Entry] = deque(maxlen=capacity)
+        self._buffer: deque[Entry] = deque(maxlen=self.capacity)
         self._beats: dict[str, dict[str, Any]] = {}
         self._queues: dict[str, str] = {}
         self._wake = threading.Event()
@@ -73,7 +74,7 @@ class RecordWriter:
         if len(buffer) >= self.capacity:
             self.dropped += 1  # an unlocked count: a rare lost increment only under a full buffer
         buffer.append(entry)
-        if len(buffer) >= FLUSH_SIZE and not self._wake.is_set():
+        if len(buffer) >= self.flush_size and not self._wake.is_set():
             self._wake.set()
 
     def beat(self, consumer_id: str, info: dict[str, Any]) -> None:
@@ -106,10 +107,13 @@ class RecordWriter:
         while not self._closed:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
-            while self._flush_once() and len(self._buffer) >= FLUSH_SIZE:
-                pass  # a backlog: keep writing full batches
-            if time.monotonic() >= self._next_prune:
-                self._prune()
+            try:
+                while self._flush_once() and len(self._buffer) >= self.flush_size:
+                    pass  # a backlog: keep writing full batches
+                if time.monotonic() >= self._next_prune:
+                    self._prune()
+            except Exception:  # a bug must not end the thread: records would pile up unseen
+                logger.exception('the run records writer failed; it goes on with the next batch')
 
     def _flush_once(self) -> bool:
         """Write one batch; False (entries put back, or dropped when there is no room) if the store failed."""
@@ -192,14 +196,14 @@ _writers: dict[str, RecordWriter] = {}
 _writers_lock = threading.Lock()
 
 
-def writer_for(url: str) -> RecordWriter:
-    """This process's writer for a store URL, started on first use."""
+def writer_for(url: str, capacity: Optional[int] = None) -> RecordWriter:
+    """This process's writer for a store URL, started on first use (``capacity``: its buffer's, on first use)."""
     writer = _writers.get(url)
     if writer is None:
         with _writers_lock:
             writer = _writers.get(url)
             if writer is None:
-                writer = _writers[url] = RecordWriter(url)
+                writer = _writers[url] = RecordWriter(url, capacity)
     return writer
 
 
