@@ -1,6 +1,7 @@
 """Run records, rollups, registry, pause/resume and the minute line, on SQLite and the MongoDB-wire server."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -90,7 +91,7 @@ def test_every_status_gives_its_record(store: RunStore, queue_name: str) -> None
     work.drain(timeout=20)
     records = {r['task_id']: r for r in _records(store, queue=queue_name)}
     assert records[ok.task_id]['status'] == 'succeeded' and records[ok.task_id]['result'] == '0'
-    assert records[ok.task_id]['arguments'] == '{"x": 0}'
+    assert json.loads(records[ok.task_id]['arguments']) == {'x': 0}
     fail = records[failed.task_id]
     assert (fail['status'], fail['exception_type'], fail['exception_message'], fail['retries']) == \
            ('failed', 'ValueError', 'boom 1', 1)

@@ -17,6 +17,8 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
+from fsdf.message import _dumps
+
 if TYPE_CHECKING:
     from fsdf.controls.base import RunOutcome
 
@@ -71,10 +73,13 @@ def _json_or_text(value: Any, limit: int) -> Optional[str]:
     if value is None:
         return None
     try:
-        text = json.dumps(value, ensure_ascii=False, default=str)
+        text = _dumps(value)  # the messages' own compact encoder: a third of json.dumps's cost
     except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return _cut(text, limit)
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(value)
+    return text if len(text) <= limit else _cut(text, limit)
 
 
 def build_record(settled: Settled) -> dict[str, Any]:
@@ -120,7 +125,18 @@ def _traceback_of(exc: Optional[BaseException]) -> Optional[str]:
     return _cut(''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)), TRACEBACK_MAX_CHARS)
 
 
-def bucket_keys(queue: str, status: str, at: float) -> list[tuple[str, str, int, int]]:
-    """The rollup rows one run at epoch second ``at`` adds to: (queue, status, granularity, bucket start)."""
-    second = int(at)
-    return [(queue, status, gran, second - second % gran) for gran, _ in GRANULARITIES]
+def rollups_of(per_second: dict[tuple[str, str, int], list[float]]) -> dict[tuple[str, str, int, int], list[float]]:
+    """Per-second sums ``(queue, status, second) -> [count, duration sum, duration max]`` spread over every
+    granularity's bucket: ``(queue, status, granularity, bucket start) -> [...]``."""
+    rollups: dict[tuple[str, str, int, int], list[float]] = {}
+    for (queue, status, second), (n, total, most) in per_second.items():
+        for gran, _ in GRANULARITIES:
+            key = (queue, status, gran, second - second % gran)
+            row = rollups.get(key)
+            if row is None:
+                rollups[key] = [n, total, most]
+            else:
+                row[0] += n
+                row[1] += total
+                row[2] = max(row[2], most)
+    return rollups

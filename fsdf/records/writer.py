@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
 from fsdf.log import EveryNSeconds
-from fsdf.records.model import Settled, bucket_keys, build_record, record_status
+from fsdf.records.model import Settled, build_record, record_status, rollups_of
 from fsdf.records.store import Batch, RunStore, open_store
 from fsdf.secrets import redact
 
@@ -144,21 +144,23 @@ class RecordWriter:
     @staticmethod
     def _batch_of(entries: list[Entry], beats: dict[str, dict[str, Any]], queues: dict[str, str]) -> Batch:
         batch = Batch(consumers=beats, queues=queues)
-        rollups = batch.rollups
+        per_second: dict[tuple[str, str, int], list[float]] = {}
+        now = int(time.time())
         for recorder, outcome, thread_id in entries:
-            status = record_status(outcome)
             duration = outcome.duration
-            for key in bucket_keys(recorder.queue, status, outcome.finished or time.time()):
-                row = rollups.get(key)
-                if row is None:
-                    rollups[key] = [1, duration, duration]
-                else:
-                    row[0] += 1
-                    row[1] += duration
-                    row[2] = max(row[2], duration)
+            key = (recorder.queue, record_status(outcome), int(outcome.finished) or now)
+            row = per_second.get(key)
+            if row is None:
+                per_second[key] = [1, duration, duration]
+            else:
+                row[0] += 1
+                row[1] += duration
+                if duration > row[2]:
+                    row[2] = duration
             if recorder.save_records:
                 batch.records.append(build_record(Settled(recorder.queue, recorder.function, outcome, thread_id,
                                                           recorder.save_result, recorder.expire_seconds)))
+        batch.rollups = rollups_of(per_second)
         return batch
 
     def _put_back(self, entries: list[Entry], beats: dict[str, dict[str, Any]], queues: dict[str, str],
@@ -173,7 +175,7 @@ class RecordWriter:
         self._buffer.extendleft(reversed(kept))
         if self._warn_drops.ready(time.monotonic()):
             logger.warning('run store %s is not taking records (%s); %d waiting, %d dropped so far',
-                           redact(self.url), redact(exc), len(self._buffer), self.dropped)
+                           redact(self.url), redact(str(exc))[:200], len(self._buffer), self.dropped)
 
     def _prune(self) -> None:
         self._next_prune = time.monotonic() + PRUNE_SECONDS
