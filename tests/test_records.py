@@ -134,8 +134,10 @@ def test_parent_and_root_across_three_levels(store: RunStore, queue_name: str) -
     top.drain(timeout=10)
     middle.drain(timeout=10)
     leaf.drain(timeout=10)
-    top_record = queries.get_run(root.task_id, store=(flush_all() or store))
-    assert top_record is not None and top_record['root_task_id'] == root.task_id and top_record['parent_task_id'] is None
+    flush_all()
+    top_record = queries.get_run(root.task_id, store=store)
+    assert top_record is not None
+    assert top_record['root_task_id'] == root.task_id and top_record['parent_task_id'] is None
     mids = queries.children(root.task_id, store=store).records
     assert len(mids) == 2 and all(m['root_task_id'] == root.task_id for m in mids)
     for mid in mids:

@@ -181,6 +181,6 @@ def consumer_middleware(queue_name: str, function_name: str, options: Any, write
         return [], []
     writer = writer_for(writer_url or default_store_url())
     first: list[Middleware] = [LiveState(writer, settings.RUN_STATS_LOG_SECONDS)] if settings.RUN_STATISTICS else []
-    last = [RunRecorder(writer, queue_name, function_name, save_records, bool(conf.is_save_result),
+    last: list[Middleware] = [RunRecorder(writer, queue_name, function_name, save_records, bool(conf.is_save_result),
                         conf.expire_seconds)]
     return first, last

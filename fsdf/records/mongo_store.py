@@ -72,9 +72,10 @@ class MongoRunStore(RunStore):
                                         for cid, info in batch.consumers.items()], ordered=False)
         if batch.queues:
             now = dt.datetime.now(dt.timezone.utc).timestamp()
+            fresh = {'first_seen': now, 'paused': False}
             self._queues.bulk_write([ops.UpdateOne({'_id': name}, {'$set': {'broker_kind': kind},
-                                                                   '$setOnInsert': {'first_seen': now, 'paused': False}},
-                                                   upsert=True) for name, kind in batch.queues.items()], ordered=False)
+                                                                   '$setOnInsert': fresh}, upsert=True)
+                                     for name, kind in batch.queues.items()], ordered=False)
 
     def _write_records(self, records: list[dict[str, Any]]) -> None:
         ops = self._pymongo
