@@ -401,3 +401,26 @@ def test_threads_do_not_block_on_a_slow_store(queue_name: str) -> None:
 
 if sys.platform == 'win32':  # pragma: no cover
     pytest.skip('POSIX signals', allow_module_level=True)
+
+
+def test_pause_of_a_redis_queue_travels_through_redis(sqlite_store: RunStore, queue_name: str,
+                                                      redis_server: Any) -> None:
+    """A Redis queue's flag is also in Redis, so consumers whose store is another machine's SQLite see it."""
+    ran: list[int] = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.REDIS_ACK_ABLE, concurrent_num=2)
+    def work(x: int) -> None:
+        ran.append(x)
+
+    work.consume()
+    assert wait_until(lambda: len(queries.list_consumers(queue_name, include_gone=False, store=sqlite_store)) == 1,
+                      20)
+    queries.pause_queue(queue_name, store=sqlite_store)
+    sqlite_store.set_paused(queue_name, False)  # as seen from a machine with its own store: only Redis says so
+    time.sleep(2.0)  # within 2 s the consumer stops fetching
+    work.push_many(range(10))
+    time.sleep(2.0)
+    assert ran == [] and work.get_message_count() == 10
+    queries.resume_queue(queue_name, store=sqlite_store)
+    assert wait_until(lambda: len(ran) == 10, 10)
+    work.consumer.stop(grace=2)
