@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from fsdf._optional import import_optional
 from fsdf.records.model import GRANULARITIES
-from fsdf.records.store import Batch, RunFilter, RunStore
+from fsdf.records.store import CONSUMERS_KEPT_SECONDS, Batch, RunFilter, RunStore
 
 SERVER_TIMEOUT_MS = 2000  # a flush to a store that is away fails within this, and is retried later
 _FILTER_FIELDS = ('queue', 'function', 'status', 'host', 'parent_task_id')
@@ -102,11 +102,14 @@ class MongoRunStore(RunStore):
         gone = self._runs.delete_many({'expire_at': {'$lt': dt.datetime.fromtimestamp(now, dt.timezone.utc)}})
         for gran, keep in GRANULARITIES:
             self._rollups.delete_many({'gran': gran, 'bucket': {'$lt': now - keep}})
+        self._consumers.delete_many({'beat_time': {'$lt': now - CONSUMERS_KEPT_SECONDS}})
         return int(gone.deleted_count or 0)
 
     # -- reading -------------------------------------------------------------------------
     def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str]
                   ) -> tuple[list[dict[str, Any]], Optional[str]]:
+        if run_filter.keyword:
+            self._ensure_indexes()  # $text needs the text index, even on a store nothing wrote to yet
         query = _query(run_filter)
         if cursor:
             end_text, _, key = cursor.partition('|')

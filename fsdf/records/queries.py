@@ -7,6 +7,7 @@ table: a page says only whether more follow.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -45,6 +46,16 @@ class StatsSeries:
     granularity: int
     since: float
     buckets: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _forget_parent_stores() -> None:
+    """In a forked child: the parent's store clients are not this process's to use."""
+    global _stores_lock
+    _stores.clear()
+    _stores_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_parent_stores)
 
 
 def default_store() -> RunStore:

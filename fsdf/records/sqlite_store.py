@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from fsdf.records.model import GRANULARITIES
-from fsdf.records.store import Batch, RunFilter, RunStore
+from fsdf.records.store import CONSUMERS_KEPT_SECONDS, Batch, RunFilter, RunStore
 
 COLUMNS = ('task_id', 'queue', 'function', 'status', 'arguments', 'result', 'exception_type', 'exception_message',
            'traceback', 'retries', 'publish_time', 'start_time', 'end_time', 'duration', 'queue_wait', 'host', 'pid',
@@ -57,6 +57,7 @@ _ROLLUP_UPSERT = ('INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT 
                   'dur_sum = dur_sum + excluded.dur_sum, dur_max = max(dur_max, excluded.dur_max)')
 _TREE_UPSERT = 'INSERT INTO tree_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n'
 _IN_CHUNK = 500  # task ids per IN (...) lookup
+ID_BOUND_SLACK_SECONDS = 60.0
 
 
 class SqliteRunStore(RunStore):
@@ -130,6 +131,7 @@ class SqliteRunStore(RunStore):
                 db.executemany('DELETE FROM tree_counts WHERE node = ?', [(row[1],) for row in gone if row[1]])
                 for gran, keep in GRANULARITIES:
                     db.execute('DELETE FROM rollups WHERE gran = ? AND bucket < ?', (gran, now - keep))
+                db.execute('DELETE FROM consumers WHERE beat_time < ?', (now - CONSUMERS_KEPT_SECONDS,))
                 db.execute('COMMIT')
             except BaseException:
                 db.execute('ROLLBACK')
@@ -140,6 +142,10 @@ class SqliteRunStore(RunStore):
     def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str]
                   ) -> tuple[list[dict[str, Any]], Optional[str]]:
         where, params = _where(run_filter)
+        with self._lock:
+            where_ids, id_params = self._id_bounds(run_filter)
+        where += where_ids
+        params += id_params
         if cursor:
             where.append('runs.id < ?')
             params.append(int(cursor))
@@ -154,6 +160,34 @@ class SqliteRunStore(RunStore):
             rows = self._db.execute(sql, [*params, limit + 1]).fetchall()
         page = [_record(row) for row in rows[:limit]]
         return page, str(rows[limit - 1]['id']) if len(rows) > limit else None
+
+    def _id_bounds(self, run_filter: RunFilter) -> tuple[list[str], list[Any]]:
+        """A time range as a range of ids, so a page walks only the ids of that time (call under the lock).
+
+        Ids follow write order, which follows end times to within a flush or two; ID_BOUND_SLACK_SECONDS
+        of slack keeps records written late inside, and the exact end_time test still applies.
+        """
+        where, params = [], []
+        if run_filter.since is not None:
+            where.append('runs.id >= ?')
+            params.append(self._first_id_ending_after(run_filter.since - ID_BOUND_SLACK_SECONDS))
+        if run_filter.until is not None:
+            where.append('runs.id < ?')
+            params.append(self._first_id_ending_after(run_filter.until + ID_BOUND_SLACK_SECONDS))
+        return where, params
+
+    def _first_id_ending_after(self, moment: float) -> int:
+        """The first id whose record ends at or after ``moment`` (past the last id if none): a binary search."""
+        db = self._db
+        low, high = db.execute('SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM runs').fetchone()
+        while low < high:
+            middle = (low + high) // 2
+            row = db.execute('SELECT end_time FROM runs WHERE id >= ? ORDER BY id LIMIT 1', (middle,)).fetchone()
+            if row is None or (row[0] or 0) >= moment:
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def get_run(self, task_id: str) -> Optional[dict[str, Any]]:
         with self._lock:

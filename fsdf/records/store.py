@@ -12,6 +12,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+CONSUMERS_KEPT_SECONDS = 86400
+"""A consumer gone this long is removed from the registry by the pruning."""
+
 Rollups = dict[tuple[str, str, int, int], list[float]]
 """(queue, status, granularity s, bucket start) -> [count, duration sum, duration max]."""
 

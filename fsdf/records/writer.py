@@ -64,8 +64,25 @@ class RecordWriter:
         self._warn_drops = EveryNSeconds(DROP_WARNING_SECONDS)
         self._next_prune = time.monotonic() + 1.0
         self._closed = False
+        self._start_thread()
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name='fsdf-records-writer', daemon=True)
         self._thread.start()
+
+    def restart_in_child(self) -> None:
+        """After a fork: the parent's thread, locks and store client do not belong to this process.
+
+        The buffer is emptied too: its runs are the parent's, which writes them itself.
+        """
+        self._buffer.clear()
+        self._beats, self._queues = {}, {}
+        self._flush_lock, self._store_lock = threading.Lock(), threading.Lock()
+        self._wake = threading.Event()
+        self._store = None  # not closed: closing would close the parent's connection
+        self.dropped = self.written = 0
+        if not self._closed:
+            self._start_thread()
 
     # -- what producers call (any thread, never blocks) -----------------------------------
     def add(self, entry: Entry) -> None:
@@ -215,14 +232,15 @@ def flush_all(timeout: float = EXIT_FLUSH_SECONDS) -> None:
         writer.flush(timeout)
 
 
-def _forget_parent_writers() -> None:
-    """In a forked child: the parent's writer threads and store clients do not exist here."""
+def _restart_writers_in_child() -> None:
+    """In a forked child: each writer gets its own thread and, on first use, its own store client."""
     global _writers_lock
-    _writers.clear()
     _writers_lock = threading.Lock()
+    for writer in _writers.values():
+        writer.restart_in_child()
 
 
-os.register_at_fork(after_in_child=_forget_parent_writers)
+os.register_at_fork(after_in_child=_restart_writers_in_child)
 atexit.register(flush_all)
 
 
