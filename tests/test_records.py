@@ -424,3 +424,23 @@ def test_pause_of_a_redis_queue_travels_through_redis(sqlite_store: RunStore, qu
     queries.resume_queue(queue_name, store=sqlite_store)
     assert wait_until(lambda: len(ran) == 10, 10)
     work.consumer.stop(grace=2)
+
+
+EXIT_SCRIPT = '''
+import time
+import fsdf.records.writer as writer
+writer.FLUSH_SECONDS = 3600  # nothing is written before exit: the test sees only what the exit flush writes
+writer.FLUSH_SIZE = 10 ** 9
+from fsdf.controls.base import RunOutcome
+from fsdf.records.middleware import RunRecorder
+from fsdf.records.store import default_store_url
+recorder = RunRecorder(writer.writer_for(default_store_url()), 'exit_q', 'f', True, True, 3600)
+for i in range(300):
+    recorder.after_settle(RunOutcome(f'exit{i}', {'i': i}, {}, 'succeeded', started=time.time(), finished=time.time()))
+'''
+
+
+def test_records_buffered_at_exit_are_written(sqlite_store: RunStore, run_script: Any) -> None:
+    process = run_script(EXIT_SCRIPT)
+    assert process.wait(30) == 0
+    assert len(_records(sqlite_store, queue='exit_q')) == 300
