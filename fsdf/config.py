@@ -32,7 +32,13 @@ class FrameSettings:
     KAFKA_BOOTSTRAP_SERVERS: str = '127.0.0.1:9092'
     MONGO_CONNECT_URL: str = 'mongodb://127.0.0.1:27017'
     SQLACHEMY_ENGINE_URL: str = ''
-    RESULT_STORE_URL: str = 'sqlite:///~/.fsdf/results.sqlite'
+    RESULT_STORE_URL: str = ''
+    """Run records, statistics, registry and pause flags: sqlite:///path or mongodb://...;
+    empty: sqlite in PERSIST_QUEUE_PATH/fsdf_runs.sqlite."""
+    RUN_STATISTICS: bool = True
+    """Per-queue counters (rollups), the consumer registry, pause/resume and the minute log line."""
+    RUN_STATS_LOG_SECONDS: float = 60
+    """How often each consumer logs its queue's speed and time left."""
     LOG_PATH: str = '~/.fsdf/logs'
     SHUTDOWN_GRACE_SECONDS: float = 30
     PUBLISH_RETRY_SECONDS: float = 5

@@ -52,7 +52,8 @@ class Consumer:
         self._stopping = threading.Event()
         self.context = ConsumerContext(queue_name, self.broker_kind, self.broker.consumer_id, options,
                                        self.counters, self._stopping, self.logger, self.pool)
-        self.middleware: list[Middleware] = build_middleware(queue_name, self.broker_kind, options, self.logger)
+        self.middleware: list[Middleware] = build_middleware(queue_name, self.broker_kind, options, self.logger,
+                                                             self.signature.name)
         self._fetch_gates = overriding(self.middleware, 'before_fetch')
         self.runner = MessageRunner(consuming_function, self.signature, options, self.broker, self.pool,
                                     self.counters, self.logger, self.middleware)

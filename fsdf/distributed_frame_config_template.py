@@ -28,8 +28,16 @@ MONGO_CONNECT_URL = 'mongodb://127.0.0.1:27017'
 # PERSIST_QUEUE_PATH/fsdf_sql_queues.sqlite.
 SQLACHEMY_ENGINE_URL = ''
 
-# Where run results and statuses are stored when a task asks for it (sqlite:///path or mongodb://).
-RESULT_STORE_URL = 'sqlite:///~/.fsdf/results.sqlite'
+# The run store: run records (tasks with run_records=True), statistics, the registry of queues and
+# consumers, pause flags. sqlite:///path (one machine) or mongodb://... (many machines);
+# empty: sqlite:///<PERSIST_QUEUE_PATH>/fsdf_runs.sqlite.
+RESULT_STORE_URL = ''
+
+# Per-queue counters in the run store, consumer registry, pause/resume and the minute speed line.
+RUN_STATISTICS = True
+
+# How often (seconds) each consumer logs its queue's speed, waiting messages and time left.
+RUN_STATS_LOG_SECONDS = 60
 
 # Folder of the rotating log files written for tasks with create_logger_file=True.
 LOG_PATH = '~/.fsdf/logs'

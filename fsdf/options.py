@@ -13,7 +13,9 @@ from fsdf.enums import BrokerEnum, ConcurrentModeEnum
 
 @dataclass(frozen=True)
 class FunctionResultStatusPersistanceConfig:
-    """Whether to store each run's status and result, and for how long (seed's name kept)."""
+    """Whether to store a record of each run, with its result, and for how long (the seed's name kept;
+    ``fsdf.records.RunRecordsConfig`` is the same class). ``is_save_status`` (or ``is_save_result``) turns
+    records on; ``is_save_result`` also keeps the result; records are pruned ``expire_seconds`` after the run."""
 
     is_save_status: bool = False
     is_save_result: bool = False
@@ -78,7 +80,8 @@ class TaskOptions:
     Redis registry ``fsdf:consumers:<queue>`` every few seconds; works with any broker."""
     function_result_status_persistance_conf: FunctionResultStatusPersistanceConfig = field(
         default_factory=FunctionResultStatusPersistanceConfig)
-    """Store every run's arguments, result and status. Not built yet."""
+    """Store a record of every run (status, arguments, result, exception, times, host, parent and root task)
+    in the store at ``RESULT_STORE_URL``; ``run_records=True`` is the short way to say save status and result."""
     is_consuming_function_use_multi_params: bool = True
     """True: the message's keys are the function's parameters; False: it takes one dict."""
     schedule_tasks_on_main_thread: bool = False
@@ -142,6 +145,7 @@ class TaskOptionsKwargs(TypedDict, total=False):
     is_using_rpc_mode: bool
     is_send_consumer_heartbeat_to_redis: bool
     function_result_status_persistance_conf: FunctionResultStatusPersistanceConfig
+    run_records: Any
     is_consuming_function_use_multi_params: bool
     schedule_tasks_on_main_thread: bool
     log_level: int
@@ -155,9 +159,7 @@ class TaskOptionsKwargs(TypedDict, total=False):
 
 
 # Options accepted for compatibility whose behaviour later issues build.
-NOT_BUILT_YET = (
-    'function_result_status_persistance_conf',
-)
+NOT_BUILT_YET: tuple[str, ...] = ()
 
 _OLD_SPELLINGS = {
     'msg_expire_senconds': 'msg_expire_seconds',
@@ -171,6 +173,9 @@ def normalize_option_names(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Map the seed's old spellings to current names; raise TypeError on unknown names."""
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
+        if name == 'run_records':  # the short modern alias, not a deprecated spelling
+            out['function_result_status_persistance_conf'] = _records_config(value)
+            continue
         if name == 'msg_schedule_time_intercal':
             _deprecated(name, 'qps')
             out.setdefault('qps', 1 / value if value else 0)
@@ -189,6 +194,14 @@ def normalize_option_names(kwargs: dict[str, Any]) -> dict[str, Any]:
 def build_options(**kwargs: Any) -> TaskOptions:
     """Validate keyword options (old spellings included) into a :class:`TaskOptions`."""
     return TaskOptions(**normalize_option_names(kwargs))
+
+
+def _records_config(value: Any) -> FunctionResultStatusPersistanceConfig:
+    """``run_records=``: True (status and result), False (off), or a config."""
+    if isinstance(value, FunctionResultStatusPersistanceConfig):
+        return value
+    _check(isinstance(value, bool), f'run_records must be True, False or a RunRecordsConfig, got {value!r}')
+    return FunctionResultStatusPersistanceConfig(is_save_status=value, is_save_result=value)
 
 
 def _deprecated(old: str, new: str) -> None:

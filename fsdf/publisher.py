@@ -49,6 +49,9 @@ class Publisher:
         if self._broker is None:
             errors = broker_class(self.broker_kind).connection_errors
             self._broker = self._retrying(errors, get_broker, self.broker_kind, self.queue_name)
+            if settings.RUN_STATISTICS:  # the queue registers its broker kind, for tools that list queues
+                from fsdf.records.writer import register_queue
+                register_queue(self.queue_name, self.broker_kind.name)
         return self._broker
 
     def _on_broker(self, call: Callable[..., T], *args: Any) -> T:

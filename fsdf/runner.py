@@ -144,7 +144,7 @@ class MessageRunner:
         self.logger.error('malformed message on %r moved to %s_dlq: %s', self.queue_name, self.queue_name, error)
         self.broker.dead_letter(delivery, message.dead_letter_body(delivery.body, reason, error=error))
         self._count('malformed', 'dead_lettered')
-        return RunOutcome(None, {}, {}, 'malformed')
+        return RunOutcome(None, {}, {}, 'malformed', exception=exc)
 
     def _settings_of(self, outcome: RunOutcome) -> tuple[int, Optional[float]]:
         """``(max_retry_times, function_timeout)`` for one message: its own overrides, else the task's.

@@ -24,7 +24,8 @@ def test_every_spec_option_has_a_typed_default() -> None:
 
 
 def test_keyword_form_for_editors_matches_the_dataclass() -> None:
-    assert set(typing.get_type_hints(TaskOptionsKwargs)) == {f.name for f in fields(TaskOptions)}
+    aliases = {'run_records'}  # a short spelling of a field, for editors too
+    assert set(typing.get_type_hints(TaskOptionsKwargs)) - aliases == {f.name for f in fields(TaskOptions)}
 
 
 def test_unknown_option_is_a_type_error_naming_close_matches() -> None:
@@ -58,6 +59,8 @@ def test_integers_become_enum_members() -> None:
 
 def test_options_not_built_yet_warn_when_consuming(queue_name: str, fsdf_logs: pytest.LogCaptureFixture) -> None:
     from fsdf.options import NOT_BUILT_YET, FunctionResultStatusPersistanceConfig
+    if not NOT_BUILT_YET:
+        pytest.skip('every option is built')
     name = NOT_BUILT_YET[-1]
     value = FunctionResultStatusPersistanceConfig(True, True, 60) if name.startswith('function_result') else 1
     f = task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, **{name: value})(lambda x: x)

@@ -59,14 +59,18 @@ def _set_registered(middleware: tuple[Middleware, ...]) -> None:
 
 
 def build_middleware(queue_name: str, broker_kind: 'BrokerEnum', options: 'TaskOptions',
-                     logger: logging.Logger) -> list[Middleware]:
+                     logger: logging.Logger, function_name: str = '') -> list[Middleware]:
     """A consumer's middleware in the order they apply: fsdf's from its options, the task's, the process's.
 
     The window comes before the rate governor, so a closed window does not bank start credit.
     Expiry is always there because any message may ask for it in its ``extra``. The Redis-backed
     ones (distributed qps, heartbeats) are imported only when asked for: redis is an optional extra.
+    The live state (pause gate, registry, minute line) comes first, so a paused queue banks no rate
+    credit; the run recorder comes last of fsdf's own (fsdf.records).
     """
-    chain: list[Middleware] = []
+    from fsdf.records.middleware import consumer_middleware
+    live, recorder = consumer_middleware(queue_name, function_name or queue_name, options)
+    chain: list[Middleware] = [*live]
     if options.is_do_not_run_by_specify_time_effect:
         chain.append(DoNotRunWindow(options.do_not_run_by_specify_time))
     if options.qps:
@@ -85,6 +89,7 @@ def build_middleware(queue_name: str, broker_kind: 'BrokerEnum', options: 'TaskO
     if options.is_send_consumer_heartbeat_to_redis:
         heartbeat = load_redis_control('fsdf.controls.heartbeat', 'is_send_consumer_heartbeat_to_redis')
         chain.append(heartbeat.RedisHeartbeat())
+    chain.extend(recorder)
     return [*chain, *options.middleware, *_registered]
 
 

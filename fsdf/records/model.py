@@ -1,0 +1,142 @@
+"""What a run record holds, the statuses it may have, and the time buckets of the statistics.
+
+A record is built in the writer thread from the :class:`~fsdf.controls.base.RunOutcome` a worker
+handed over, so a worker pays one ``deque.append`` per run. Texts are cut so one odd call cannot
+bloat the store: arguments to ``ARGUMENTS_MAX_CHARS``, a result to ``RESULT_MAX_CHARS``, an
+exception message to ``EXCEPTION_MAX_CHARS`` and a traceback to ``TRACEBACK_MAX_CHARS``
+characters (a cut value ends with ``…``, and arguments or results cut this way are kept as text,
+no longer valid JSON).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from fsdf.message import _dumps
+
+if TYPE_CHECKING:
+    from fsdf.controls.base import RunOutcome
+
+ARGUMENTS_MAX_CHARS = 10_000
+RESULT_MAX_CHARS = 2_000
+EXCEPTION_MAX_CHARS = 2_000
+TRACEBACK_MAX_CHARS = 8_000
+
+STATUSES = ('succeeded', 'failed', 'dead_lettered', 'requeued', 'retry_scheduled', 'delayed', 'expired',
+            'filtered', 'malformed')
+"""Statuses fsdf records; a user's middleware may add its own skip reasons.
+
+``failed``: the function raised on its last attempt and the message went to ``<queue>_dlq``.
+``dead_lettered``: a message dead-lettered for another reason. ``malformed``: it could not be
+decoded (also dead-lettered). ``retry_scheduled``, ``requeued`` and ``delayed`` are replaced by
+the record of the same task's next settle: a task id has one record, its latest.
+"""
+
+GRANULARITIES = ((1, 2 * 3600), (60, 3 * 86400), (3600, 35 * 86400), (86400, 400 * 86400))
+"""(bucket seconds, how long buckets of that size are kept): per second for 2 h, per minute for 3 days,
+per hour for 35 days, per day for 400 days."""
+
+HOST = socket.gethostname()
+SCRIPT = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ''
+
+
+def record_status(outcome: 'RunOutcome') -> str:
+    """The recorded status of an outcome: a dead-letter caused by the function is ``failed``."""
+    status = outcome.status
+    if status == 'dead_lettered' and outcome.exception is not None:
+        return 'failed'
+    return status
+
+
+@dataclass(slots=True)
+class Settled:
+    """One settled run as a worker hands it to the writer: the outcome and where it ran."""
+
+    queue: str
+    function: str
+    outcome: 'RunOutcome'
+    thread_id: int
+    save_result: bool
+    expire_seconds: float
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + '…'
+
+
+def _json_or_text(value: Any, limit: int) -> Optional[str]:
+    if value is None:
+        return None
+    try:
+        text = _dumps(value)  # the messages' own compact encoder: a third of json.dumps's cost
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):
+            text = repr(value)
+    return text if len(text) <= limit else _cut(text, limit)
+
+
+def build_record(settled: Settled) -> dict[str, Any]:
+    """The record of one run, as plain JSON-able values; its keys are the store's columns."""
+    outcome = settled.outcome
+    extra = outcome.extra
+    exc = outcome.exception
+    publish_time = extra.get('publish_time')
+    publish_time = float(publish_time) if isinstance(publish_time, (int, float)) else None
+    started, finished = outcome.started or None, outcome.finished or None
+    task_id = outcome.task_id if isinstance(outcome.task_id, str) else None
+    root = extra.get('root_task_id')
+    parent = extra.get('parent_task_id')
+    return {
+        'task_id': task_id,
+        'queue': settled.queue,
+        'function': settled.function,
+        'status': record_status(outcome),
+        'arguments': _json_or_text(outcome.arguments, ARGUMENTS_MAX_CHARS) if task_id else None,
+        'result': _json_or_text(outcome.result, RESULT_MAX_CHARS) if settled.save_result else None,
+        'exception_type': type(exc).__name__ if exc is not None else None,
+        'exception_message': _cut(str(exc), EXCEPTION_MAX_CHARS) if exc is not None else None,
+        'traceback': _traceback_of(exc),
+        'retries': outcome.retries,
+        'publish_time': publish_time,
+        'start_time': started,
+        'end_time': finished,
+        'duration': outcome.duration,
+        'queue_wait': round(started - publish_time, 6) if started and publish_time else None,
+        'host': HOST,
+        'pid': os.getpid(),
+        'thread_id': settled.thread_id,
+        'script': SCRIPT,
+        'parent_task_id': parent if isinstance(parent, str) else None,
+        'root_task_id': root if isinstance(root, str) and root else task_id,
+        'expire_at': (finished or 0) + settled.expire_seconds,
+    }
+
+
+def _traceback_of(exc: Optional[BaseException]) -> Optional[str]:
+    if exc is None or exc.__traceback__ is None:
+        return None
+    return _cut(''.join(traceback.format_exception(type(exc), exc, exc.__traceback__)), TRACEBACK_MAX_CHARS)
+
+
+def rollups_of(per_second: dict[tuple[str, str, int], list[float]]) -> dict[tuple[str, str, int, int], list[float]]:
+    """Per-second sums ``(queue, status, second) -> [count, duration sum, duration max]`` spread over every
+    granularity's bucket: ``(queue, status, granularity, bucket start) -> [...]``."""
+    rollups: dict[tuple[str, str, int, int], list[float]] = {}
+    for (queue, status, second), (n, total, most) in per_second.items():
+        for gran, _ in GRANULARITIES:
+            key = (queue, status, gran, second - second % gran)
+            row = rollups.get(key)
+            if row is None:
+                rollups[key] = [n, total, most]
+            else:
+                row[0] += n
+                row[1] += total
+                row[2] = max(row[2], most)
+    return rollups
