@@ -9,8 +9,10 @@ function ``(args) -> exit code`` set as the parser's ``handler``. Reads read the
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from fsdf.cli import queue_commands, run_commands, worker_commands
 from fsdf.cli.common import UNREACHABLE, CliError, describe_unreachable, unreachable_errors
@@ -21,9 +23,22 @@ The run store is RESULT_STORE_URL (default: sqlite in PERSIST_QUEUE_PATH), read 
 distributed_frame_config.py or FSDF_RESULT_STORE_URL."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, adding "did you mean" to a mistyped command's message (Python 3.14 has it built in)."""
+
+    def error(self, message: str) -> 'NoReturn':
+        match = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if match:
+            choices = re.findall(r"'([^']*)'", match.group(2))
+            close = difflib.get_close_matches(match.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one subparser per command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='fsdf', description='See what ran and steer queues: run records, statistics, queues, consumers.',
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     from fsdf import __version__
