@@ -36,7 +36,8 @@ def add_commands(commands: Any) -> None:
         parser.add_argument('--broker', metavar='KIND', help='the broker kind; default: the one the queue registered')
         parser.add_argument('--json', action='store_true', help='print JSON for scripts')
         parser.set_defaults(handler=handler)
-    listing.add_argument('--limit', type=int, default=DEFAULT_LIMIT, help=f'at most this many (default {DEFAULT_LIMIT})')
+    listing.add_argument('--limit', type=int, default=DEFAULT_LIMIT,
+                         help=f'at most this many (default {DEFAULT_LIMIT})')
     redrive.add_argument('--limit', type=int, default=None, help='at most this many (default: all)')
     purge.add_argument('--yes', '-y', action='store_true', help='do not ask')
 

@@ -18,7 +18,8 @@ from fsdf.enums import BrokerEnum
 def add_commands(commands: Any) -> None:
     """Register this group's subcommands."""
     from fsdf.cli import dlq_commands
-    queues = commands.add_parser('queues', help='every registered queue: broker, waiting, dead letters, rate, time left')
+    queues = commands.add_parser('queues',
+                                 help='every registered queue: broker, waiting, dead letters, rate, time left')
     queues.add_argument('--no-count', action='store_true', help='do not ask the brokers how many messages wait')
     _json_option(queues).set_defaults(handler=cmd_queues)
     consumers = commands.add_parser('consumers', help='registered consumers (alive and recently gone)')

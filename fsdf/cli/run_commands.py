@@ -7,10 +7,11 @@ page that has more ends with the ``--after CURSOR`` that shows the next.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 from fsdf.cli.common import (
-    NOT_FOUND, OK, USAGE, CliError, checked_queue, parse_time, print_json, print_table, show_seconds, show_time)
+    NOT_FOUND, OK, USAGE, CliError, Column, checked_queue, parse_time, print_json, print_table, show_seconds, show_time)
 
 TREE_DEPTH = 3
 """Levels ``fsdf tree`` expands by default (each node: one page of its children)."""
@@ -59,7 +60,16 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
-RUN_COLUMNS = [
+@contextlib.contextmanager
+def _bad_cursor_is_usage() -> Iterator[None]:
+    """A cursor not printed by a page (mistyped, or from another store) is a usage error, not a crash."""
+    try:
+        yield
+    except ValueError as exc:
+        raise CliError(USAGE, f'--after is not a cursor this store printed ({exc})') from None
+
+
+RUN_COLUMNS: list[Column] = [
     ('ended', lambda r: show_time(r.get('end_time'))), ('status', lambda r: r.get('status')),
     ('queue', lambda r: r.get('queue')), ('task id', lambda r: r.get('task_id')),
     ('took', lambda r: show_seconds(r.get('duration'))), ('host', lambda r: r.get('host')),
@@ -72,9 +82,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from fsdf.records.queries import list_runs
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    page = list_runs(queue=checked_queue(args.queue) if args.queue else None, function=args.function,
-                     status=args.status, since=since, until=until, task_id=args.task_id, host=args.host,
-                     search=args.search, limit=_positive(args.limit, '--limit'), cursor=args.after)
+    with _bad_cursor_is_usage():
+        page = list_runs(queue=checked_queue(args.queue) if args.queue else None, function=args.function,
+                         status=args.status, since=since, until=until, task_id=args.task_id, host=args.host,
+                         search=args.search, limit=_positive(args.limit, '--limit'), cursor=args.after)
     if args.json:
         print_json({'records': page.records, 'next_cursor': page.next_cursor})
         return OK
@@ -121,7 +132,7 @@ def _node(record: dict[str, Any], depth: int, limit: int, cursor: Optional[str] 
     """A task with its children's counts and, ``depth`` levels down, one page of its children each."""
     from fsdf.records.queries import children, subtree_counts
     counts = subtree_counts(record['task_id'])
-    node = {'record': record, 'children_counts': counts.get('children', {}),
+    node: dict[str, Any] = {'record': record, 'children_counts': counts.get('children', {}),
             'descendants_counts': counts.get('descendants', {}), 'children': [], 'next_cursor': None}
     if depth > 0 and node['children_counts']:
         page = children(record['task_id'], limit=limit, cursor=cursor)
@@ -155,12 +166,18 @@ def cmd_tree(args: argparse.Namespace) -> int:
     """``fsdf tree TASK_ID``: the task, its counts, and its children down ``--depth`` levels."""
     record = find_run(args.task_id)
     depth = args.depth if args.depth >= 0 else 0
-    node = _node(record, depth, _positive(args.limit, '--limit'), args.after)
+    with _bad_cursor_is_usage():
+        node = _node(record, depth, _positive(args.limit, '--limit'), args.after)
     if args.json:
         print_json(node)
     else:
         _print_node(node, '', True)
     return OK
+
+
+def _count_of(status: str) -> Callable[[dict[str, Any]], int]:
+    """A bucket's count of one status (0 when it had none)."""
+    return lambda bucket: int(bucket['counts'].get(status, 0))
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -180,8 +197,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
                     'since': series.since, 'buckets': series.buckets, 'totals': totals})
         return OK
     statuses = sorted(totals)
-    columns = [('bucket', lambda b: show_time(b['bucket']))]
-    columns += [(status, lambda b, s=status: b['counts'].get(s, 0)) for status in statuses]
+    columns: list[Column] = [('bucket', lambda b: show_time(b['bucket']))]
+    columns += [(status, _count_of(status)) for status in statuses]
     columns += [('avg', lambda b: show_seconds(b['duration_sum'] / max(sum(b['counts'].values()), 1))),
                 ('max', lambda b: show_seconds(b['duration_max']))]
     print_table(series.buckets, columns, empty=f'(no runs of {queue or "any queue"} in the last {args.window})')
