@@ -22,7 +22,7 @@ def add_commands(commands: Any) -> None:
     """Register this group's subcommands."""
     runs = commands.add_parser('runs', help='run records, newest first, filtered and paged')
     runs.add_argument('--queue')
-    runs.add_argument('--function', help='the function\'s module.name')
+    runs.add_argument('--function', help='the function, named as its records show it')
     runs.add_argument('--status', help='succeeded, failed, dead_lettered, requeued, expired, filtered, malformed...')
     runs.add_argument('--since', help='ended at or after: ISO time or a span ago (10m, 2h, 3d)')
     runs.add_argument('--until', help='ended at or before: ISO time or a span ago')
