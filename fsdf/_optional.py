@@ -18,6 +18,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'mongo': frozenset({'pymongo', 'bson'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
+    'web': frozenset({'starlette', 'uvicorn', 'anyio'}),
 }
 
 
