@@ -79,17 +79,18 @@ def _described(delivery: Delivery) -> dict[str, Any]:
             'publish_time': extra.get('publish_time'), 'arguments': json.dumps(arguments, default=str)[:2000]}
 
 
-def _walk_dlq(dlq: Broker, act: Callable[[Delivery], bool], most: int) -> int:
-    """Take up to ``most`` messages; ``act`` returns True when it settled one, else it goes back. Acted count."""
+def _walk_dlq(dlq: Broker, act: Callable[[Delivery], bool], most: int, act_most: int = DLQ_SCAN_MOST) -> int:
+    """Take up to ``most`` messages, stopping once ``act`` settled ``act_most``; ``act`` returns True when it
+    settled one, else the message goes back (after the walk). How many were settled."""
     taken: list[Delivery] = []
     acted = 0
     try:
-        while len(taken) + acted < most:
+        while len(taken) + acted < most and acted < act_most:
             batch = dlq.fetch(min(_FETCH_BATCH, most - len(taken) - acted), _FETCH_WAIT_SECONDS)
             if not batch:
                 break
             for delivery in batch:
-                if act(delivery):
+                if acted < act_most and act(delivery):
                     acted += 1
                 else:
                     taken.append(delivery)
@@ -135,7 +136,7 @@ def dlq_redrive(name: str, body: dict[str, Any], store: Optional[RunStore]) -> d
         broker.publish(_redriven(delivery.body))
         broker.dlq.ack(delivery)
         return True
-    return {'queue': name, 'redriven': _walk_dlq(broker.dlq, redrive, 1 if task_id else DLQ_SCAN_MOST)}
+    return {'queue': name, 'redriven': _walk_dlq(broker.dlq, redrive, DLQ_SCAN_MOST, 1 if task_id else DLQ_SCAN_MOST)}
 
 
 def dlq_delete(name: str, body: dict[str, Any], store: Optional[RunStore]) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def dlq_delete(name: str, body: dict[str, Any], store: Optional[RunStore]) -> di
             return False
         dlq.ack(delivery)
         return True
-    return {'queue': name, 'deleted': _walk_dlq(dlq, delete, 1 if task_id else DLQ_SCAN_MOST)}
+    return {'queue': name, 'deleted': _walk_dlq(dlq, delete, DLQ_SCAN_MOST, 1 if task_id else DLQ_SCAN_MOST)}
 
 
 def _one_or_all(body: dict[str, Any]) -> Optional[str]:

@@ -24,7 +24,7 @@ from typing import Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = 'fsdf_token'
 ACTION_HEADER = 'x-fsdf-action'
@@ -67,7 +67,7 @@ class Guard:
         if self.token and scope['method'] == 'GET' and b'token=' in scope.get('query_string', b''):
             await self._set_cookie_and_redirect(scope, send)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _with_headers(send))
 
     def _refusal(self, scope: Scope, headers: Headers) -> Optional[tuple[int, str]]:
         """(status, message) when the request may not go on, else None."""
@@ -118,6 +118,20 @@ def cross_site_problem(scope: Scope, headers: Headers) -> Optional[tuple[int, st
         if urlsplit(source).netloc != own:
             return 403, 'a request from another site may not act'
     return None
+
+
+# The pages load only their own files; no page of another site may frame them (clickjacking an action).
+SECURITY_HEADERS = [(b'content-security-policy',
+                     b"default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"),
+                    (b'x-content-type-options', b'nosniff'), (b'referrer-policy', b'same-origin')]
+
+
+def _with_headers(send: Send) -> Send:
+    async def sending(message: Message) -> None:
+        if message['type'] == 'http.response.start':
+            message = {**message, 'headers': [*message.get('headers', []), *SECURITY_HEADERS]}
+        await send(message)
+    return sending
 
 
 def _cookie(header: str, name: str) -> Optional[str]:
