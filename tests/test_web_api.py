@@ -67,7 +67,8 @@ def test_runs_filters_narrow_and_pages_cover_everything_once(client: TestClient)
     failed = _all_pages(client, '/api/runs?status=failed&queue=flat_q1&limit=1000')
     assert failed and {r['status'] for r in failed} == {'failed'}
     assert {r['host'] for r in _all_pages(client, '/api/runs?host=host2&limit=500')} == {'host2'}
-    assert [r['task_id'] for r in client.get('/api/runs?task_id=' + '0' * 31 + '7').json()['records']] == ['0' * 31 + '7']
+    seventh = '0' * 31 + '7'
+    assert [r['task_id'] for r in client.get('/api/runs?task_id=' + seventh).json()['records']] == [seventh]
     apples = _all_pages(client, '/api/runs?q=apple&queue=flat_q0&limit=500')
     assert apples and all('apple' in r['arguments'] for r in apples)
     recent = client.get('/api/runs?since=30m&queue=flat_q2&limit=1000').json()['records']

@@ -73,7 +73,8 @@ def _described(delivery: Delivery) -> dict[str, Any]:
         arguments, extra = decode(delivery.body)
     except MalformedMessageError:
         return {'task_id': None, 'reason': 'malformed', 'arguments': None}
-    dead = extra.get('dead_letter') if isinstance(extra.get('dead_letter'), dict) else {}
+    note = extra.get('dead_letter')
+    dead: dict[str, Any] = note if isinstance(note, dict) else {}
     return {'task_id': extra.get('task_id'), 'reason': dead.get('reason'), 'time': dead.get('time'),
             'exception_type': dead.get('exception_type'), 'error': dead.get('exception') or dead.get('error'),
             'publish_time': extra.get('publish_time'), 'arguments': json.dumps(arguments, default=str)[:2000]}
@@ -103,7 +104,11 @@ def dlq_list(name: str, store: Optional[RunStore], most: int = DLQ_LIST_MOST) ->
     """The first ``most`` dead letters of a queue with their reasons, and the DLQ's size where the broker counts."""
     dlq = queue_broker(name, store).dlq
     shown: list[dict[str, Any]] = []
-    _walk_dlq(dlq, lambda d: bool(shown.append(_described(d))), most)
+
+    def show(delivery: Delivery) -> bool:
+        shown.append(_described(delivery))
+        return False  # every message goes back
+    _walk_dlq(dlq, show, most)
     return {'queue': name, 'messages': shown, 'count': _count(dlq)}
 
 
