@@ -19,6 +19,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
+    'web': frozenset({'starlette', 'uvicorn', 'anyio'}),
 }
 
 

@@ -6,7 +6,7 @@
 # pytest runs in two parts: everything but the `timing` tests in two processes (pytest-xdist; each starts
 # its own servers on its own ports), then the `timing` tests (paces, latencies) alone, so the other
 # process's load cannot skew what they measure. Arguments go to both parts.
-FSDF_EXTRAS="all,test" source "$(dirname "$0")/_venv.sh"
+FSDF_EXTRAS="all,test,browser" source "$(dirname "$0")/_venv.sh"
 bash tests/servers/install.sh
 if ! .venv/bin/ruff check fsdf tests bench test_frame; then
   echo "scripts/test.sh: FAILED: ruff check found lint errors (listed above)" >&2

@@ -207,3 +207,32 @@ def dropped_records() -> int:
     """Records this process dropped because the store could not keep up (since it started)."""
     from fsdf.records.writer import _writers
     return sum(writer.dropped for writer in list(_writers.values()))
+
+
+# -- inside a tree (added for the dashboard) -----------------------------------------------
+def tree_runs(root_task_id: str, status: Optional[str] = None, since: Optional[float] = None,
+              until: Optional[float] = None, task_id: Optional[str] = None, search: Optional[str] = None,
+              function: Optional[str] = None, host: Optional[str] = None, queue: Optional[str] = None,
+              limit: int = DEFAULT_PAGE, cursor: Optional[str] = None, store: Optional[RunStore] = None) -> RunPage:
+    """The records below a root (not the root itself) matching every filter given, newest first, paged."""
+    run_filter = RunFilter(root_task_id=root_task_id, status=status, since=since, until=until,
+                           task_id=task_id or None, keyword=search or None, function=function, host=host,
+                           queue=queue)
+    records, next_cursor = _or_default(store).page_runs(run_filter, _page_size(limit), cursor)
+    return RunPage(records, next_cursor)
+
+
+def ancestors(task_id: str, stop_at: Optional[str] = None, most: int = 100,
+              store: Optional[RunStore] = None) -> list[str]:
+    """The ids from the root (or ``stop_at``) down to ``task_id``'s parent, following recorded parents.
+
+    Stops early where a parent has no record (expired, or its queue keeps none) or after ``most`` steps.
+    """
+    store = _or_default(store)
+    path: list[str] = []
+    record = store.get_run(task_id)
+    while record is not None and record.get('parent_task_id') and len(path) < most and task_id != stop_at:
+        task_id = record['parent_task_id']
+        path.append(task_id)
+        record = store.get_run(task_id)
+    return path[::-1]

@@ -13,3 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need[@]}" >/dev/null
 fi
+# The dashboard's browser tests drive Debian's chromium through Playwright (pip install "fsdf[browser]");
+# never `playwright install`, which downloads a browser from the internet.
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null
+fi

@@ -1,0 +1,125 @@
+"""The dashboard's ASGI app: the list of routes, read top to bottom, and how each answers.
+
+Reads are thin functions in :mod:`fsdf.web.api`, actions in :mod:`fsdf.web.actions`, both over
+:mod:`fsdf.records.queries` (what the ``fsdf`` command calls). Pages are plain HTML and JavaScript
+files in ``static/``; every page fetches its JSON twin under ``/api/``. Answers: 400 with
+``{"error": ...}`` for bad input, 404 for an unknown queue or task, 503 when a broker cannot be
+reached for an action; :class:`fsdf.web.security.Guard` answers 401/403/415 before any route runs.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fsdf.records.store import RunStore
+from fsdf.secrets import redact
+from fsdf.web import actions, api, metrics
+from fsdf.web.params import BadRequest
+from fsdf.web.security import Guard
+
+STATIC = Path(__file__).parent / 'static'
+PAGES = ('overview', 'queues', 'queue', 'runs', 'run', 'tree', 'consumers', 'dlq')
+logger = logging.getLogger('fsdf.web')
+
+
+def _read(fn: Callable[[Request], Any]) -> Callable[[Request], Response]:
+    """A read route: sync, so Starlette runs it in its thread pool; bad input 400, unknown 404."""
+    def endpoint(request: Request) -> Response:
+        try:
+            return JSONResponse(fn(request))
+        except BadRequest as exc:
+            return JSONResponse({'error': str(exc)}, 400)
+        except LookupError as exc:
+            return JSONResponse({'error': str(exc)}, 404)
+    endpoint.__name__ = fn.__name__
+    return endpoint
+
+
+def _act(fn: Callable[[Request, dict[str, Any]], Any]) -> Callable[[Request], Any]:
+    """An action route: the JSON body read here, the action run in the thread pool."""
+    async def endpoint(request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = (await request.json()) if raw else {}
+        except ValueError:
+            return JSONResponse({'error': 'the body is not JSON'}, 400)
+        if not isinstance(body, dict):
+            return JSONResponse({'error': 'the body is a JSON object'}, 400)
+        try:
+            return JSONResponse(await run_in_threadpool(fn, request, body))
+        except BadRequest as exc:
+            return JSONResponse({'error': str(exc)}, 400)
+        except LookupError as exc:
+            return JSONResponse({'error': str(exc)}, 404)
+        except Exception as exc:  # a broker away or refusing: say so, with no secret, and log it
+            logger.warning('action %s failed: %s', request.url.path, redact(exc))
+            return JSONResponse({'error': f'the action failed: {redact(exc)}'}, 503)
+    endpoint.__name__ = fn.__name__
+    return endpoint
+
+
+def _name(request: Request) -> str:
+    return request.path_params['name']
+
+
+def _store(request: Request) -> Optional[RunStore]:
+    return request.app.state.store
+
+
+ACTIONS = [
+    Route('/api/queues/{name}/pause', _act(lambda r, b: actions.pause(_name(r), _store(r))), methods=['POST']),
+    Route('/api/queues/{name}/resume', _act(lambda r, b: actions.resume(_name(r), _store(r))), methods=['POST']),
+    Route('/api/queues/{name}/purge', _act(lambda r, b: actions.purge(_name(r), b, _store(r))), methods=['POST']),
+    Route('/api/dlq/{name}/redrive', _act(lambda r, b: actions.dlq_redrive(_name(r), b, _store(r))),
+          methods=['POST']),
+    Route('/api/dlq/{name}/delete', _act(lambda r, b: actions.dlq_delete(_name(r), b, _store(r))), methods=['POST']),
+    Route('/api/runs/{task_id}/republish',
+          _act(lambda r, b: actions.republish(r.path_params['task_id'], _store(r))), methods=['POST']),
+]
+
+READS = [
+    Route('/api/config', _read(lambda r: {'read_only': r.app.state.read_only,
+                                          'token_required': r.app.state.token_required})),
+    Route('/api/overview', _read(api.overview)),
+    Route('/api/queues', _read(api.queues)),
+    Route('/api/queue/{name}', _read(api.queue)),
+    Route('/api/runs', _read(api.runs)),
+    Route('/api/runs/{task_id}', _read(api.run)),
+    Route('/api/runs/{task_id}/children', _read(api.children)),
+    Route('/api/tree/{task_id}', _read(api.tree)),
+    Route('/api/consumers', _read(api.consumers)),
+    Route('/api/dlq/{name}', _read(lambda r: actions.dlq_list(_name(r), _store(r)))),
+    Route('/api/stats/{queue}', _read(api.stats)),
+    Route('/healthz', lambda r: JSONResponse({'ok': True})),
+    Route('/metrics', lambda r: PlainTextResponse(metrics.render(_store(r)),
+                                                  media_type='text/plain; version=0.0.4')),
+]
+
+
+def _page(name: str) -> Route:
+    path = '/' if name == 'overview' else f'/{name}'
+    return Route(path, lambda request: FileResponse(STATIC / f'{name}.html'), name=f'page_{name}')
+
+
+def create_app(token: Optional[str] = None, read_only: bool = False, store: Optional[RunStore] = None) -> Guard:
+    """The dashboard as an ASGI app (mountable in another Starlette or FastAPI app).
+
+    ``token``: needed by every route but /healthz and the assets (see :mod:`fsdf.web.security`);
+    None: the app answers only requests addressed to localhost. ``read_only``: every action is
+    refused (403) and hidden. ``store``: the run store to read (None: the one at RESULT_STORE_URL).
+    """
+    routes = READS + ([] if read_only else ACTIONS) + [_page(name) for name in PAGES] + [
+        Mount('/static', StaticFiles(directory=STATIC), name='static')]
+    app = Starlette(routes=routes)
+    app.state.store = store
+    app.state.read_only = read_only
+    app.state.token_required = bool(token)
+    return Guard(app, token, read_only)

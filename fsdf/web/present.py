@@ -1,0 +1,43 @@
+"""What the dashboard shows of a record, a queue or a consumer: the stored values with secrets hidden.
+
+Every text that could carry a connection string (arguments, results, exception messages,
+tracebacks, scripts) passes through :func:`fsdf.secrets.redact`'s rules: URL passwords become
+``***`` and the values of the password settings are replaced wherever they appear.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fsdf.secrets import MASK, known_secrets, redact_url
+
+_TEXT_FIELDS = ('arguments', 'result', 'exception_message', 'traceback', 'script')
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with URL passwords and the given secret values hidden (``secrets``: from known_secrets())."""
+    text = redact_url(text)
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def clean_record(record: dict[str, Any], secrets: Optional[list[str]] = None) -> dict[str, Any]:
+    """A copy of a run record fit to show."""
+    secrets = known_secrets() if secrets is None else secrets
+    shown = dict(record)
+    for name in _TEXT_FIELDS:
+        value = shown.get(name)
+        if isinstance(value, str):
+            shown[name] = scrub(value, secrets)
+    return shown
+
+
+def clean_queue(row: dict[str, Any]) -> dict[str, Any]:
+    """A queue row fit to show (names carry no secrets; kept as a seam should the registry grow)."""
+    return dict(row)
+
+
+def clean_consumer(info: dict[str, Any]) -> dict[str, Any]:
+    """A consumer's beat fit to show: its texts scrubbed."""
+    secrets = known_secrets()
+    return {k: scrub(v, secrets) if isinstance(v, str) else v for k, v in info.items()}

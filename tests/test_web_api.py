@@ -1,0 +1,242 @@
+"""The dashboard's JSON API over a real SQLite run store and a real Redis broker, through Starlette's TestClient.
+
+Every route: filters, keyset paging, tree search, actions on a live Redis queue, the token, the
+cross-site guard, read-only mode, and bad input answered 400 with a message (never 500).
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+pytest.importorskip('starlette')
+pytest.importorskip('httpx')
+from starlette.testclient import TestClient  # noqa: E402
+
+from fsdf import BrokerEnum  # noqa: E402
+from fsdf.brokers import get_broker  # noqa: E402
+from fsdf.message import dead_letter_body, encode, new_extra  # noqa: E402
+from fsdf.records.store import Batch, RunStore, open_store  # noqa: E402
+from fsdf.web import create_app  # noqa: E402
+from fsdf.web.serve import main, serve  # noqa: E402
+from web_data import flat_records, record, tree_records, write_all  # noqa: E402
+
+KIND = BrokerEnum.REDIS_ACK_ABLE
+ACT = {'X-Fsdf-Action': '1'}
+ROOT = 'webroot'
+
+
+@pytest.fixture(scope='module')
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunStore]:
+    path: Path = tmp_path_factory.mktemp('web') / 'runs.sqlite'
+    opened = open_store(f'sqlite:///{path}')
+    write_all(opened, tree_records(ROOT, 1000, width=450, inner=20))
+    write_all(opened, flat_records(300, queues=3))
+    secret = record('secret-run', 'flat_q0', 'succeeded', time.time(),
+                    arguments='{"dsn": "redis://app:hunter2@db:6379/0"}')
+    write_all(opened, iter([secret]), queues={'flat_q0': 'REDIS_ACK_ABLE', 'tree_q': 'REDIS_ACK_ABLE'})
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope='module')
+def client(store: RunStore) -> TestClient:
+    return TestClient(create_app(store=store), base_url='http://127.0.0.1')
+
+
+def _all_pages(client: TestClient, url: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = client.get(url + (f'&cursor={cursor}' if cursor else '')).json()
+        page = page.get('matches', page)  # a tree search nests its page
+        found += page['records']
+        cursor = page['next_cursor']
+        if cursor is None:
+            return found
+
+
+# -- reads ------------------------------------------------------------------------------------
+def test_runs_filters_narrow_and_pages_cover_everything_once(client: TestClient) -> None:
+    every = _all_pages(client, '/api/runs?queue=flat_q1&limit=37')
+    assert len(every) == 100 and len({r['task_id'] for r in every}) == 100
+    assert [r['end_time'] for r in every] == sorted((r['end_time'] for r in every), reverse=True)
+    failed = _all_pages(client, '/api/runs?status=failed&queue=flat_q1&limit=1000')
+    assert failed and {r['status'] for r in failed} == {'failed'}
+    assert {r['host'] for r in _all_pages(client, '/api/runs?host=host2&limit=500')} == {'host2'}
+    seventh = '0' * 31 + '7'
+    assert [r['task_id'] for r in client.get('/api/runs?task_id=' + seventh).json()['records']] == [seventh]
+    apples = _all_pages(client, '/api/runs?q=apple&queue=flat_q0&limit=500')
+    assert apples and all('apple' in r['arguments'] for r in apples)
+    recent = client.get('/api/runs?since=30m&queue=flat_q2&limit=1000').json()['records']
+    assert recent and all(r['end_time'] >= time.time() - 1800 - 5 for r in recent) and len(recent) < 100
+
+
+def test_run_children_and_tree(client: TestClient) -> None:
+    run = client.get(f'/api/runs/{ROOT}').json()
+    assert run['record']['task_id'] == ROOT and sum(run['counts']['descendants'].values()) == 999
+    first = client.get(f'/api/runs/{ROOT}/children').json()
+    assert len(first['records']) == 200 and first['next_cursor']
+    assert all('counts' in r for r in first['records'])
+    kids = _all_pages(client, f'/api/runs/{ROOT}/children?limit=200')
+    assert len(kids) == 450 and len({k['task_id'] for k in kids}) == 450
+    failures = client.get(f'/api/tree/{ROOT}?status=failed&limit=5&path=1').json()['matches']
+    assert failures['records'] and all(r['status'] == 'failed' for r in failures['records'])
+    deep = [r for r in _all_pages(client, f'/api/tree/{ROOT}?status=failed&path=1&limit=100') if '-g' in r['task_id']]
+    assert deep and all(r['path'] == [ROOT, r['parent_task_id']] for r in deep)
+    by_id = client.get(f'/api/tree/{ROOT}?task_id={ROOT}-c0001').json()['matches']['records']
+    assert {r['task_id'] for r in by_id} == {f'{ROOT}-c{i:05d}' for i in range(10, 20)}
+    assert client.get('/api/runs/nothing-here').status_code == 404
+
+
+def test_overview_queues_consumers_stats_and_health(client: TestClient) -> None:
+    overview = client.get('/api/overview').json()
+    assert overview['done_today'] + overview['failed_today'] > 0 and overview['consumers_alive'] == 0
+    names = {q['name'] for q in client.get('/api/queues').json()['queues']}
+    assert {'flat_q0', 'tree_q'} <= names
+    queue = client.get('/api/queue/flat_q0').json()
+    assert queue['queue']['name'] == 'flat_q0' and all(f['status'] == 'failed' for f in queue['failures'])
+    assert client.get('/api/queue/nope').status_code == 404
+    assert client.get('/api/consumers').json() == {'consumers': []}
+    hourly = client.get('/api/stats/_all?window=24h').json()
+    assert hourly['granularity'] == 3600 and sum(sum(b['counts'].values()) for b in hourly['buckets']) == 1301
+    assert client.get('/api/stats/flat_q0?window=60s').json()['granularity'] == 1
+    assert client.get('/healthz').json() == {'ok': True}
+
+
+def test_metrics_are_labelled_by_queue_and_status_only(client: TestClient) -> None:
+    text = client.get('/metrics').text
+    assert 'fsdf_tasks_completed_total{queue="flat_q0",status="failed"}' in text
+    assert 'fsdf_task_duration_seconds_count{queue="tree_q"} 1000' in text
+    labels = set(re.findall(r'(\w+)="', text))
+    assert labels <= {'queue', 'status', 'le'}
+
+
+def test_secrets_are_never_shown(client: TestClient) -> None:
+    body = client.get('/api/runs/secret-run').text
+    assert 'hunter2' not in body and 'app:***@db' in body
+
+
+@pytest.mark.parametrize('url', [
+    '/api/runs?since=yesterdayish', '/api/runs?until=12x', '/api/runs?limit=0', '/api/runs?limit=abc',
+    '/api/runs?limit=5000', '/api/runs?status=no%20such', '/api/runs?cursor=not-a-cursor', '/api/runs?colour=red',
+    '/api/runs?queue=a%00b', '/api/runs?since=2h&until=3h', '/api/runs?q=' + 'x' * 600,
+    f'/api/runs/{ROOT}/children?cursor=zz', f'/api/runs/{ROOT}/children?limit=-1', f'/api/tree/{ROOT}?since=soon',
+    '/api/stats/_all?window=7x', '/api/stats/_all?window=5000s', '/api/consumers?queue=' + 'q' * 300])
+def test_bad_input_is_a_400_with_a_message(client: TestClient, url: str) -> None:
+    answer = client.get(url)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()['error']
+
+
+# -- security ---------------------------------------------------------------------------------
+def test_without_a_token_only_requests_to_localhost_are_answered(store: RunStore) -> None:
+    app = create_app(store=store)
+    assert TestClient(app, base_url='http://localhost:8000').get('/api/queues').status_code == 200
+    rebound = TestClient(app, base_url='http://evil.example:27018')
+    assert rebound.get('/api/runs').status_code == 403
+
+
+def test_the_token_by_header_or_by_the_cookie_a_visit_sets(store: RunStore) -> None:
+    client = TestClient(create_app(token='s3cret', store=store), base_url='http://dash.example')
+    assert client.get('/api/queues').status_code == 401
+    assert client.get('/api/queues', headers={'Authorization': 'Bearer wrong'}).status_code == 401
+    assert client.get('/api/queues', headers={'Authorization': 'Bearer s3cret'}).status_code == 200
+    assert client.get('/healthz').status_code == 200 and client.get('/static/style.css').status_code == 200
+    assert client.get('/metrics').status_code == 401
+    visit = client.get('/runs?token=s3cret&queue=flat_q0', follow_redirects=False)
+    assert visit.status_code == 303 and visit.headers['location'] == '/runs?queue=flat_q0'
+    assert 'HttpOnly' in visit.headers['set-cookie'] and 'SameSite=Strict' in visit.headers['set-cookie']
+    assert client.get('/api/queues').status_code == 200  # the cookie now carries it
+
+
+def test_actions_refuse_cross_site_requests(client: TestClient, redis_server: Any) -> None:
+    url = '/api/queues/flat_q0/resume'
+    assert client.post(url, json={}).status_code == 403  # no X-Fsdf-Action: a plain form or a script without it
+    assert client.post(url, content='{}', headers={**ACT, 'Content-Type': 'text/plain'}).status_code == 415
+    assert client.post(url, json={}, headers={**ACT, 'Origin': 'http://evil.example'}).status_code == 403
+    assert client.post(url, json={}, headers={**ACT, 'Sec-Fetch-Site': 'cross-site'}).status_code == 403
+    assert client.post(url, json={}, headers={**ACT, 'Origin': 'http://127.0.0.1'}).status_code == 200
+
+
+def test_read_only_refuses_every_action(store: RunStore) -> None:
+    client = TestClient(create_app(read_only=True, store=store), base_url='http://127.0.0.1')
+    assert client.get('/api/config').json()['read_only'] is True
+    for url in ('/api/queues/flat_q0/pause', '/api/queues/flat_q0/purge', '/api/dlq/flat_q0/redrive',
+                '/api/dlq/flat_q0/delete', f'/api/runs/{ROOT}/republish'):
+        assert client.post(url, json={'all': True}, headers=ACT).status_code == 403
+    assert client.get('/api/queues').status_code == 200
+
+
+def test_serving_elsewhere_than_loopback_needs_a_token(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match='without a token'):
+        serve('0.0.0.0', 0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--host', '10.1.2.3', '--port', '0'])
+    assert exit_info.value.code == 2 and 'token' in capsys.readouterr().err
+
+
+# -- actions on a live Redis queue ------------------------------------------------------------
+def _dead(queue: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        extra = new_extra()
+        ids.append(extra['task_id'])
+        body = encode({'x': i}, extra)
+        get_broker(KIND, queue).dlq.publish(dead_letter_body(body, 'failed', exception_type='ValueError',
+                                                             exception=f'bad {i}'))
+    return ids
+
+
+def test_pause_resume_purge(client: TestClient, store: RunStore, redis_server: Any, queue_name: str) -> None:
+    store.write(Batch(queues={queue_name: KIND.name}))
+    broker = get_broker(KIND, queue_name)
+    assert client.post(f'/api/queues/{queue_name}/pause', json={}, headers=ACT).json()['paused'] is True
+    assert queue_name in store.paused_queues()
+    client.post(f'/api/queues/{queue_name}/resume', json={}, headers=ACT)
+    assert queue_name not in store.paused_queues()
+    for i in range(5):
+        broker.publish(encode({'x': i}, new_extra()))
+    refused = client.post(f'/api/queues/{queue_name}/purge', json={}, headers=ACT)
+    assert refused.status_code == 400 and 'confirm' in refused.json()['error'] and broker.count() == 5
+    assert client.post(f'/api/queues/{queue_name}/purge', json={'confirm': queue_name}, headers=ACT).json()[
+        'purged'] == 5
+    assert broker.count() == 0
+    assert client.post('/api/queues/unknown_queue/pause', json={}, headers=ACT).status_code == 404
+
+
+def test_dead_letters_listed_redriven_and_deleted(client: TestClient, store: RunStore, redis_server: Any,
+                                                  queue_name: str) -> None:
+    store.write(Batch(queues={queue_name: KIND.name}))
+    broker = get_broker(KIND, queue_name)
+    ids = _dead(queue_name, 6)
+    listed = client.get(f'/api/dlq/{queue_name}').json()
+    assert sorted(m['task_id'] for m in listed['messages']) == sorted(ids) and listed['count'] == 6
+    assert {m['reason'] for m in listed['messages']} == {'failed'} and listed['messages'][0]['exception_type']
+    one = client.post(f'/api/dlq/{queue_name}/redrive', json={'task_id': ids[2]}, headers=ACT).json()
+    assert one['redriven'] == 1 and broker.count() == 1 and broker.dlq.count() == 5
+    back = broker.fetch(1, 1)[0]
+    assert b'dead_letter' not in (back.body if isinstance(back.body, bytes) else back.body.encode())
+    broker.ack(back)
+    assert client.post(f'/api/dlq/{queue_name}/delete', json={'task_id': ids[0]}, headers=ACT).json()['deleted'] == 1
+    assert client.post(f'/api/dlq/{queue_name}/redrive', json={}, headers=ACT).status_code == 400
+    assert client.post(f'/api/dlq/{queue_name}/redrive', json={'all': True}, headers=ACT).json()['redriven'] == 4
+    assert broker.count() == 4 and broker.dlq.count() == 0
+    _dead(queue_name, 3)
+    assert client.post(f'/api/dlq/{queue_name}/delete', json={'all': True}, headers=ACT).json()['deleted'] == 3
+    broker.purge()
+
+
+def test_republish_a_recorded_call(client: TestClient, store: RunStore, redis_server: Any, queue_name: str) -> None:
+    write_all(store, iter([record('to-again', queue_name, 'failed', time.time(), arguments='{"x": 41}')]),
+              queues={queue_name: KIND.name})
+    answer = client.post('/api/runs/to-again/republish', json={}, headers=ACT).json()
+    assert answer['republished_from'] == 'to-again' and answer['task_id'] != 'to-again'
+    broker = get_broker(KIND, queue_name)
+    message = broker.fetch(1, 2)[0]
+    assert b'"x":41' in (message.body if isinstance(message.body, bytes) else message.body.encode())
+    broker.ack(message)
+    assert client.post('/api/runs/none-such/republish', json={}, headers=ACT).status_code == 404
