@@ -1,7 +1,8 @@
 """Server brokers: fsdf's publish and consume throughput next to a hand-written loop with the same client.
 
 For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA, MONGOMQ, SQLACHEMY, NATS (nats-server 2.9 with JetStream)
-and ZEROMQ (no server; the consume measurement's messages come from a pyzmq PUSH process), on servers started here with tests/servers/
+and ZEROMQ (no server; the consume measurement's messages come from a pyzmq PUSH process),
+on servers started here with tests/servers/
 (RabbitMQ itself; Kafka: Tansu, a Kafka-protocol server; MongoDB: nx-27017, a MongoDB-wire server; PostgreSQL 15
 for SQLACHEMY, whose hand-written loop is C threads each running a SKIP LOCKED transaction per message):
   publish one    N calls, one publish each: ``task.push(i)`` against the client's confirmed single publish

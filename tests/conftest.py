@@ -197,7 +197,8 @@ def mariadb_server():
 
 @pytest.fixture(scope='session')
 def nats_server():
-    """A nats-server with JetStream on loopback for the whole session (fails in CI, skips locally if it cannot start)."""
+    """A nats-server with JetStream on loopback for the whole session (fails in CI, skips locally if it
+    cannot start)."""
     from servers._server_process import need
     from servers.nats_server import NatsServer
     server = need(lambda: NatsServer().start())

@@ -69,7 +69,8 @@ class ZeroMQBroker(Broker):
 
     guarantee = 'at-most-once: messages live in process memory; a crash loses what a process holds'
     at_least_once = False
-    publishes_after_close = False
+    requeue_to_front = True  # back to the front of the consumer's memory
+    publishes_after_close = False  # its sockets are closed
     connection_errors = ()  # nothing to retry: a publish with no consumer queues in memory or times out
 
     def __init__(self, queue_name: str) -> None:
