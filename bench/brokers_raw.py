@@ -437,7 +437,8 @@ def zeromq_feed(address: str, count: int) -> None:
     """Start a process that pushes ``count`` bodies to ``address`` (the consume measurement's messages)."""
     code = ('import sys, zmq; sys.path.insert(0, "bench"); from brokers_raw import body; '
             's = zmq.Context.instance().socket(zmq.PUSH); s.setsockopt(zmq.LINGER, -1); s.connect(sys.argv[1]); '
-            '[s.send_multipart((b"", body(i).encode())) for i in range(int(sys.argv[2]))]; s.close()')
+            '[s.send_multipart((b"", body(i).encode())) for i in range(int(sys.argv[2]))]; s.close(); '
+            'zmq.Context.instance().term()')  # term waits until the consumer has every message
     subprocess.Popen([sys.executable, '-c', code, address, str(count)], cwd=ROOT)
 
 

@@ -100,7 +100,7 @@ def add(a, b):
     pass
 
 add.push_many([(i, i) for i in range(1000)])
-add.publisher.broker.close()  # lingers until the consumer has the messages
+# and exits at once: fsdf hands over what the process still holds before it goes
 '''
 
 

@@ -14,7 +14,7 @@ The guarantee is at-most-once, and plainly so:
 - with no consumer bound, a publisher keeps up to ``SEND_HWM`` messages in its own memory (ZeroMQ's
   high-water mark) and hands them over when a consumer binds; past that a publish waits up to
   ``SEND_TIMEOUT_SECONDS`` for room, then raises ``TimeoutError``; the messages it holds are lost if the
-  publisher exits before a consumer binds (it waits ``LINGER_SECONDS`` at close to hand them over);
+  publisher exits before a consumer binds (at exit it waits up to ``LINGER_SECONDS`` to hand them over);
 - delayed messages are sent at once and kept in the consumer's memory until due;
 - ``requeue`` puts a message back in the consumer's memory, ahead of the rest;
 - ``count`` is what the consumer process holds ready (requeued, due); messages in ZeroMQ's buffers
@@ -23,6 +23,7 @@ The guarantee is at-most-once, and plainly so:
 """
 from __future__ import annotations
 
+import atexit
 import heapq
 import itertools
 import threading
@@ -60,8 +61,21 @@ def address(queue_name: str) -> str:
 
 
 def _context() -> zmq.Context:
-    """The process's ZeroMQ context, kept in the runtime and terminated with it (after the brokers close)."""
-    return default_runtime().shared(('zeromq',), zmq.Context, zmq.Context.term)
+    """The process's ZeroMQ context, kept in the runtime and ended with it (after the brokers close)."""
+    return default_runtime().shared(('zeromq',), _new_context, _end)
+
+
+def _new_context() -> zmq.Context:
+    context = zmq.Context()
+    # Closing a socket does not wait for what it holds; ending the context does, up to the linger. Without
+    # this a publishing script that exits right after its pushes would drop what is still unsent.
+    atexit.register(_end, context)
+    return context
+
+
+def _end(context: zmq.Context) -> None:
+    """Close the context's sockets, handing over what publishers hold for up to ``LINGER_SECONDS``."""
+    context.destroy(linger=int(LINGER_SECONDS * 1000))
 
 
 class ZeroMQBroker(Broker):
