@@ -1,6 +1,8 @@
 """Server brokers: fsdf's publish and consume throughput next to a hand-written loop with the same client.
 
-For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA, MONGOMQ and SQLACHEMY, on servers started here with tests/servers/
+For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA, MONGOMQ, SQLACHEMY, NATS (nats-server 2.9 with JetStream)
+and ZEROMQ (no server; the consume measurement's messages come from a pyzmq PUSH process),
+on servers started here with tests/servers/
 (RabbitMQ itself; Kafka: Tansu, a Kafka-protocol server; MongoDB: nx-27017, a MongoDB-wire server; PostgreSQL 15
 for SQLACHEMY, whose hand-written loop is C threads each running a SKIP LOCKED transaction per message):
   publish one    N calls, one publish each: ``task.push(i)`` against the client's confirmed single publish
@@ -21,7 +23,7 @@ on (state, time)) and JSON bodies of about the size of fsdf's (the argument, a t
 what any task system sends), so the ratio is the cost of fsdf's layer, not of the bytes on the wire.
 Each measurement runs in its own process; medians of --repeat runs.
 
-Usage: python bench/brokers_raw.py [RABBITMQ_AMQPSTORM RABBITMQ_PIKA KAFKA MONGOMQ SQLACHEMY] [--repeat 3]
+Usage: python bench/brokers_raw.py [RABBITMQ_AMQPSTORM RABBITMQ_PIKA KAFKA MONGOMQ SQLACHEMY NATS ZEROMQ] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ CONCURRENCY = 50  # fsdf's default concurrent_num; the raw loops get the same
 RUN_TIMEOUT = 300
 # Messages per measurement (publish one, publish batch, consume): amqpstorm waits ~10 ms for each confirm.
 COUNTS = {'RABBITMQ_AMQPSTORM': (300, 20000, 10000), 'RABBITMQ_PIKA': (2000, 20000, 10000),
-          'KAFKA': (2000, 50000, 100000), 'MONGOMQ': (1000, 5000, 3000), 'SQLACHEMY': (2000, 20000, 10000)}
+          'KAFKA': (2000, 50000, 100000), 'MONGOMQ': (1000, 5000, 3000), 'SQLACHEMY': (2000, 20000, 10000),
+          'NATS': (3000, 20000, 20000), 'ZEROMQ': (20000, 50000, 50000)}
 SERVER_SETTING = {'RABBITMQ_AMQPSTORM': 'RABBITMQ_URL', 'RABBITMQ_PIKA': 'RABBITMQ_URL',
                   'KAFKA': 'KAFKA_BOOTSTRAP_SERVERS', 'MONGOMQ': 'MONGO_CONNECT_URL',
-                  'SQLACHEMY': 'SQLACHEMY_ENGINE_URL'}
+                  'SQLACHEMY': 'SQLACHEMY_ENGINE_URL', 'NATS': 'NATS_URL', 'ZEROMQ': 'ZEROMQ_HOST'}
 AMQP_QUEUE_ARGUMENTS = {'x-max-priority': 10}  # what fsdf declares
 KAFKA_PRODUCER = {'acks': 'all', 'enable.idempotence': True, 'linger.ms': 2}  # what fsdf uses
 KAFKA_PARTITIONS = 4  # what fsdf creates
@@ -336,8 +339,111 @@ class RawSql:
         return done.seconds()
 
 
+class RawNats:
+    """nats-py on its own asyncio loop: one awaited JetStream publish per message, a batch as concurrent
+    publishes in chunks of 1,000 (what fsdf sends), and an async pull loop (fetch up to C, run inline,
+    ack each) on fsdf's stream shape (work-queue stream ``<queue>``, subject ``fsdf.q.<queue>``, durable
+    pull consumer ``fsdf``), so fsdf consumes what this publishes."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import asyncio
+
+        import nats
+        from nats.js import api
+        self.asyncio, self.queue, self.subject = asyncio, queue, f'fsdf.q.{queue}'
+        self.loop = asyncio.new_event_loop()
+        self.client = self.loop.run_until_complete(nats.connect(url))
+        self.js = self.client.jetstream()
+        self.loop.run_until_complete(self.js.add_stream(api.StreamConfig(
+            name=queue, subjects=[self.subject, f'fsdf.d.{queue}'], retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE)))
+        self.loop.run_until_complete(self.js.add_consumer(queue, api.ConsumerConfig(
+            durable_name='fsdf', filter_subject=self.subject, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=12,
+            max_deliver=-1, max_ack_pending=-1)))
+
+    def publish_one(self, bodies: Iterable[str]) -> None:
+        async def run() -> None:
+            for text in bodies:
+                await self.js.publish(self.subject, text.encode())
+        self.loop.run_until_complete(run())
+
+    def publish_batch(self, bodies: list[str]) -> None:
+        async def run() -> None:
+            for start in range(0, len(bodies), 1000):
+                await self.asyncio.gather(*(self.js.publish(self.subject, text.encode())
+                                            for text in bodies[start:start + 1000]))
+        self.loop.run_until_complete(run())
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        async def run() -> None:
+            pulls = await self.js.pull_subscribe_bind('fsdf', self.queue)
+            while not done.done.is_set():
+                try:
+                    messages = await pulls.fetch(CONCURRENCY, timeout=1)
+                except self.asyncio.TimeoutError:
+                    continue
+                for message in messages:
+                    done.started()
+                    work(json.loads(message.data))
+                    await message.ack()
+                    done.tick()
+
+        threading.Thread(target=self.loop.run_until_complete, args=(run(),), daemon=True).start()
+        return done.seconds()
+
+
+class RawZeroMQ:
+    """pyzmq PUSH/PULL on fsdf's address for the queue and its frames (``[due, body]``, due empty): a send
+    per message (a batch is the same sends), and one PULL thread handing each message to
+    ThreadPoolExecutor(C). ZeroMQ keeps no messages without processes, so the consume measurement's
+    messages come from a PUSH subprocess started once the consumer is bound (``zeromq_feed``)."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import zmq
+
+        from fsdf.brokers.zeromq import SEND_HWM, address
+        self.zmq, self.address = zmq, address(queue)
+        self.socket = zmq.Context.instance().socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self.socket.connect(self.address)
+
+    def publish_one(self, bodies: Iterable[str]) -> None:
+        for text in bodies:
+            self.socket.send_multipart((b'', text.encode()))
+
+    publish_batch = publish_one
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        pull = self.zmq.Context.instance().socket(self.zmq.PULL)
+        pull.bind(self.address)
+        pool = ThreadPoolExecutor(CONCURRENCY)
+
+        def run(payload: bytes) -> None:
+            done.started()
+            work(json.loads(payload))
+            done.tick()
+
+        def loop() -> None:
+            while not done.done.is_set():
+                if pull.poll(100):
+                    pool.submit(run, pull.recv_multipart()[1])
+
+        threading.Thread(target=loop, daemon=True).start()
+        zeromq_feed(self.address, done.total)
+        return done.seconds()
+
+
+def zeromq_feed(address: str, count: int) -> None:
+    """Start a process that pushes ``count`` bodies to ``address`` (the consume measurement's messages)."""
+    code = ('import sys, zmq; sys.path.insert(0, "bench"); from brokers_raw import body; '
+            's = zmq.Context.instance().socket(zmq.PUSH); s.setsockopt(zmq.LINGER, -1); s.connect(sys.argv[1]); '
+            '[s.send_multipart((b"", body(i).encode())) for i in range(int(sys.argv[2]))]; s.close(); '
+            'zmq.Context.instance().term()')  # term waits until the consumer has every message
+    subprocess.Popen([sys.executable, '-c', code, address, str(count)], cwd=ROOT)
+
+
 RAW = {'RABBITMQ_AMQPSTORM': RawAmqpstorm, 'RABBITMQ_PIKA': RawPika, 'KAFKA': RawKafka, 'MONGOMQ': RawMongo,
-       'SQLACHEMY': RawSql}
+       'SQLACHEMY': RawSql, 'NATS': RawNats, 'ZEROMQ': RawZeroMQ}
 
 
 # -- one measurement per process ----------------------------------------------------------------------
@@ -361,7 +467,7 @@ def child(what: str, system: str, kind: str, queue: str, count: int) -> float:
     """Run one measurement; seconds taken."""
     done = Done(count)
     if system == 'raw':
-        raw = RAW[kind](os.environ[f'FSDF_{SERVER_SETTING[kind]}'], queue)
+        raw = RAW[kind](os.environ.get(f'FSDF_{SERVER_SETTING[kind]}', ''), queue)
         if what == 'consume':
             return raw.consume(done, lambda message: trivial(message['i']))
         if what == 'consume_pooled':
@@ -379,6 +485,13 @@ def child(what: str, system: str, kind: str, queue: str, count: int) -> float:
     if what == 'consume':
         counters = task.consumer.counters
         task.consume()  # the function marks the first start; settled counts come from the consumer
+        if kind == 'ZEROMQ':  # its messages come from a process pushing once the consumer is bound
+            from fsdf import BrokerEnum
+            from fsdf.brokers import get_broker
+            broker = get_broker(BrokerEnum.ZEROMQ, queue)
+            while broker._pull is None:  # bound by the consumer's first fetch
+                time.sleep(0.001)
+            zeromq_feed(broker.address, count)
         deadline = time.monotonic() + RUN_TIMEOUT
         while counters.settled < count:
             if time.monotonic() > deadline:
@@ -430,7 +543,7 @@ def measure(kind: str, repeat: int, scale: float) -> str:
         for _ in range(repeat):
             for operation, system, row in systems:  # interleaved: load bursts hit all alike
                 queue = f'bench_{what}_{system}_{uuid.uuid4().hex[:8]}'
-                if what == 'consume':  # filled by the raw batch publish: the same bodies for both
+                if what == 'consume' and kind != 'ZEROMQ':  # filled by the raw batch publish: the same bodies
                     run_child('publish_batch', 'raw', kind, queue, count)
                 results.add(row, OPERATIONS[what], count / run_child(operation, system, kind, queue, count))
     columns = list(OPERATIONS.values())
@@ -467,6 +580,13 @@ def start_servers(kinds: list[str]) -> list:
         server = MongoServer().start()
         started.append(server)
         os.environ['FSDF_MONGO_CONNECT_URL'] = server.url
+    if 'NATS' in kinds:
+        from servers.nats_server import NatsServer
+        server = NatsServer().start()
+        started.append(server)
+        os.environ['FSDF_NATS_URL'] = server.url
+    if 'ZEROMQ' in kinds:  # no server: its unix sockets go to a folder of this run
+        os.environ.setdefault('FSDF_PERSIST_QUEUE_PATH', f'/tmp/fsdf-bench-zeromq-{os.getpid()}')
     if 'SQLACHEMY' in kinds:
         from servers.postgres_server import PostgresServer
         server = PostgresServer().start()

@@ -17,6 +17,8 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'kafka': frozenset({'confluent_kafka'}),
     'mongo': frozenset({'pymongo', 'bson'}),
     'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
+    'nats': frozenset({'nats'}),
+    'zeromq': frozenset({'zmq'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
     'web': frozenset({'starlette', 'uvicorn', 'anyio'}),

@@ -32,6 +32,8 @@ class FrameSettings:
     KAFKA_BOOTSTRAP_SERVERS: str = '127.0.0.1:9092'
     MONGO_CONNECT_URL: str = 'mongodb://127.0.0.1:27017'
     SQLACHEMY_ENGINE_URL: str = ''
+    NATS_URL: str = 'nats://127.0.0.1:4222'
+    ZEROMQ_HOST: str = '127.0.0.1'
     RESULT_STORE_URL: str = ''
     """Run records, statistics, registry and pause flags: sqlite:///path or mongodb://...;
     empty: sqlite in PERSIST_QUEUE_PATH/fsdf_runs.sqlite."""

@@ -28,6 +28,14 @@ MONGO_CONNECT_URL = 'mongodb://127.0.0.1:27017'
 # PERSIST_QUEUE_PATH/fsdf_sql_queues.sqlite.
 SQLACHEMY_ENGINE_URL = ''
 
+# The NATS broker's server (JetStream enabled): nats://host:port, or nats://user:pw@host:port.
+NATS_URL = 'nats://127.0.0.1:4222'
+
+# The ZEROMQ broker: a queue whose name is a port number is tcp://ZEROMQ_HOST:<port> (its consumer binds
+# there, publishers connect); other names are ipc sockets in PERSIST_QUEUE_PATH/zeromq/. Only widen this
+# beyond 127.0.0.1 on a network you trust: ZeroMQ has no authentication here.
+ZEROMQ_HOST = '127.0.0.1'
+
 # The run store: run records (tasks with run_records=True), statistics, the registry of queues and
 # consumers, pause flags. sqlite:///path (one machine) or mongodb://... (many machines);
 # empty: sqlite:///<PERSIST_QUEUE_PATH>/fsdf_runs.sqlite.

@@ -24,6 +24,7 @@ class BrokerEnum(IntEnum):
     RedisBrpopLpush = 14
     KOMBU = 15
     CONFLUENT_KAFKA = 16
+    NATS = 17  # beyond the seed framework: NATS JetStream
 
 
 class ConcurrentModeEnum(IntEnum):

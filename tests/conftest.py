@@ -193,3 +193,18 @@ def mariadb_server():
     yield server
     _forget_sql_engines()
     server.stop()
+
+
+@pytest.fixture(scope='session')
+def nats_server():
+    """A nats-server with JetStream on loopback for the whole session (fails in CI, skips locally if it
+    cannot start)."""
+    from servers._server_process import need
+    from servers.nats_server import NatsServer
+    server = need(lambda: NatsServer().start())
+    _point_fsdf_at('NATS_URL', server.url)
+    yield server
+    _stop_background_brokers(fsdf.BrokerEnum.NATS)
+    from fsdf.runtime import default_runtime
+    default_runtime().close_shared(lambda key: isinstance(key, tuple) and key[0] == 'nats')
+    server.stop()

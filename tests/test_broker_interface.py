@@ -30,6 +30,7 @@ SERVERS: dict[BrokerEnum, Optional[str]] = {
     BrokerEnum.KAFKA: 'kafka_server',  # CONFLUENT_KAFKA is the same class
     BrokerEnum.MONGOMQ: 'mongo_server',
     BrokerEnum.SQLACHEMY: 'sql_database',  # PostgreSQL here; test_sql_broker.py runs SQLite and MariaDB as well
+    BrokerEnum.NATS: 'nats_server',
 }
 OpenBroker = Callable[[], Broker]
 

@@ -23,6 +23,8 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.CONFLUENT_KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.SQLACHEMY: ('fsdf.brokers.sql', 'SqlBroker', 'sql'),
+    BrokerEnum.NATS: ('fsdf.brokers.nats_jetstream', 'NatsBroker', 'nats'),
+    BrokerEnum.ZEROMQ: ('fsdf.brokers.zeromq', 'ZeroMQBroker', 'zeromq'),
 }
 
 

@@ -7,6 +7,7 @@ command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || need+=(red
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v ip >/dev/null || need+=(iproute2)  # tests/test_partition.py: network namespaces
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   # Debian's postinst would start the daemons on all interfaces: forbid that.
   [ -e /usr/sbin/policy-rc.d ] || printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

@@ -1,0 +1,136 @@
+"""NATS against a real nats-server (JetStream on file storage) the suite starts on loopback."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from fsdf import BrokerEnum, task_deco
+from fsdf.brokers import get_broker
+from fsdf.brokers.nats_jetstream import ACK_WAIT_SECONDS, NatsBroker
+from helpers import every_call_runs_across_a_restart, wait_until
+
+NATS = BrokerEnum.NATS
+
+
+@pytest.fixture
+def embedded_kind(nats_server) -> BrokerEnum:
+    """NATS; named like conftest's fixture so the shared consume-path tests run on it."""
+    return NATS
+
+
+from broker_contract import *  # noqa: E402,F401,F403  (the broker contract, on this module's kinds)
+
+
+def stream_state(nats_server, queue_name: str) -> dict[str, int]:
+    """The stream's message count and its consumer's waiting and unacked counts, through a plain nats-py client."""
+    import nats
+
+    async def read() -> dict[str, int]:
+        client = await nats.connect(nats_server.url)
+        try:
+            js = client.jetstream()
+            stream = await js.stream_info(queue_name)
+            consumer = await js.consumer_info(queue_name, 'fsdf')
+            return {'messages': stream.state.messages, 'waiting': consumer.num_pending,
+                    'unacked': consumer.num_ack_pending}
+        finally:
+            await client.close()
+    return asyncio.run(read())
+
+
+def test_another_program_publishes_to_the_subject(queue_name: str, nats_server) -> None:
+    import nats
+    seen = []
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        seen.append(a + b)
+
+    get_broker(NATS, queue_name)  # makes the stream
+
+    async def publish() -> None:
+        client = await nats.connect(nats_server.url)
+        await client.jetstream().publish(f'fsdf.q.{queue_name}', b'{"a": 1, "b": 2}')
+        await client.close()
+
+    asyncio.run(publish())
+    assert add.drain(timeout=10) == 1
+    assert seen == [3]
+    assert stream_state(nats_server, queue_name)['messages'] == 0  # acked messages leave the work queue
+
+
+def test_a_queue_name_nats_cannot_carry_is_refused(nats_server) -> None:
+    with pytest.raises(ValueError, match='NATS stream name'):
+        NatsBroker('a.b')
+
+
+def test_a_long_task_keeps_its_message_past_the_ack_wait(queue_name: str, nats_server) -> None:
+    """The lease thread's in-progress beats restart the ack wait: no other consumer gets a running task."""
+    holder, other = NatsBroker(queue_name), NatsBroker(queue_name)
+    holder.publish('{"long": 1}')
+    [delivery] = holder.fetch(1, 5)
+    holder.start_leases()
+    assert other.fetch(1, ACK_WAIT_SECONDS + 3) == []
+    holder.ack(delivery)
+    holder.close()
+    other.close()
+
+
+CONSUMER_SCRIPT = '''
+import os, sys, time
+from fsdf import BrokerEnum, task_deco
+
+out = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)
+
+@task_deco(sys.argv[1], broker_kind=BrokerEnum.NATS, concurrent_num=50)
+def work(x):
+    time.sleep(0.05)
+    os.write(out, f'{x}\\n'.encode())
+
+work.consume()
+'''
+
+
+def test_kill_9_of_a_consumer(queue_name: str, nats_server, run_script, tmp_path) -> None:
+    """2,000 tasks, the consumer killed mid-run: every task runs; its unacked messages return after the ack wait."""
+    total = 2000
+    done = tmp_path / 'done.txt'
+    done.touch()
+    out = os.open(done, os.O_WRONLY | os.O_APPEND)
+
+    @task_deco(queue_name, broker_kind=NATS, concurrent_num=50)
+    def work(x):
+        os.write(out, f'{x}\n'.encode())
+
+    work.push_many(range(total))
+    child = run_script(CONSUMER_SCRIPT, queue_name, str(done))
+    try:
+        assert wait_until(lambda: len(done.read_text().split()) >= 300, 60)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert stream_state(nats_server, queue_name)['unacked'] > 0  # the dead consumer held some
+    started = time.monotonic()
+    work.consume()
+    try:
+        # drain() would stop at the first empty fetch: the dead consumer's messages are not waiting yet.
+        assert wait_until(lambda: set(map(int, done.read_text().split())) == set(range(total)), 60)
+    finally:
+        work.consumer.stop()
+    os.close(out)
+    runs = list(map(int, done.read_text().split()))
+    duplicates = len(runs) - len(set(runs))
+    print(f'NATS: 0 lost, {duplicates} ran twice after kill -9, all run {time.monotonic() - started:.1f} s '
+          f'after the kill (ack wait {ACK_WAIT_SECONDS:.0f} s)')
+    assert duplicates <= 150  # what it held: running, fetched, and acks not yet sent
+    assert wait_until(lambda: stream_state(nats_server, queue_name)['messages'] == 0, 10)
+
+
+def test_nats_restart_mid_run(queue_name: str, nats_server) -> None:
+    """The server goes away for 2 s and comes back on the same JetStream store: every call runs, none left."""
+    every_call_runs_across_a_restart(queue_name, NATS, lambda: nats_server.restart(down_seconds=2.0),
+                                     lambda: stream_state(nats_server, queue_name)['messages'] == 0)
