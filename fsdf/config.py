@@ -32,6 +32,8 @@ class FrameSettings:
     KAFKA_BOOTSTRAP_SERVERS: str = '127.0.0.1:9092'
     MONGO_CONNECT_URL: str = 'mongodb://127.0.0.1:27017'
     SQLACHEMY_ENGINE_URL: str = ''
+    KOMBU_URL: str = 'redis://127.0.0.1:6379/0'
+    KOMBU_TRANSPORT_OPTIONS: str = ''
     RESULT_STORE_URL: str = 'sqlite:///~/.fsdf/results.sqlite'
     LOG_PATH: str = '~/.fsdf/logs'
     SHUTDOWN_GRACE_SECONDS: float = 30

@@ -28,6 +28,11 @@ MONGO_CONNECT_URL = 'mongodb://127.0.0.1:27017'
 # PERSIST_QUEUE_PATH/fsdf_sql_queues.sqlite.
 SQLACHEMY_ENGINE_URL = ''
 
+# The KOMBU broker: a kombu URL, redis://host:port/db or amqp://user:pw@host:port/vhost, and kombu's
+# transport_options as a JSON object text (e.g. '{"visibility_timeout": 60}'; '' is fsdf's defaults).
+KOMBU_URL = 'redis://127.0.0.1:6379/0'
+KOMBU_TRANSPORT_OPTIONS = ''
+
 # Where run results and statuses are stored when a task asks for it (sqlite:///path or mongodb://).
 RESULT_STORE_URL = 'sqlite:///~/.fsdf/results.sqlite'
 

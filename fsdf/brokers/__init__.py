@@ -23,6 +23,7 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.CONFLUENT_KAFKA: ('fsdf.brokers.kafka', 'KafkaBroker', 'kafka'),
     BrokerEnum.SQLACHEMY: ('fsdf.brokers.sql', 'SqlBroker', 'sql'),
+    BrokerEnum.KOMBU: ('fsdf.brokers.kombu_broker', 'KombuBroker', 'kombu'),
 }
 
 
