@@ -37,7 +37,7 @@ from kombu.transport.redis import get_redis_error_classes
 
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.polling import DueThrottle
-from fsdf.brokers.rabbitmq import AmqpSession, OnMessage, RabbitMQBroker
+from fsdf.brokers.rabbitmq import PUMP_SLICE_SECONDS, AmqpSession, OnMessage, RabbitMQBroker
 from fsdf.config import settings
 from fsdf.secrets import redact
 
@@ -76,7 +76,9 @@ class KombuSession(AmqpSession):
         self.batch_channel: Any = None
 
     def declare(self, queue: str, arguments: dict) -> None:
-        self.channel.queue_declare(queue=queue, durable=True, arguments=arguments)
+        # kombu's default is auto_delete=True: RabbitMQ would drop the queue, messages and all, when
+        # its last consumer goes.
+        self.channel.queue_declare(queue=queue, durable=True, auto_delete=False, arguments=arguments)
 
     def _message(self, channel: Any, body: str, priority: Optional[int]) -> Any:
         data = body if isinstance(body, bytes) else body.encode()
@@ -169,7 +171,7 @@ class KombuRedisSession(KombuSession):
 
     def count(self, queue: str) -> int:
         # A passive declare fails on an empty queue (Redis keeps no empty list); an ordinary one counts.
-        return int(self.channel.queue_declare(queue=queue, durable=True).message_count)
+        return int(self.channel.queue_declare(queue=queue, durable=True, auto_delete=False).message_count)
 
 
 class KombuBroker(RabbitMQBroker):
@@ -186,6 +188,12 @@ class KombuBroker(RabbitMQBroker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self.url = settings.KOMBU_URL
+        transport_options()  # a bad setting is told here, not at the first publish
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        # kombu reads the socket only while the fetch thread drains it: even a fetch that waits 0 s
+        # reads once, for up to one slice (else a fetch(n, 0) would never see a message).
+        return super().fetch(max_count, max(timeout, PUMP_SLICE_SECONDS))
 
 
 class KombuAmqpBroker(KombuBroker):
@@ -221,13 +229,14 @@ class KombuRedisBroker(KombuBroker):
 
     def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
         # Slices, so a consumer waiting for messages still moves due delayed ones every 0.1 s.
-        deadline = time.monotonic() + timeout
+        self.delays.promote()
+        deadline = time.monotonic() + timeout  # counted from here: taking delayed messages is not waiting
         while True:
-            self.delays.promote()
             remaining = deadline - time.monotonic()
-            taken = super().fetch(max_count, max(0.0, min(remaining, PROMOTE_SLICE_SECONDS)))
+            taken = super().fetch(max_count, min(remaining, PROMOTE_SLICE_SECONDS))
             if taken or remaining <= PROMOTE_SLICE_SECONDS or self._closed.is_set():
                 return taken
+            self.delays.promote()
 
     def close(self) -> None:
         super().close()
