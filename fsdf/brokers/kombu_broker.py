@@ -99,12 +99,14 @@ class KombuSession(AmqpSession):
         self.channel.queue_purge(queue=queue)
 
     def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
-        self.channel.basic_qos(0, prefetch, False)
+        # Per channel (global; the channel has one consumer): RabbitMQ applies a per-consumer limit only
+        # to consumers started after it, a channel's at once, so the prefetch grows with the fetches.
+        self.channel.basic_qos(0, prefetch, True)
         self.channel.basic_consume(queue=queue, no_ack=False, consumer_tag=f'fsdf-{id(self)}',
                                    callback=lambda message: on_message(message.body, message.delivery_tag))
 
     def set_prefetch(self, prefetch: int) -> None:
-        self.channel.basic_qos(0, prefetch, False)
+        self.channel.basic_qos(0, prefetch, True)
 
     def pump(self, seconds: float) -> None:
         try:
