@@ -17,6 +17,8 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'kafka': frozenset({'confluent_kafka'}),
     'mongo': frozenset({'pymongo', 'bson'}),
     'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
+    'kombu': frozenset({'kombu', 'amqp', 'vine'}),
+    'rabbitpy': frozenset({'rabbitpy'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
 }
