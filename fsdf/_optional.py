@@ -18,7 +18,6 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'mongo': frozenset({'pymongo', 'bson'}),
     'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
     'kombu': frozenset({'kombu', 'amqp', 'vine'}),
-    'rabbitpy': frozenset({'rabbitpy'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
 }

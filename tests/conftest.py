@@ -132,7 +132,7 @@ def rabbitmq_server():
     _point_fsdf_at('RABBITMQ_URL', server.url)
     yield server
     _stop_background_brokers(fsdf.BrokerEnum.RABBITMQ_AMQPSTORM, fsdf.BrokerEnum.RABBITMQ_PIKA,
-                             fsdf.BrokerEnum.RABBITMQ_RABBITPY, fsdf.BrokerEnum.KOMBU)
+                             fsdf.BrokerEnum.KOMBU)
     server.stop()
 
 

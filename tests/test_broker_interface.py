@@ -27,7 +27,6 @@ SERVERS: dict[BrokerEnum, Optional[str]] = {
     BrokerEnum.REDIS_STREAM: 'redis_server',
     BrokerEnum.RABBITMQ_AMQPSTORM: 'rabbitmq_server',
     BrokerEnum.RABBITMQ_PIKA: 'rabbitmq_server',
-    BrokerEnum.RABBITMQ_RABBITPY: 'rabbitmq_server',
     BrokerEnum.KAFKA: 'kafka_server',  # CONFLUENT_KAFKA is the same class
     BrokerEnum.MONGOMQ: 'mongo_server',
     BrokerEnum.SQLACHEMY: 'sql_database',  # PostgreSQL here; test_sql_broker.py runs SQLite and MariaDB as well

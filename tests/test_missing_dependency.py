@@ -47,7 +47,7 @@ _PROBE = '''
 
     paths = {f'broker {kind.name}': lambda kind=kind: broker_class(kind)
              for kind in fsdf.brokers.built_broker_kinds() if kind not in (
-                 BrokerEnum.LOCAL_PYTHON_QUEUE, BrokerEnum.PERSISTQUEUE)}
+                 BrokerEnum.LOCAL_PYTHON_QUEUE, BrokerEnum.PERSISTQUEUE, BrokerEnum.RABBITMQ_RABBITPY)}
     paths.update({
         'distributed qps': lambda: consume_with(qps=2, is_using_distributed_frequency_control=True),
         'heartbeat': lambda: consume_with(is_send_consumer_heartbeat_to_redis=True),
@@ -73,8 +73,7 @@ _NEEDS = {
         (BrokerEnum.RABBITMQ_AMQPSTORM, 'rabbitmq'), (BrokerEnum.RABBITMQ_PIKA, 'rabbitmq'),
         (BrokerEnum.MONGOMQ, 'mongo'), (BrokerEnum.REDIS, 'redis'), (BrokerEnum.REDIS_ACK_ABLE, 'redis'),
         (BrokerEnum.RedisBrpopLpush, 'redis'), (BrokerEnum.REDIS_STREAM, 'redis'), (BrokerEnum.KAFKA, 'kafka'),
-        (BrokerEnum.CONFLUENT_KAFKA, 'kafka'), (BrokerEnum.SQLACHEMY, 'sql'), (BrokerEnum.KOMBU, 'kombu'),
-        (BrokerEnum.RABBITMQ_RABBITPY, 'rabbitpy')]},
+        (BrokerEnum.CONFLUENT_KAFKA, 'kafka'), (BrokerEnum.SQLACHEMY, 'sql'), (BrokerEnum.KOMBU, 'kombu')]},
     'distributed qps': 'redis', 'heartbeat': 'redis', 'task filter on Redis': 'redis',
     'rpc results on Redis': 'redis', 'schedule claims on Redis': 'redis',
     'concurrent_mode GEVENT': 'gevent', 'concurrent_mode EVENTLET': 'eventlet',

@@ -14,7 +14,7 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.PERSISTQUEUE: ('fsdf.brokers.persist_queue', 'PersistQueueBroker', ''),
     BrokerEnum.RABBITMQ_AMQPSTORM: ('fsdf.brokers.rabbitmq_amqpstorm', 'AmqpstormBroker', 'rabbitmq'),
     BrokerEnum.RABBITMQ_PIKA: ('fsdf.brokers.rabbitmq_pika', 'PikaBroker', 'rabbitmq'),
-    BrokerEnum.RABBITMQ_RABBITPY: ('fsdf.brokers.rabbitmq_rabbitpy', 'RabbitpyBroker', 'rabbitpy'),
+    BrokerEnum.RABBITMQ_RABBITPY: ('fsdf.brokers.rabbitmq_rabbitpy', 'RabbitpyBroker', 'rabbitmq'),
     BrokerEnum.MONGOMQ: ('fsdf.brokers.mongo', 'MongoBroker', 'mongo'),
     BrokerEnum.REDIS: ('fsdf.brokers.redis_list', 'RedisListBroker', 'redis'),
     BrokerEnum.REDIS_ACK_ABLE: ('fsdf.brokers.redis_ack', 'RedisAckBroker', 'redis'),
