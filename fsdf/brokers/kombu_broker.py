@@ -284,7 +284,7 @@ class HeldDelays:
 
     def _promote(self) -> None:
         if self.session is None:
-            self.session = self.broker.session_class(self.broker.url, False)  # type: ignore[assignment]
+            self.session = self.broker.session_class(self.broker.url, False)
             self.session.declare(self.queue_name, {})
             self.session.declare(self.broker.queue_name, {})
         session = self.session
