@@ -90,6 +90,26 @@ def test_a_redis_delayed_message_held_by_a_consumer_that_closes_goes_back(queue_
     other.close()
 
 
+def test_a_bad_message_in_the_redis_delay_queue_is_dead_lettered(queue_name: str, redis_server) -> None:
+    """Another program's text in ``fsdf.delay.<queue>`` reaches the queue and then its DLQ; fetching goes on."""
+    import kombu
+    _point_kombu_at(redis_server.url)
+
+    @task_deco(queue_name, broker_kind=KOMBU)
+    def add(a, b):
+        return a + b
+
+    with kombu.Connection(redis_server.url) as connection:
+        connection.SimpleQueue(f'fsdf.delay.{queue_name}').put('not an envelope', content_type='application/json',
+                                                               content_encoding='utf-8')
+    add.push(1, 2)
+    assert add.drain(timeout=10) == 2
+    dlq = get_broker(KOMBU, f'{queue_name}_dlq')
+    taken = dlq.fetch(5, 2)
+    assert len(taken) == 1 and 'not an envelope' in json.dumps(json.loads(taken[0].body))
+    dlq.ack(taken[0])
+
+
 CONSUMER_SCRIPT = '''
 import os, sys, time
 from fsdf import BrokerEnum, task_deco

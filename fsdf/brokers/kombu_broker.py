@@ -37,7 +37,7 @@ from kombu.transport.redis import get_redis_error_classes
 
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.polling import DueThrottle
-from fsdf.brokers.rabbitmq import PUMP_SLICE_SECONDS, AmqpSession, OnMessage, RabbitMQBroker
+from fsdf.brokers.rabbitmq import PUMP_SLICE_SECONDS, AmqpSession, OnMessage, RabbitMQBroker, open_session
 from fsdf.config import settings
 from fsdf.secrets import redact
 
@@ -277,26 +277,27 @@ class HeldDelays:
             return
         try:
             self._promote()
-        except self.broker.session_class.connection_errors as exc:
+        except (ConnectionError,) + self.broker.session_class.connection_errors as exc:
             self.broker.logger.warning('could not move delayed messages of %r: %s', self.broker.queue_name,
                                        redact(exc))
             self._drop_session()
 
     def _promote(self) -> None:
-        if self.session is None:
-            self.session = self.broker.session_class(self.broker.url, False)
-            self.session.declare(self.queue_name, {})
-            self.session.declare(self.broker.queue_name, {})
         session = self.session
-        assert session is not None
+        if session is None:
+            opened = open_session(self.broker.session_class, self.broker.url, confirm=False)
+            assert isinstance(opened, KombuSession)  # a KOMBU broker's session class is one
+            opened.declare(self.queue_name, {})
+            opened.declare(self.broker.queue_name, {})
+            self.session = session = opened
         now = time.time()
         while len(self.held) < HOLD_MAX and (got := session.get(self.queue_name)) is not None:
             body, tag = got
             envelope = body.decode() if isinstance(body, bytes) else body
-            heapq.heappush(self.held, (json.loads(envelope)['due'], next(self.order), tag, envelope, now))
+            heapq.heappush(self.held, (due_and_body(envelope)[0], next(self.order), tag, envelope, now))
         while self.held and self.held[0][0] <= now:
             _, _, tag, envelope, _ = heapq.heappop(self.held)
-            session.publish(self.broker.queue_name, json.loads(envelope)['body'], None)
+            session.publish(self.broker.queue_name, due_and_body(envelope)[1], None)
             session.settle([tag], [])
         stale = [item for item in self.held if now - item[4] >= HOLD_SECONDS]
         if stale:
@@ -314,6 +315,16 @@ class HeldDelays:
     def close(self) -> None:
         """Close the connection: kombu gives the held messages back to the delay queue."""
         self._drop_session()
+
+
+def due_and_body(envelope: str) -> tuple[float, str]:
+    """A delay queue's message: its due time and body. One that is not fsdf's envelope (another program's)
+    is due now with itself as the body, so the consumer dead-letters it as malformed instead of failing here."""
+    try:
+        parsed = json.loads(envelope)
+        return float(parsed['due']), str(parsed['body'])
+    except (ValueError, KeyError, TypeError):
+        return 0.0, envelope
 
 
 TRANSPORTS: dict[str, type[KombuBroker]] = {
