@@ -45,6 +45,7 @@ REDIS_DEFAULT_OPTIONS: dict[str, Any] = {'visibility_timeout': 60}
 HOLD_MAX = 1000  # delayed messages one consumer holds until due (Redis); the rest wait in the delay queue
 HOLD_SECONDS = 20.0  # a held delayed message goes back to the delay queue after this, well inside visibility
 PROMOTE_SLICE_SECONDS = 0.1  # an idle fetch looks for due delayed messages this often (Redis)
+PUMP_BATCH = 100  # deliveries one pump hands over at most beyond the first
 
 
 def transport_options() -> dict[str, Any]:
@@ -109,9 +110,14 @@ class KombuSession(AmqpSession):
         self.channel.basic_qos(0, prefetch, True)
 
     def pump(self, seconds: float) -> None:
+        # After the first delivery, take what else has already arrived without waiting: drain_events
+        # hands over one delivery per call, and a fetch that returns one message at a time pays the
+        # broker's per-fetch work (settles, locks) per message.
         try:
             self.connection.drain_events(timeout=seconds)
-        except TimeoutError:  # socket.timeout: nothing arrived in time
+            for _ in range(PUMP_BATCH):
+                self.connection.drain_events(timeout=0)
+        except TimeoutError:  # socket.timeout: nothing (more) arrived in time
             pass
 
     def settle(self, acks: list[int], requeues: list[int]) -> None:
