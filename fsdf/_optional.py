@@ -17,7 +17,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'kafka': frozenset({'confluent_kafka'}),
     'mongo': frozenset({'pymongo', 'bson'}),
     'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
-    'kombu': frozenset({'kombu', 'amqp', 'vine'}),
+    'kombu': frozenset({'kombu', 'amqp', 'vine', 'redis'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
 }
