@@ -1,7 +1,9 @@
 """Server brokers: fsdf's publish and consume throughput next to a hand-written loop with the same client.
 
-For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA, MONGOMQ, SQLACHEMY, NATS (nats-server 2.9 with JetStream)
-and ZEROMQ (no server; the consume measurement's messages come from a pyzmq PUSH process),
+For RABBITMQ_AMQPSTORM, RABBITMQ_PIKA, KAFKA, MONGOMQ, SQLACHEMY, NATS (nats-server 2.9 with JetStream),
+ZEROMQ (no server; the consume measurement's messages come from a pyzmq PUSH process) and KOMBU (KOMBU_REDIS,
+KOMBU_AMQP: kombu on Redis and on RabbitMQ, against a kombu SimpleQueue loop and against fsdf REDIS_ACK_ABLE /
+RABBITMQ_AMQPSTORM on the same server),
 on servers started here with tests/servers/
 (RabbitMQ itself; Kafka: Tansu, a Kafka-protocol server; MongoDB: nx-27017, a MongoDB-wire server; PostgreSQL 15
 for SQLACHEMY, whose hand-written loop is C threads each running a SKIP LOCKED transaction per message):
@@ -49,10 +51,12 @@ RUN_TIMEOUT = 300
 # Messages per measurement (publish one, publish batch, consume): amqpstorm waits ~10 ms for each confirm.
 COUNTS = {'RABBITMQ_AMQPSTORM': (300, 20000, 10000), 'RABBITMQ_PIKA': (2000, 20000, 10000),
           'KAFKA': (2000, 50000, 100000), 'MONGOMQ': (1000, 5000, 3000), 'SQLACHEMY': (2000, 20000, 10000),
-          'NATS': (3000, 20000, 20000), 'ZEROMQ': (20000, 50000, 50000)}
+          'NATS': (3000, 20000, 20000), 'ZEROMQ': (20000, 50000, 50000),
+          'KOMBU_REDIS': (2000, 10000, 5000), 'KOMBU_AMQP': (300, 10000, 5000)}
 SERVER_SETTING = {'RABBITMQ_AMQPSTORM': 'RABBITMQ_URL', 'RABBITMQ_PIKA': 'RABBITMQ_URL',
                   'KAFKA': 'KAFKA_BOOTSTRAP_SERVERS', 'MONGOMQ': 'MONGO_CONNECT_URL',
-                  'SQLACHEMY': 'SQLACHEMY_ENGINE_URL', 'NATS': 'NATS_URL', 'ZEROMQ': 'ZEROMQ_HOST'}
+                  'SQLACHEMY': 'SQLACHEMY_ENGINE_URL', 'NATS': 'NATS_URL', 'ZEROMQ': 'ZEROMQ_HOST',
+                  'KOMBU_REDIS': 'REDIS_URL', 'KOMBU_AMQP': 'RABBITMQ_URL'}
 AMQP_QUEUE_ARGUMENTS = {'x-max-priority': 10}  # what fsdf declares
 KAFKA_PRODUCER = {'acks': 'all', 'enable.idempotence': True, 'linger.ms': 2}  # what fsdf uses
 KAFKA_PARTITIONS = 4  # what fsdf creates
@@ -446,12 +450,58 @@ RAW = {'RABBITMQ_AMQPSTORM': RawAmqpstorm, 'RABBITMQ_PIKA': RawPika, 'KAFKA': Ra
        'SQLACHEMY': RawSql, 'NATS': RawNats, 'ZEROMQ': RawZeroMQ}
 
 
+class RawKombu:
+    """kombu's SimpleQueue: put per message (confirmed on RabbitMQ), and get -> ThreadPoolExecutor(C) with prefetch
+    C, the acks sent by the getting thread (a kombu connection is not thread-safe)."""
+
+    def __init__(self, url: str, queue: str) -> None:
+        import kombu
+        self.connection = kombu.Connection(url, transport_options={'confirm_publish': True})
+        self.queue = self.connection.SimpleQueue(queue, queue_args=AMQP_QUEUE_ARGUMENTS)
+
+    def publish_one(self, bodies: Iterable[str]) -> None:
+        for text in bodies:
+            self.queue.put(text, content_type='application/json', content_encoding='utf-8', delivery_mode=2)
+
+    publish_batch = publish_one  # SimpleQueue has no batch publish
+
+    def consume(self, done: Done, work: Callable[[dict], object]) -> float:
+        from collections import deque
+        pool, finished = ThreadPoolExecutor(CONCURRENCY), deque()
+        self.queue.consumer.qos(prefetch_count=CONCURRENCY)
+
+        def run(message) -> None:
+            done.started()
+            work(json.loads(message.body))
+            finished.append(message)
+
+        def loop() -> None:
+            while not done.done.is_set():
+                try:
+                    pool.submit(run, self.queue.get(timeout=0.005))
+                except self.queue.Empty:
+                    pass
+                while finished:
+                    finished.popleft().ack()
+                    done.tick()
+
+        threading.Thread(target=loop, daemon=True).start()
+        return done.seconds()
+
+
+RAW = {'RABBITMQ_AMQPSTORM': RawAmqpstorm, 'RABBITMQ_PIKA': RawPika, 'KAFKA': RawKafka, 'MONGOMQ': RawMongo,
+       'SQLACHEMY': RawSql, 'KOMBU_REDIS': RawKombu, 'KOMBU_AMQP': RawKombu}
+# Benchmark names of one kind on several servers: (the fsdf kind, fsdf's own kind for that server, to compare with)
+KOMBU_ON = {'KOMBU_REDIS': ('KOMBU', 'REDIS_ACK_ABLE'), 'KOMBU_AMQP': ('KOMBU', 'RABBITMQ_AMQPSTORM')}
+
+
 # -- one measurement per process ----------------------------------------------------------------------
 def trivial(i: int) -> int:
     return i
 
 
 def fsdf_task(kind: str, queue: str, done: Done, single_thread: bool = False):
+    import fsdf
     from fsdf import BrokerEnum, ConcurrentModeEnum, task_deco
 
     def work(i):
@@ -459,6 +509,9 @@ def fsdf_task(kind: str, queue: str, done: Done, single_thread: bool = False):
         return i
 
     mode = ConcurrentModeEnum.SINGLE_THREAD if single_thread else ConcurrentModeEnum.THREADING
+    if kind in KOMBU_ON:
+        fsdf.patch_frame_config(KOMBU_URL=os.environ[f'FSDF_{SERVER_SETTING[kind]}'])
+        kind = KOMBU_ON[kind][0]
     return task_deco(queue, broker_kind=BrokerEnum[kind], concurrent_mode=mode, concurrent_num=CONCURRENCY,
                      log_level=logging.WARNING)(work)
 
@@ -535,17 +588,24 @@ def measure(kind: str, repeat: int, scale: float) -> str:
     fsdf_row, single_row, raw_row = f'fsdf THREADING x{CONCURRENCY}', 'fsdf SINGLE_THREAD', 'hand-written loop'
     pooled_row = f'hand-written loop + ThreadPoolExecutor({CONCURRENCY})'
     rows = [fsdf_row, single_row, raw_row, pooled_row] if kind == 'KAFKA' else [fsdf_row, raw_row]
+    native_row = f'fsdf {KOMBU_ON[kind][1]} (same server)' if kind in KOMBU_ON else ''
+    if native_row:
+        rows.append(native_row)
     results = Measurements()
     for what, count in zip(OPERATIONS, counts):
         systems = [(what, 'fsdf', fsdf_row), (what, 'raw', raw_row)]  # (child's operation, child's system, row)
         if what == 'consume' and kind == 'KAFKA':  # that loop runs calls inline, as SINGLE_THREAD does
             systems[1:1] = [(what, 'fsdf-single', single_row), ('consume_pooled', 'raw', pooled_row)]
+        if native_row:  # kombu's cost against fsdf's own client for the same server
+            systems.append((what, 'native', native_row))
         for _ in range(repeat):
             for operation, system, row in systems:  # interleaved: load bursts hit all alike
                 queue = f'bench_{what}_{system}_{uuid.uuid4().hex[:8]}'
+                # 'native': fsdf's own kind for the server (its messages are its own: fsdf fills its queue)
+                measured, system = (KOMBU_ON[kind][1], 'fsdf') if system == 'native' else (kind, system)
                 if what == 'consume' and kind != 'ZEROMQ':  # filled by the raw batch publish: the same bodies
-                    run_child('publish_batch', 'raw', kind, queue, count)
-                results.add(row, OPERATIONS[what], count / run_child(operation, system, kind, queue, count))
+                    run_child('publish_batch', 'fsdf' if measured != kind else 'raw', measured, queue, count)
+                results.add(row, OPERATIONS[what], count / run_child(operation, system, measured, queue, count))
     columns = list(OPERATIONS.values())
     counts_line = ', '.join(f'{what.replace("_", " ")} {count:,}' for what, count in zip(OPERATIONS, counts))
     table = results.table(rows, columns, {column: raw_row for column in columns})
@@ -565,7 +625,12 @@ def start_servers(kinds: list[str]) -> list:
     from servers.rabbitmq_server import RabbitMQServer
 
     started = []
-    if any(kind.startswith('RABBITMQ') for kind in kinds):
+    if 'KOMBU_REDIS' in kinds:
+        from servers.redis_server import RedisServer
+        server = RedisServer().start()
+        started.append(server)
+        os.environ['FSDF_REDIS_URL'] = server.url
+    if any(kind.startswith('RABBITMQ') or kind == 'KOMBU_AMQP' for kind in kinds):
         server = RabbitMQServer().start()
         started.append(server)
         os.environ['FSDF_RABBITMQ_URL'] = server.url

@@ -19,6 +19,7 @@ EXTRA_MODULES: dict[str, frozenset[str]] = {
     'sql': frozenset({'sqlalchemy', 'psycopg', 'pymysql'}),
     'nats': frozenset({'nats'}),
     'zeromq': frozenset({'zmq'}),
+    'kombu': frozenset({'kombu', 'amqp', 'vine', 'redis'}),
     'gevent': frozenset({'gevent'}),
     'eventlet': frozenset({'eventlet'}),
     'web': frozenset({'starlette', 'uvicorn', 'anyio'}),

@@ -34,6 +34,8 @@ class FrameSettings:
     SQLACHEMY_ENGINE_URL: str = ''
     NATS_URL: str = 'nats://127.0.0.1:4222'
     ZEROMQ_HOST: str = '127.0.0.1'
+    KOMBU_URL: str = 'redis://127.0.0.1:6379/0'
+    KOMBU_TRANSPORT_OPTIONS: str = ''
     RESULT_STORE_URL: str = ''
     """Run records, statistics, registry and pause flags: sqlite:///path or mongodb://...;
     empty: sqlite in PERSIST_QUEUE_PATH/fsdf_runs.sqlite."""

@@ -36,6 +36,11 @@ NATS_URL = 'nats://127.0.0.1:4222'
 # beyond 127.0.0.1 on a network you trust: ZeroMQ has no authentication here.
 ZEROMQ_HOST = '127.0.0.1'
 
+# The KOMBU broker: a kombu URL, redis://host:port/db or amqp://user:pw@host:port/vhost, and kombu's
+# transport_options as a JSON object text (e.g. '{"visibility_timeout": 60}'; '' is fsdf's defaults).
+KOMBU_URL = 'redis://127.0.0.1:6379/0'
+KOMBU_TRANSPORT_OPTIONS = ''
+
 # The run store: run records (tasks with run_records=True), statistics, the registry of queues and
 # consumers, pause flags. sqlite:///path (one machine) or mongodb://... (many machines);
 # empty: sqlite:///<PERSIST_QUEUE_PATH>/fsdf_runs.sqlite.

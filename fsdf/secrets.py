@@ -5,7 +5,7 @@ passes through :func:`redact` first.
 whose password holds unescaped ``/``, ``@`` or ``:`` (everything up to the last ``@`` before the
 host is hidden). ``redact`` also replaces the password settings' values wherever they appear
 (``REDIS_PASSWORD``, and the passwords inside ``REDIS_URL``, ``RABBITMQ_URL``, ``MONGO_CONNECT_URL``,
-``RESULT_STORE_URL``), escaped or not.
+``RESULT_STORE_URL``, ``KOMBU_URL``), escaped or not.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ MASK = '***'
 # scheme://user:password@ — the password runs to the last '@' before whitespace or a quote, so a
 # password with raw '/', '@' or ':' is hidden whole.
 _URL_CREDENTIALS = re.compile(r'([a-zA-Z][a-zA-Z0-9+.-]*://)([^:/?#@\s\'"]*):([^\s\'"]*)@')
-_URL_SETTINGS = ('REDIS_URL', 'RABBITMQ_URL', 'MONGO_CONNECT_URL', 'RESULT_STORE_URL')
+_URL_SETTINGS = ('REDIS_URL', 'RABBITMQ_URL', 'MONGO_CONNECT_URL', 'RESULT_STORE_URL', 'KOMBU_URL')
 
 
 def redact_url(text: str) -> str:

@@ -119,7 +119,7 @@ def redis_server():
     server = need(lambda: RedisServer().start())
     _point_fsdf_at('REDIS_URL', server.url)
     yield server
-    _stop_background_brokers(*REDIS_KINDS)
+    _stop_background_brokers(*REDIS_KINDS, fsdf.BrokerEnum.KOMBU)
     server.stop()
 
 
@@ -131,7 +131,8 @@ def rabbitmq_server():
     server = need(lambda: RabbitMQServer().start())
     _point_fsdf_at('RABBITMQ_URL', server.url)
     yield server
-    _stop_background_brokers(fsdf.BrokerEnum.RABBITMQ_AMQPSTORM, fsdf.BrokerEnum.RABBITMQ_PIKA)
+    _stop_background_brokers(fsdf.BrokerEnum.RABBITMQ_AMQPSTORM, fsdf.BrokerEnum.RABBITMQ_PIKA,
+                             fsdf.BrokerEnum.KOMBU)
     server.stop()
 
 

@@ -31,6 +31,7 @@ SERVERS: dict[BrokerEnum, Optional[str]] = {
     BrokerEnum.MONGOMQ: 'mongo_server',
     BrokerEnum.SQLACHEMY: 'sql_database',  # PostgreSQL here; test_sql_broker.py runs SQLite and MariaDB as well
     BrokerEnum.NATS: 'nats_server',
+    BrokerEnum.KOMBU: 'kombu_on_redis',  # test_kombu_broker.py runs these on kombu's AMQP transport as well
 }
 OpenBroker = Callable[[], Broker]
 
@@ -44,6 +45,17 @@ def sql_database(postgres_server) -> Iterator[object]:
     _point_fsdf_at('SQLACHEMY_ENGINE_URL', postgres_server.url)
     yield postgres_server
     _point_fsdf_at('SQLACHEMY_ENGINE_URL', before or '')
+
+
+@pytest.fixture
+def kombu_on_redis(redis_server) -> Iterator[object]:
+    """KOMBU pointed at the suite's Redis for one test, then back to what it was."""
+    from conftest import _point_fsdf_at
+    from fsdf.config import settings
+    before = settings.KOMBU_URL
+    _point_fsdf_at('KOMBU_URL', redis_server.url)
+    yield redis_server
+    _point_fsdf_at('KOMBU_URL', before)
 
 
 @pytest.fixture(params=list(SERVERS), ids=[kind.name.lower() for kind in SERVERS])

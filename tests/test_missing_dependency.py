@@ -74,7 +74,7 @@ _NEEDS = {
         (BrokerEnum.MONGOMQ, 'mongo'), (BrokerEnum.REDIS, 'redis'), (BrokerEnum.REDIS_ACK_ABLE, 'redis'),
         (BrokerEnum.RedisBrpopLpush, 'redis'), (BrokerEnum.REDIS_STREAM, 'redis'), (BrokerEnum.KAFKA, 'kafka'),
         (BrokerEnum.CONFLUENT_KAFKA, 'kafka'), (BrokerEnum.SQLACHEMY, 'sql'),
-        (BrokerEnum.NATS, 'nats'), (BrokerEnum.ZEROMQ, 'zeromq')]},
+        (BrokerEnum.NATS, 'nats'), (BrokerEnum.ZEROMQ, 'zeromq'), (BrokerEnum.KOMBU, 'kombu')]},
     'distributed qps': 'redis', 'heartbeat': 'redis', 'task filter on Redis': 'redis',
     'rpc results on Redis': 'redis', 'schedule claims on Redis': 'redis',
     'concurrent_mode GEVENT': 'gevent', 'concurrent_mode EVENTLET': 'eventlet',

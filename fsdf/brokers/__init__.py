@@ -25,6 +25,15 @@ _BUILT: dict[BrokerEnum, tuple[str, str, str]] = {
     BrokerEnum.SQLACHEMY: ('fsdf.brokers.sql', 'SqlBroker', 'sql'),
     BrokerEnum.NATS: ('fsdf.brokers.nats_jetstream', 'NatsBroker', 'nats'),
     BrokerEnum.ZEROMQ: ('fsdf.brokers.zeromq', 'ZeroMQBroker', 'zeromq'),
+    BrokerEnum.KOMBU: ('fsdf.brokers.kombu_broker', 'KombuBroker', 'kombu'),
+}
+
+# Kinds of the seed framework fsdf does not offer, and why (the error says it).
+_NOT_OFFERED: dict[BrokerEnum, str] = {
+    BrokerEnum.NSQ: 'no nsqd can be installed where fsdf is tested (no Debian or PyPI package ships it), and '
+                    'fsdf ships no broker it has not run against its server',
+    BrokerEnum.ROCKETMQ: 'no RocketMQ broker can be installed where fsdf is tested (no Debian or PyPI package '
+                         'ships one), and fsdf ships no broker it has not run against its server',
 }
 
 
@@ -42,7 +51,8 @@ def broker_class(kind: BrokerEnum) -> type[Broker]:
     kind = BrokerEnum(kind)
     if kind not in _BUILT:
         built = ', '.join(k.name for k in _BUILT)
-        raise BrokerNotAvailableError(f'broker {kind.name} is not built in fsdf yet; built brokers: {built}')
+        why = _NOT_OFFERED.get(kind, 'not yet')
+        raise BrokerNotAvailableError(f'broker {kind.name} is not built in fsdf ({why}); built brokers: {built}')
     module_name, class_name, extra = _BUILT[kind]
     if not extra:  # its library is a required dependency
         module = importlib.import_module(module_name)

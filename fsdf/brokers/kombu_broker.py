@@ -1,0 +1,351 @@
+"""KOMBU: fsdf queues through kombu's transports, on the shared RabbitMQ broker machinery.
+
+``KOMBU_URL`` picks kombu's transport: ``amqp://``/``pyamqp://``/``amqps://`` (RabbitMQ through py-amqp)
+or ``redis://``/``rediss://`` (kombu's Redis transport). A kombu connection and channel is one
+:class:`~fsdf.brokers.rabbitmq.AmqpSession`, so publishing, prefetch, batched settles from the worker
+threads (kombu clients are not thread-safe: the fetch thread sends them, within 10 ms) and reconnection
+are :class:`~fsdf.brokers.rabbitmq.RabbitMQBroker`'s. ``KOMBU_TRANSPORT_OPTIONS`` (a JSON object) goes to
+kombu as its ``transport_options``.
+
+What differs by transport is declared in a subclass per transport, which ``KombuBroker(queue)``
+picks from the URL:
+
+- AMQP: exactly the RabbitMQ kinds' semantics (the queues are interchangeable with theirs): publisher
+  confirms, requeue to the old place, delayed messages in RabbitMQ delay queues (TTL + dead-lettering).
+- Redis: kombu's ack emulation. A fetched message waits in kombu's unacked hash until acked; a closed
+  consumer's come back at once, a dead consumer's when kombu's ``visibility_timeout`` (fsdf's default
+  60 s; a call running longer than that is delivered a second time) has passed and another consumer of
+  the same Redis polls an empty queue. A requeued message goes behind the waiting ones. kombu's Redis
+  transport has no message TTL, so fsdf keeps delayed messages itself: see :class:`HeldDelays`.
+
+kombu's SQLAlchemy transport (``sqla+...``) is refused: it works with SQLAlchemy 2.1, but a taken
+message is only marked invisible in its row and comes back on a clean close alone, never after a crash,
+and acked rows are never deleted; the SQLACHEMY kind is fsdf's at-least-once SQL queue.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import time
+from typing import Any, ClassVar, Optional
+from urllib.parse import urlsplit
+
+import amqp
+import kombu
+from kombu.transport.redis import get_redis_error_classes
+
+from fsdf.brokers.base import Delivery
+from fsdf.brokers.polling import DueThrottle
+from fsdf.brokers.rabbitmq import PUMP_SLICE_SECONDS, AmqpSession, OnMessage, RabbitMQBroker, open_session
+from fsdf.config import settings
+from fsdf.secrets import redact
+
+REDIS_DEFAULT_OPTIONS: dict[str, Any] = {'visibility_timeout': 60}
+HOLD_MAX = 1000  # delayed messages one consumer holds until due (Redis); the rest wait in the delay queue
+HOLD_SECONDS = 20.0  # a held delayed message goes back to the delay queue after this, well inside visibility
+PROMOTE_SLICE_SECONDS = 0.1  # an idle fetch looks for due delayed messages this often (Redis)
+PUMP_BATCH = 100  # deliveries one pump hands over at most beyond the first
+
+
+def transport_options() -> dict[str, Any]:
+    """``KOMBU_TRANSPORT_OPTIONS`` as a dict; a clear ValueError if it is not a JSON object."""
+    text = settings.KOMBU_TRANSPORT_OPTIONS.strip()
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f'KOMBU_TRANSPORT_OPTIONS is not JSON: {exc}') from None
+    if not isinstance(options, dict):
+        raise ValueError('KOMBU_TRANSPORT_OPTIONS must be a JSON object, e.g. {"visibility_timeout": 60}')
+    return options
+
+
+class KombuSession(AmqpSession):
+    """One kombu connection and channel; the transport's own calls through kombu's channel API."""
+
+    default_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, url: str, confirm: bool) -> None:
+        options = {**self.default_options, **transport_options()}
+        if confirm:
+            options['confirm_publish'] = True  # py-amqp waits for RabbitMQ's confirm; others ignore it
+        self.connection = kombu.Connection(url, transport_options=options)
+        self.connection.connect()
+        self.channel: Any = self.connection.channel()
+        self.batch_channel: Any = None
+
+    def declare(self, queue: str, arguments: dict) -> None:
+        # kombu's default is auto_delete=True: RabbitMQ would drop the queue, messages and all, when
+        # its last consumer goes.
+        self.channel.queue_declare(queue=queue, durable=True, auto_delete=False, arguments=arguments)
+
+    def _message(self, channel: Any, body: str, priority: Optional[int]) -> Any:
+        data = body if isinstance(body, bytes) else body.encode()
+        return channel.prepare_message(data, priority=priority, content_type='application/json',
+                                       content_encoding='utf-8', properties={'delivery_mode': 2}, headers={})
+
+    def publish(self, queue: str, body: str, priority: Optional[int]) -> None:
+        self.channel.basic_publish(self._message(self.channel, body, priority), exchange='', routing_key=queue)
+
+    def publish_batch(self, queue: str, bodies: list[str]) -> None:
+        for body in bodies:  # kombu has no batch publish; each is one round trip (Redis: LPUSH)
+            self.publish(queue, body, None)
+
+    def count(self, queue: str) -> int:
+        return int(self.channel.queue_declare(queue=queue, passive=True).message_count)
+
+    def purge(self, queue: str) -> None:
+        self.channel.queue_purge(queue=queue)
+
+    def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
+        # Per channel (global; the channel has one consumer): RabbitMQ applies a per-consumer limit only
+        # to consumers started after it, a channel's at once, so the prefetch grows with the fetches.
+        self.channel.basic_qos(0, prefetch, True)
+        self.channel.basic_consume(queue=queue, no_ack=False, consumer_tag=f'fsdf-{id(self)}',
+                                   callback=lambda message: on_message(message.body, message.delivery_tag))
+
+    def set_prefetch(self, prefetch: int) -> None:
+        self.channel.basic_qos(0, prefetch, True)
+
+    def pump(self, seconds: float) -> None:
+        # After the first delivery, take what else has already arrived without waiting: drain_events
+        # hands over one delivery per call, and a fetch that returns one message at a time pays the
+        # broker's per-fetch work (settles, locks) per message.
+        try:
+            self.connection.drain_events(timeout=seconds)
+            for _ in range(PUMP_BATCH):
+                self.connection.drain_events(timeout=0)
+        except TimeoutError:  # socket.timeout: nothing (more) arrived in time
+            pass
+
+    def settle(self, acks: list[int], requeues: list[int]) -> None:
+        for tag in acks:
+            self.channel.basic_ack(tag)
+        for tag in requeues:
+            self.channel.basic_reject(tag, requeue=True)
+
+    def get(self, queue: str) -> Optional[tuple[Any, Any]]:
+        """Take one message without waiting, unacked: (body, delivery tag), or None if the queue is empty."""
+        message = self.channel.basic_get(queue=queue, no_ack=False)
+        return None if message is None else (message.body, message.delivery_tag)
+
+    def close(self) -> None:
+        try:
+            self.connection.release()
+        except Exception:  # closing a connection that is already gone
+            pass
+
+
+class KombuAmqpSession(KombuSession):
+    """kombu's py-amqp transport: a RabbitMQ connection; a batch is one AMQP transaction.
+
+    py-amqp puts every channel of a ``confirm_publish`` connection in confirm mode, and a channel
+    cannot be in both, so batches go through a second connection of their own, opened on first use.
+    """
+
+    connection_errors = amqp.Connection.connection_errors + amqp.Connection.channel_errors
+
+    def __init__(self, url: str, confirm: bool) -> None:
+        super().__init__(url, confirm)
+        self.url = url
+        self.batch_connection: Optional[kombu.Connection] = None
+
+    def publish_batch(self, queue: str, bodies: list[str]) -> None:
+        if self.batch_channel is None:
+            self.batch_connection = kombu.Connection(self.url, transport_options=transport_options())
+            self.batch_channel = self.batch_connection.channel()
+            self.batch_channel.tx_select()
+        for body in bodies:
+            self.batch_channel.basic_publish(self._message(self.batch_channel, body, None), exchange='',
+                                             routing_key=queue)
+        self.batch_channel.tx_commit()
+
+    def close(self) -> None:
+        super().close()
+        if self.batch_connection is not None:
+            try:
+                self.batch_connection.release()
+            except Exception:  # closing a connection that is already gone
+                pass
+
+
+class KombuRedisSession(KombuSession):
+    """kombu's Redis transport with ack emulation."""
+
+    connection_errors = tuple(get_redis_error_classes()[0]) + tuple(get_redis_error_classes()[1])
+    default_options = REDIS_DEFAULT_OPTIONS
+
+    def count(self, queue: str) -> int:
+        # A passive declare fails on an empty queue (Redis keeps no empty list); an ordinary one counts.
+        return int(self.channel.queue_declare(queue=queue, durable=True, auto_delete=False).message_count)
+
+
+class KombuBroker(RabbitMQBroker):
+    """A queue through kombu; ``KombuBroker(queue)`` is an instance of the subclass for ``KOMBU_URL``'s transport."""
+
+    session_class: ClassVar[type[AmqpSession]] = KombuAmqpSession
+    transport_name: ClassVar[str] = 'amqp'
+
+    def __new__(cls, queue_name: str) -> 'KombuBroker':
+        if cls is KombuBroker:
+            cls = transport_class(settings.KOMBU_URL)
+        return super().__new__(cls)
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.url = settings.KOMBU_URL
+        transport_options()  # a bad setting is told here, not at the first publish
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        # kombu reads the socket only while the fetch thread drains it: even a fetch that waits 0 s
+        # reads once, for up to one slice (else a fetch(n, 0) would never see a message).
+        return super().fetch(max_count, max(timeout, PUMP_SLICE_SECONDS))
+
+
+class KombuAmqpBroker(KombuBroker):
+    """KOMBU on RabbitMQ: the RabbitMQ kinds' semantics (delay queues included), through py-amqp."""
+
+    guarantee = 'at-least-once, publisher confirms, persistent messages (RabbitMQ through kombu)'
+    session_class = KombuAmqpSession
+
+
+class KombuRedisBroker(KombuBroker):
+    """KOMBU on Redis: kombu's ack emulation (visibility timeout), and delayed messages held by fsdf."""
+
+    guarantee = ("at-least-once via kombu's visibility timeout: a dead consumer's messages return after "
+                 "it (60 s by default), and a call running longer than it runs twice")
+    session_class = KombuRedisSession
+    transport_name = 'redis'
+    requeue_to_front = False  # kombu puts a rejected message behind the waiting ones
+    requeue_many_to_front = False
+    publish_batch_size = 1000
+
+    def __init__(self, queue_name: str) -> None:
+        super().__init__(queue_name)
+        self.delays = HeldDelays(self)
+
+    def publish_delayed_many(self, bodies: list[str], due: float) -> None:
+        if due <= time.time():
+            self.publish_many(bodies)
+            return
+        envelopes = [json.dumps({'due': due, 'body': body if isinstance(body, str) else body.decode()})
+                     for body in bodies]
+        delay_queue = self.delays.queue_name
+        self._with_publisher(lambda session: _declared(session, delay_queue).publish_batch(delay_queue, envelopes))
+
+    def fetch(self, max_count: int, timeout: float) -> list[Delivery]:
+        # Slices, so a consumer waiting for messages still moves due delayed ones every 0.1 s.
+        self.delays.promote()
+        deadline = time.monotonic() + timeout  # counted from here: taking delayed messages is not waiting
+        while True:
+            remaining = deadline - time.monotonic()
+            taken = super().fetch(max_count, min(remaining, PROMOTE_SLICE_SECONDS))
+            if taken or remaining <= PROMOTE_SLICE_SECONDS or self._closed.is_set():
+                return taken
+            self.delays.promote()
+
+    def close(self) -> None:
+        super().close()
+        self.delays.close()
+
+
+def _declared(session: AmqpSession, queue: str) -> AmqpSession:
+    session.declare(queue, {})
+    return session
+
+
+class HeldDelays:
+    """Delayed messages of one queue on a transport without message TTL (kombu's Redis), moved in by fsdf.
+
+    They wait in the kombu queue ``fsdf.delay.<queue>`` as ``{"due": epoch seconds, "body": text}``.
+    Each consumer, at most every 0.1 s while it fetches, takes up to ``HOLD_MAX`` of them unacked
+    on a connection of its own and holds them in memory by due time; a due one is published to the
+    queue and then acked (at-least-once: a crash in between queues it twice). One held for
+    ``HOLD_SECONDS`` goes back to the delay queue, so kombu's visibility timeout never restores
+    one that is still held, and one due earlier behind the first ``HOLD_MAX`` is at most that late.
+    A consumer's held messages return to the delay queue when it closes, or after the visibility
+    timeout when it dies. ``count`` and ``purge`` of the queue do not see them.
+    """
+
+    def __init__(self, broker: KombuRedisBroker) -> None:
+        self.broker = broker
+        self.queue_name = f'fsdf.delay.{broker.queue_name}'
+        self.session: Optional[KombuSession] = None
+        self.held: list[tuple[float, int, Any, str, float]] = []  # (due, order, tag, envelope, taken at)
+        self.order = itertools.count()
+        self.throttle = DueThrottle()
+
+    def promote(self) -> None:
+        """Take waiting delayed messages and queue the due ones (throttled; the fetch thread calls it)."""
+        if not self.throttle.ready(time.time()) or self.broker._closed.is_set():
+            return
+        try:
+            self._promote()
+        except (ConnectionError,) + self.broker.session_class.connection_errors as exc:
+            self.broker.logger.warning('could not move delayed messages of %r: %s', self.broker.queue_name,
+                                       redact(exc))
+            self._drop_session()
+
+    def _promote(self) -> None:
+        session = self.session
+        if session is None:
+            opened = open_session(self.broker.session_class, self.broker.url, confirm=False)
+            assert isinstance(opened, KombuSession)  # a KOMBU broker's session class is one
+            opened.declare(self.queue_name, {})
+            opened.declare(self.broker.queue_name, {})
+            self.session = session = opened
+        now = time.time()
+        while len(self.held) < HOLD_MAX and (got := session.get(self.queue_name)) is not None:
+            body, tag = got
+            envelope = body.decode() if isinstance(body, bytes) else body
+            heapq.heappush(self.held, (due_and_body(envelope)[0], next(self.order), tag, envelope, now))
+        while self.held and self.held[0][0] <= now:
+            _, _, tag, envelope, _ = heapq.heappop(self.held)
+            session.publish(self.broker.queue_name, due_and_body(envelope)[1], None)
+            session.settle([tag], [])
+        stale = [item for item in self.held if now - item[4] >= HOLD_SECONDS]
+        if stale:
+            self.held = [item for item in self.held if now - item[4] < HOLD_SECONDS]
+            heapq.heapify(self.held)
+            for _, _, tag, envelope, _ in stale:
+                session.publish(self.queue_name, envelope, None)
+                session.settle([tag], [])
+
+    def _drop_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        self.session, self.held = None, []
+
+    def close(self) -> None:
+        """Close the connection: kombu gives the held messages back to the delay queue."""
+        self._drop_session()
+
+
+def due_and_body(envelope: str) -> tuple[float, str]:
+    """A delay queue's message: its due time and body. One that is not fsdf's envelope (another program's)
+    is due now with itself as the body, so the consumer dead-letters it as malformed instead of failing here."""
+    try:
+        parsed = json.loads(envelope)
+        return float(parsed['due']), str(parsed['body'])
+    except (ValueError, KeyError, TypeError):
+        return 0.0, envelope
+
+
+TRANSPORTS: dict[str, type[KombuBroker]] = {
+    'amqp': KombuAmqpBroker, 'pyamqp': KombuAmqpBroker, 'amqps': KombuAmqpBroker,
+    'redis': KombuRedisBroker, 'rediss': KombuRedisBroker,
+}
+
+
+def transport_class(url: str) -> type[KombuBroker]:
+    """The KOMBU broker class for a URL's transport; a clear ValueError for one fsdf does not offer."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in TRANSPORTS:
+        return TRANSPORTS[scheme]
+    if scheme.startswith('sqla') or scheme.startswith('sqlalchemy'):
+        raise ValueError("KOMBU_URL: kombu's SQLAlchemy transport is not offered (a taken message never comes "
+                         'back after a crash, and acked rows stay); use broker_kind=BrokerEnum.SQLACHEMY')
+    offered = ', '.join(f'{name}://' for name in TRANSPORTS)
+    raise ValueError(f'KOMBU_URL {redact(url)!r}: fsdf offers kombu transports {offered}')
