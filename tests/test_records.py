@@ -300,6 +300,31 @@ def test_a_replaced_record_moves_its_tree_counts(store: RunStore) -> None:
 
 
 # -- registry, pause and the minute line ---------------------------------------------------------
+def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(sqlite_store: RunStore,
+                                                                   queue_name: str) -> None:
+    """The dashboard's overview sums ``counters.in_flight`` and ``counters.records_dropped`` over live consumers."""
+    import threading
+    release = threading.Event()
+
+    @task_deco(queue_name, broker_kind=LOCAL, concurrent_num=3)
+    def work(x: int) -> None:
+        release.wait(30)
+
+    def counters() -> dict[str, Any]:
+        found = queries.list_consumers(queue_name, include_gone=False, store=sqlite_store)
+        return found[0]['counters'] if found else {}
+
+    work.push_many(range(5))
+    work.consume()
+    try:
+        assert wait_until(lambda: counters().get('in_flight', 0) >= 3, 20), counters()
+        assert counters()['records_dropped'] == 0
+        release.set()
+        assert wait_until(lambda: counters().get('in_flight') == 0, 20), counters()
+    finally:
+        release.set()
+        work.consumer.stop(grace=2)
+
 PAUSE_SCRIPT = '''
 import sys, time
 from fsdf import task_deco, BrokerEnum
