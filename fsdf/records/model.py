@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 import traceback
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from fsdf.message import _dumps
@@ -53,18 +52,6 @@ def record_status(outcome: 'RunOutcome') -> str:
     return status
 
 
-@dataclass(slots=True)
-class Settled:
-    """One settled run as a worker hands it to the writer: the outcome and where it ran."""
-
-    queue: str
-    function: str
-    outcome: 'RunOutcome'
-    thread_id: int
-    save_result: bool
-    expire_seconds: float
-
-
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + '…'
 
@@ -82,40 +69,40 @@ def _json_or_text(value: Any, limit: int) -> Optional[str]:
     return text if len(text) <= limit else _cut(text, limit)
 
 
-def build_record(settled: Settled) -> dict[str, Any]:
-    """The record of one run, as plain JSON-able values; its keys are the store's columns."""
-    outcome = settled.outcome
+def build_record(queue: str, function: str, outcome: 'RunOutcome', thread_id: int, save_result: bool,
+                 expire_seconds: float) -> dict[str, Any]:
+    """The record of one run, as plain JSON-able values; its keys are the store's columns.
+
+    The writer thread calls this once per record while holding the GIL the workers need, so it
+    avoids calls and checks the common case (a str task id, a float publish time, no exception) needs.
+    """
     extra = outcome.extra
     exc = outcome.exception
     publish_time = extra.get('publish_time')
-    publish_time = float(publish_time) if isinstance(publish_time, (int, float)) else None
+    if publish_time.__class__ is not float:
+        publish_time = float(publish_time) if isinstance(publish_time, (int, float)) else None
     started, finished = outcome.started or None, outcome.finished or None
-    task_id = outcome.task_id if isinstance(outcome.task_id, str) else None
+    task_id = outcome.task_id if outcome.task_id.__class__ is str else None
     root = extra.get('root_task_id')
     parent = extra.get('parent_task_id')
+    status = outcome.status
+    if exc is None:
+        exc_type = exc_message = trace = None
+    else:
+        status = 'failed' if status == 'dead_lettered' else status  # record_status, inlined
+        exc_type, exc_message, trace = type(exc).__name__, _cut(str(exc), EXCEPTION_MAX_CHARS), _traceback_of(exc)
     return {
-        'task_id': task_id,
-        'queue': settled.queue,
-        'function': settled.function,
-        'status': record_status(outcome),
+        'task_id': task_id, 'queue': queue, 'function': function, 'status': status,
         'arguments': _json_or_text(outcome.arguments, ARGUMENTS_MAX_CHARS) if task_id else None,
-        'result': _json_or_text(outcome.result, RESULT_MAX_CHARS) if settled.save_result else None,
-        'exception_type': type(exc).__name__ if exc is not None else None,
-        'exception_message': _cut(str(exc), EXCEPTION_MAX_CHARS) if exc is not None else None,
-        'traceback': _traceback_of(exc),
-        'retries': outcome.retries,
-        'publish_time': publish_time,
-        'start_time': started,
-        'end_time': finished,
-        'duration': outcome.duration,
+        'result': _json_or_text(outcome.result, RESULT_MAX_CHARS) if save_result else None,
+        'exception_type': exc_type, 'exception_message': exc_message, 'traceback': trace,
+        'retries': outcome.retries, 'publish_time': publish_time, 'start_time': started, 'end_time': finished,
+        'duration': finished - started if started and finished else 0.0,
         'queue_wait': round(started - publish_time, 6) if started and publish_time else None,
-        'host': HOST,
-        'pid': os.getpid(),
-        'thread_id': settled.thread_id,
-        'script': SCRIPT,
-        'parent_task_id': parent if isinstance(parent, str) else None,
-        'root_task_id': root if isinstance(root, str) and root else task_id,
-        'expire_at': (finished or 0) + settled.expire_seconds,
+        'host': HOST, 'pid': os.getpid(), 'thread_id': thread_id, 'script': SCRIPT,
+        'parent_task_id': parent if parent.__class__ is str else None,
+        'root_task_id': root if root and root.__class__ is str else task_id,
+        'expire_at': (finished or 0) + expire_seconds,
     }
 
 
