@@ -26,12 +26,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-from fsdf.records.model import GRANULARITIES
+from fsdf.records.model import FIELDS, GRANULARITIES
 from fsdf.records.store import CONSUMERS_KEPT_SECONDS, Batch, RunFilter, RunStore
 
-COLUMNS = ('task_id', 'queue', 'function', 'status', 'arguments', 'result', 'exception_type', 'exception_message',
-           'traceback', 'retries', 'publish_time', 'start_time', 'end_time', 'duration', 'queue_wait', 'host', 'pid',
-           'thread_id', 'script', 'parent_task_id', 'root_task_id', 'expire_at')
+COLUMNS = FIELDS
+_TASK, _STATUS, _PARENT, _ROOT = (FIELDS.index(name) for name in ('task_id', 'status', 'parent_task_id',
+                                                                  'root_task_id'))
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, {', '.join(COLUMNS)}, UNIQUE(task_id));
@@ -93,8 +93,8 @@ class SqliteRunStore(RunStore):
             db = self._db
             db.execute('BEGIN IMMEDIATE')
             try:
-                if batch.records:
-                    self._write_records(batch.records)
+                if batch.records or batch.rows:
+                    self._write_records([*batch.rows, *map(_row_of, batch.records)])
                 db.executemany(_ROLLUP_UPSERT, [(gran, bucket, queue, status, n, dur_sum, dur_max) for
                                                 (queue, status, gran, bucket), (n, dur_sum, dur_max)
                                                 in batch.rollups.items()])
@@ -110,18 +110,18 @@ class SqliteRunStore(RunStore):
                 db.execute('ROLLBACK')
                 raise
 
-    def _write_records(self, records: list[dict[str, Any]]) -> None:
+    def _write_records(self, rows: list[tuple[Any, ...]]) -> None:
         """Replace earlier records of the same task ids, keeping the tree counts right; index the new ones."""
         db = self._db
-        latest = {r['task_id']: r for r in records if r['task_id'] is not None}
-        fresh = [*latest.values(), *(r for r in records if r['task_id'] is None)]
+        latest = {r[_TASK]: r for r in rows if r[_TASK] is not None}
+        fresh = [*latest.values(), *(r for r in rows if r[_TASK] is None)]
         deltas: dict[tuple[str, str, str], int] = defaultdict(int)
         self._delete_replaced(list(latest), deltas)
         last_id = db.execute('SELECT coalesce(max(id), 0) FROM runs').fetchone()[0]
-        db.executemany(_INSERT, map(_row_of, fresh))
+        db.executemany(_INSERT, fresh)
         db.execute(_INDEX_NEW, (last_id,))  # one statement: one FTS5 segment for the whole batch
-        for record in fresh:
-            _count_in_tree(deltas, record, 1)
+        for row in fresh:
+            _count_in_tree(deltas, row[_TASK], row[_STATUS], row[_PARENT], row[_ROOT], 1)
         db.executemany(_TREE_UPSERT, [(*key, n) for key, n in deltas.items() if n])
 
     def _delete_replaced(self, task_ids: list[str], deltas: dict[tuple[str, str, str], int]) -> None:
@@ -132,7 +132,7 @@ class SqliteRunStore(RunStore):
             chunk = task_ids[start:start + _IN_CHUNK]
             for old in db.execute(f'SELECT id, task_id, status, parent_task_id, root_task_id FROM runs '
                                   f'WHERE task_id IN ({", ".join("?" * len(chunk))})', chunk):
-                _count_in_tree(deltas, old, -1)
+                _count_in_tree(deltas, old[1], old[2], old[3], old[4], -1)
                 replaced.append(old[0])
         for start in range(0, len(replaced), _IN_CHUNK):  # one statement per chunk: see the module's note
             chunk_ids = replaced[start:start + _IN_CHUNK]
@@ -255,10 +255,9 @@ class SqliteRunStore(RunStore):
             return {row[0] for row in self._db.execute('SELECT name FROM queues WHERE paused')}
 
 
-def _count_in_tree(deltas: dict[tuple[str, str, str], int], record: Any, sign: int) -> None:
-    """Add a record (a dict or a row) to its root's descendant counts and its parent's child counts."""
-    task_id, status = record['task_id'], record['status']
-    parent, root = record['parent_task_id'], record['root_task_id']
+def _count_in_tree(deltas: dict[tuple[str, str, str], int], task_id: Optional[str], status: str,
+                   parent: Optional[str], root: Optional[str], sign: int) -> None:
+    """Add a record to its root's descendant counts and its parent's child counts (``sign`` -1: take it out)."""
     if parent:
         deltas[(parent, 'parent', status)] += sign
     if root and root != task_id:
