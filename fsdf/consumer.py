@@ -51,7 +51,8 @@ class Consumer:
         self.counters = RunCounters()
         self._stopping = threading.Event()
         self.context = ConsumerContext(queue_name, self.broker_kind, self.broker.consumer_id, options,
-                                       self.counters, self._stopping, self.logger, self.pool)
+                                       self.counters, self._stopping, self.logger, self.pool,
+                                       lambda: self._in_flight)
         self.middleware: list[Middleware] = build_middleware(queue_name, self.broker_kind, options, self.logger,
                                                              self.signature.name)
         self._fetch_gates = overriding(self.middleware, 'before_fetch')

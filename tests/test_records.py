@@ -292,6 +292,40 @@ def test_every_filter_and_keyset_paging(store: RunStore) -> None:
         queries.list_runs(limit=0, store=store)
 
 
+OLD_INSERT_TRIGGER = """CREATE TRIGGER runs_fts_insert AFTER INSERT ON runs BEGIN
+    INSERT INTO runs_fts(rowid, arguments, result, exception_type, exception_message)
+    VALUES (new.id, new.arguments, new.result, new.exception_type, new.exception_message); END"""
+
+
+def test_the_full_text_index_follows_replacements_pruning_and_older_stores(tmp_path: Path) -> None:
+    """The index is written per batch, not by a trigger: it must still match the records exactly."""
+    url = f'sqlite:///{tmp_path}/runs.sqlite'
+    older = open_store(url)  # a store made before: its per-row insert trigger would index every record twice
+    older._db.execute(OLD_INSERT_TRIGGER)  # type: ignore[attr-defined]
+    older.close()
+    store = open_store(url)
+    db = store._db  # type: ignore[attr-defined]
+    # Indexing twice gives the same answers (FTS5 merges a rowid's entries), at twice the write cost: so look.
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'runs_fts_insert'").fetchone()[0] == 0
+    now = time.time()
+    store.write(Batch(records=[_record('t1', arguments='{"w": "walrus"}', status='retry_scheduled'),
+                               _record('t2', arguments='{"w": "walrus narwhal"}', expire_at=now - 1)]))
+    store.write(Batch(records=[_record('t1', arguments='{"w": "walrus"}', result='"orca"')]))  # replaces t1
+
+    def found(word: str) -> list[str]:
+        return [r['task_id'] for r in _records(store, search=word)]
+
+    def index_matches_records() -> None:  # raises sqlite3.DatabaseError if the index and the table differ
+        db.execute("INSERT INTO runs_fts(runs_fts) VALUES ('integrity-check')")
+
+    assert found('walrus') == ['t1', 't2'] and found('orca') == ['t1']
+    index_matches_records()
+    assert store.prune(now) == 1
+    assert found('walrus') == ['t1'] and found('narwhal') == []
+    index_matches_records()
+    store.close()
+
+
 def test_a_replaced_record_moves_its_tree_counts(store: RunStore) -> None:
     store.write(Batch(records=[_record('root'), _record('kid', parent_task_id='root', root_task_id='root',
                                                         status='retry_scheduled')]))
@@ -300,6 +334,31 @@ def test_a_replaced_record_moves_its_tree_counts(store: RunStore) -> None:
 
 
 # -- registry, pause and the minute line ---------------------------------------------------------
+def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(sqlite_store: RunStore,
+                                                                   queue_name: str) -> None:
+    """The dashboard's overview sums ``counters.in_flight`` and ``counters.records_dropped`` over live consumers."""
+    import threading
+    release = threading.Event()
+
+    @task_deco(queue_name, broker_kind=LOCAL, concurrent_num=3)
+    def work(x: int) -> None:
+        release.wait(30)
+
+    def counters() -> dict[str, Any]:
+        found = queries.list_consumers(queue_name, include_gone=False, store=sqlite_store)
+        return found[0]['counters'] if found else {}
+
+    work.push_many(range(5))
+    work.consume()
+    try:
+        assert wait_until(lambda: counters().get('in_flight', 0) >= 3, 20), counters()
+        assert counters()['records_dropped'] == 0
+        release.set()
+        assert wait_until(lambda: counters().get('in_flight') == 0, 20), counters()
+    finally:
+        release.set()
+        work.consumer.stop(grace=2)
+
 PAUSE_SCRIPT = '''
 import sys, time
 from fsdf import task_deco, BrokerEnum

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 
 if TYPE_CHECKING:
     from fsdf.concurrency.base import WorkerPool
@@ -63,6 +63,8 @@ class ConsumerContext:
     """Set once the consumer is asked to stop; waits inside hooks should use it."""
     logger: logging.Logger
     pool: 'WorkerPool'
+    in_flight: Callable[[], int] = lambda: 0
+    """How many messages the consumer holds now (fetched, not yet settled): read-only, cheap, any thread."""
 
 
 class Middleware:

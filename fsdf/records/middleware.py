@@ -139,7 +139,8 @@ class LiveState(Middleware):
             'start_time': started, 'beat_time': time.time(),
             'concurrent_mode': context.options.concurrent_mode.name, 'concurrency': context.pool.max_workers,
             'qps': context.options.qps, 'paused': not self._not_paused.is_set(),
-            'counters': counters.snapshot(),
+            'counters': {**counters.snapshot(), 'in_flight': context.in_flight(),
+                         'records_dropped': self.writer.dropped},
             'rates': {name: round(rate, 3) for name, rate in counters.rates(RATE_WINDOW_SECONDS).items()},
         }
 

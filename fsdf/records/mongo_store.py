@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any, Optional
 
 from fsdf._optional import import_optional
-from fsdf.records.model import GRANULARITIES
+from fsdf.records.model import GRANULARITIES, record_of
 from fsdf.records.store import CONSUMERS_KEPT_SECONDS, Batch, RunFilter, RunStore
 
 SERVER_TIMEOUT_MS = 2000  # a flush to a store that is away fails within this, and is retried later
@@ -59,8 +59,8 @@ class MongoRunStore(RunStore):
     def write(self, batch: Batch) -> None:
         self._ensure_indexes()
         ops = self._pymongo
-        if batch.records:
-            self._write_records(batch.records)
+        if batch.records or batch.rows:
+            self._write_records([*batch.records, *map(record_of, batch.rows)])
         if batch.rollups:
             self._rollups.bulk_write([ops.UpdateOne(
                 {'_id': f'{gran}|{bucket}|{queue}|{status}'},

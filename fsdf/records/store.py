@@ -24,6 +24,8 @@ class Batch:
     """What one flush writes, in one transaction where the backend has them."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """More records, as :func:`~fsdf.records.model.build_row` tuples (what the writer makes: cheaper than dicts)."""
     rollups: Rollups = field(default_factory=dict)
     consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
     """consumer id -> its latest beat."""
@@ -31,7 +33,7 @@ class Batch:
     """queue -> broker kind name, for queues first seen since the last flush."""
 
     def __bool__(self) -> bool:
-        return bool(self.records or self.rollups or self.consumers or self.queues)
+        return bool(self.records or self.rows or self.rollups or self.consumers or self.queues)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
 from fsdf.log import EveryNSeconds
-from fsdf.records.model import Settled, build_record, rollups_of
+from fsdf.records.model import build_row, rollups_of
 from fsdf.records.store import Batch, RunStore, open_store
 from fsdf.secrets import redact
 
@@ -188,8 +188,8 @@ class RecordWriter:
                 if duration > row[2]:
                     row[2] = duration
             if recorder.save_records:
-                batch.records.append(build_record(Settled(recorder.queue, recorder.function, outcome, thread_id,
-                                                          recorder.save_result, recorder.expire_seconds)))
+                batch.rows.append(build_row(recorder.queue, recorder.function, outcome, thread_id,
+                                            recorder.save_result, recorder.expire_seconds))
         batch.rollups = rollups_of(per_second)
         return batch
 
