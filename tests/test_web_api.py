@@ -83,6 +83,9 @@ def test_run_children_and_tree(client: TestClient) -> None:
     assert all('counts' in r for r in first['records'])
     kids = _all_pages(client, f'/api/runs/{ROOT}/children?limit=200')
     assert len(kids) == 450 and len({k['task_id'] for k in kids}) == 450
+    counted = {k['task_id']: sum(k['counts'].values()) for k in kids}  # each child's own children, by status
+    assert sum(counted.values()) == 1000 - 1 - 450 and counted[f'{ROOT}-c00449'] == 0
+    assert counted[f'{ROOT}-c00000'] == len(_all_pages(client, f'/api/runs/{ROOT}-c00000/children?limit=7')) == 28
     failures = client.get(f'/api/tree/{ROOT}?status=failed&limit=5&path=1').json()['matches']
     assert failures['records'] and all(r['status'] == 'failed' for r in failures['records'])
     deep = [r for r in _all_pages(client, f'/api/tree/{ROOT}?status=failed&path=1&limit=100') if '-g' in r['task_id']]

@@ -111,8 +111,9 @@ def children(request: Request) -> dict[str, Any]:
     page = _queried(queries.children, request.path_params['task_id'], limit=params.children_limit(query),
                     cursor=params.cursor(query), status=params.status(query), store=store)
     body = _page(page)
+    counts = queries.children_counts([r['task_id'] for r in body['records'] if r['task_id']], store=store)
     for record in body['records']:
-        record['counts'] = queries.subtree_counts(record['task_id'], store=store)['children']
+        record['counts'] = counts.get(record['task_id'], {})
     return body
 
 
