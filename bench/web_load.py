@@ -51,7 +51,7 @@ def urls(rng: random.Random) -> list[str]:
     queue = f'flat_q{rng.randrange(100)}'
     return [f'/api/runs?queue={queue}', f'/api/runs?queue={queue}&status=failed',
             f'/api/runs/{ROOT}/children', f'/api/tree/{ROOT}',
-            f'/api/tree/{ROOT}?task_id={ROOT}-g{rng.randrange(160):03d}',
+            f'/api/tree/{ROOT}?task_id={ROOT}-g0{rng.randrange(156):03d}',  # about 100 nodes each
             '/api/runs?limit=50']
 
 

@@ -92,6 +92,7 @@ def test_run_children_and_tree(client: TestClient) -> None:
     assert deep and all(r['path'] == [ROOT, r['parent_task_id']] for r in deep)
     by_id = client.get(f'/api/tree/{ROOT}?task_id={ROOT}-c0001').json()['matches']['records']
     assert {r['task_id'] for r in by_id} == {f'{ROOT}-c{i:05d}' for i in range(10, 20)}
+    assert [r['end_time'] for r in by_id] == sorted((r['end_time'] for r in by_id), reverse=True)  # newest first
     assert client.get('/api/runs/nothing-here').status_code == 404
 
 

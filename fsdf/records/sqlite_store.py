@@ -62,6 +62,9 @@ _ROLLUP_UPSERT = ('INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT 
 _TREE_UPSERT = 'INSERT INTO tree_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n'
 _IN_CHUNK = 500  # task ids per IN (...) lookup
 ID_BOUND_SLACK_SECONDS = 60.0
+PREFIX_FEW = 2000
+"""A task id prefix matching fewer records than this is read through the task id index and sorted."""
+_TASK_ID_INDEX = 'sqlite_autoindex_runs_1'  # the index of UNIQUE(task_id)
 READERS = 4
 """Read connections per store: enough to keep 2-4 cores busy; each more only adds a page cache (~2 MB)."""
 
@@ -210,7 +213,8 @@ class SqliteRunStore(RunStore):
                        f'AND {clause} ORDER BY runs_fts.rowid DESC LIMIT ?')
                 params = [_fts_phrase(run_filter.keyword), *params]
             else:
-                sql = f'SELECT * FROM runs WHERE {clause} ORDER BY id DESC LIMIT ?'
+                table = f'runs INDEXED BY {_TASK_ID_INDEX}' if _few_with_prefix(db, run_filter.task_id) else 'runs'
+                sql = f'SELECT * FROM {table} WHERE {clause} ORDER BY id DESC LIMIT ?'
             rows = db.execute(sql, [*params, limit + 1]).fetchall()
         page = [_record(row) for row in rows[:limit]]
         return page, str(rows[limit - 1]['id']) if len(rows) > limit else None
@@ -300,9 +304,8 @@ def _where(run_filter: RunFilter) -> tuple[list[str], list[Any]]:
         where.append('runs.end_time < ?')
         params.append(run_filter.until)
     if run_filter.task_id:  # a prefix, as a range the unique index serves
-        prefix = run_filter.task_id
         where.append('runs.task_id >= ? AND runs.task_id < ?')
-        params.extend([prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)])
+        params.extend(_prefix_range(run_filter.task_id))
     return where, params
 
 
@@ -333,6 +336,24 @@ def _first_id_ending_after(db: sqlite3.Connection, moment: float) -> int:
         else:
             low = middle + 1
     return low
+
+
+def _few_with_prefix(db: sqlite3.Connection, prefix: Optional[str]) -> bool:
+    """Whether fewer than PREFIX_FEW task ids start with ``prefix`` (counted in the index, at most that many).
+
+    SQLite's planner prefers walking another index in id order (no sort) to the task id range; inside
+    a 20,000-node tree that reads every node (14 ms) where the range holds a few dozen ids (0.2 ms).
+    """
+    if not prefix:
+        return False
+    (found,) = db.execute('SELECT count(*) FROM (SELECT 1 FROM runs WHERE task_id >= ? AND task_id < ? LIMIT ?)',
+                          (*_prefix_range(prefix), PREFIX_FEW)).fetchone()
+    return bool(found < PREFIX_FEW)
+
+
+def _prefix_range(prefix: str) -> tuple[str, str]:
+    """The task ids starting with ``prefix`` as a half-open range the unique index serves."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def _fts_phrase(keyword: str) -> str:
