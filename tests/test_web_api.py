@@ -81,6 +81,8 @@ def test_run_children_and_tree(client: TestClient) -> None:
     first = client.get(f'/api/runs/{ROOT}/children').json()
     assert len(first['records']) == 200 and first['next_cursor']
     assert all('counts' in r for r in first['records'])
+    assert {'task_id', 'status', 'function', 'duration'} <= set(first['records'][0])  # a node, not its arguments
+    assert 'arguments' not in first['records'][0] and 'traceback' not in first['records'][0]
     kids = _all_pages(client, f'/api/runs/{ROOT}/children?limit=200')
     assert len(kids) == 450 and len({k['task_id'] for k in kids}) == 450
     counted = {k['task_id']: sum(k['counts'].values()) for k in kids}  # each child's own children, by status
