@@ -142,8 +142,8 @@ def run_load(pid: int, port: int, args: argparse.Namespace) -> None:
     print(f'{len(latencies):,} requests, {args.clients} clients, {elapsed:.1f} s: '
           f'{len(latencies) / elapsed:,.0f} q/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms')
     print(f'dashboard CPU {cpu_ms:.2f} ms a request (at most {1000 / cpu_ms:,.0f} q/s on one core)')
-    print(f'dashboard RSS MB: start {memory[0]:.1f}, during {min(memory):.1f}..{max(memory):.1f}, end {memory[-1]:.1f}; '
-          f'samples {" ".join(f"{m:.0f}" for m in memory)}')
+    print(f'dashboard RSS MB: start {memory[0]:.1f}, during {min(memory):.1f}..{max(memory):.1f}, '
+          f'end {memory[-1]:.1f}; samples {" ".join(f"{m:.0f}" for m in memory)}')
 
 
 if __name__ == '__main__':
