@@ -5,9 +5,6 @@ time order): ``WHERE ... AND id < cursor ORDER BY id DESC LIMIT n`` walks an ind
 stops after n rows. Keyword search is FTS5 over arguments, result and exception (external
 content, kept by triggers), walked by rowid too. Tree counts and rollups are small upserts in the
 same transaction as the records. Pruning deletes the oldest expired records in chunks.
-Reads go through a small pool of read-only connections (:class:`_Readers`), not the writer's
-connection and its lock: WAL lets them read side by side with each other and with a write, and
-the ``sqlite3`` module lets go of the GIL while SQLite works.
 The full-text index is most of a write's cost (about 40 of 60 us a record here); it merges its
 segments 16 at a time ('usermerge'), which measured a quarter cheaper than the default 4.
 """
@@ -71,7 +68,10 @@ READERS = 4
 
 
 class _Readers:
-    """A bounded pool of read-only connections to one SQLite file.
+    """A bounded pool of read-only connections to one SQLite file, so reads never take the writer's lock.
+
+    WAL lets them read side by side with each other and with a write, and the ``sqlite3`` module
+    lets go of the GIL while SQLite works.
 
     ``with readers.connection() as db:`` lends a connection, waiting while all ``size`` are lent. They
     open on first need and are reused newest first (its page cache is the warmest); :meth:`close`
