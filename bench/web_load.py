@@ -4,7 +4,9 @@ One dashboard process (uvicorn, started here) serves; the load generator is this
 each with one keep-alive ``http.client`` connection, cycling over: a runs page (a random queue),
 the next runs page (its cursor), a failures page, a page of 200 children of the tree's root, the
 tree's root with its counts, and an in-tree search by id prefix. Reports throughput, p50/p99 (ms),
-and the dashboard's resident memory at each tenth of the requests (flat means no per-task state).
+the dashboard's CPU time per request (what bounds throughput on a loaded machine: 1000 / that
+is the most one core serves) and its resident memory every 1/20 of the run (flat: no per-task state).
+The load generator shares the machine's cores with the dashboard.
 
 Targets (issue 16): >= 1,000 q/s, p50 <= 20 ms, p99 <= 100 ms at 30 clients on 2 cores; memory +-10 MB.
 Usage: python bench/web_load.py [--records 1000000] [--requests 100000] [--clients 30] [--store PATH]
@@ -51,7 +53,7 @@ def urls(rng: random.Random) -> list[str]:
     queue = f'flat_q{rng.randrange(100)}'
     return [f'/api/runs?queue={queue}', f'/api/runs?queue={queue}&status=failed',
             f'/api/runs/{ROOT}/children', f'/api/tree/{ROOT}',
-            f'/api/tree/{ROOT}?task_id={ROOT}-g{rng.randrange(160):03d}',
+            f'/api/tree/{ROOT}?task_id={ROOT}-g0{rng.randrange(156):03d}',  # about 100 nodes each
             '/api/runs?limit=50']
 
 
@@ -80,6 +82,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith('VmRSS:'):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def main() -> None:
@@ -116,6 +124,7 @@ def run_load(pid: int, port: int, args: argparse.Namespace) -> None:
     latencies: list[float] = []
     done = [0]
     memory = [rss_mb(pid)]
+    cpu_before = cpu_seconds(pid)
     each = args.requests // args.clients
     threads = [threading.Thread(target=client, args=(port, each, latencies, done, seed))
                for seed in range(1, args.clients + 1)]
@@ -126,12 +135,15 @@ def run_load(pid: int, port: int, args: argparse.Namespace) -> None:
         time.sleep(max(0.5, (time.monotonic() - started) / 20))
         memory.append(rss_mb(pid))
     elapsed = time.monotonic() - started
+    cpu_ms = (cpu_seconds(pid) - cpu_before) * 1000 / max(len(latencies), 1)
     latencies.sort()
     print(machine_description())
     p50, p99 = statistics.median(latencies) * 1000, latencies[int(len(latencies) * 0.99)] * 1000
     print(f'{len(latencies):,} requests, {args.clients} clients, {elapsed:.1f} s: '
           f'{len(latencies) / elapsed:,.0f} q/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms')
-    print(f'dashboard RSS MB: start {memory[0]:.1f}, during {min(memory):.1f}..{max(memory):.1f}, end {memory[-1]:.1f}')
+    print(f'dashboard CPU {cpu_ms:.2f} ms a request (at most {1000 / cpu_ms:,.0f} q/s on one core)')
+    print(f'dashboard RSS MB: start {memory[0]:.1f}, during {min(memory):.1f}..{max(memory):.1f}, '
+          f'end {memory[-1]:.1f}; samples {" ".join(f"{m:.0f}" for m in memory)}')
 
 
 if __name__ == '__main__':

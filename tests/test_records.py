@@ -148,6 +148,11 @@ def test_parent_and_root_across_three_levels(store: RunStore, queue_name: str) -
         assert queries.subtree_counts(mid['task_id'], store=store)['children'] == {'succeeded': 3}
     assert queries.subtree_counts(root.task_id, store=store) == {
         'descendants': {'succeeded': 8}, 'children': {'succeeded': 2}}
+    leaf_id = queries.children(mids[0]['task_id'], store=store).records[0]['task_id']
+    page_ids = [root.task_id, *(m['task_id'] for m in mids), leaf_id, 'no-such-task']
+    assert queries.children_counts(page_ids, store=store) == {  # one read for a page of nodes, leaves as {}
+        root.task_id: {'succeeded': 2}, mids[0]['task_id']: {'succeeded': 3}, mids[1]['task_id']: {'succeeded': 3},
+        leaf_id: {}, 'no-such-task': {}}
 
 
 def test_records_off_means_no_recorder(queue_name: str) -> None:

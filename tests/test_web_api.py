@@ -81,14 +81,20 @@ def test_run_children_and_tree(client: TestClient) -> None:
     first = client.get(f'/api/runs/{ROOT}/children').json()
     assert len(first['records']) == 200 and first['next_cursor']
     assert all('counts' in r for r in first['records'])
+    assert {'task_id', 'status', 'function', 'duration'} <= set(first['records'][0])  # a node, not its arguments
+    assert 'arguments' not in first['records'][0] and 'traceback' not in first['records'][0]
     kids = _all_pages(client, f'/api/runs/{ROOT}/children?limit=200')
     assert len(kids) == 450 and len({k['task_id'] for k in kids}) == 450
+    counted = {k['task_id']: sum(k['counts'].values()) for k in kids}  # each child's own children, by status
+    assert sum(counted.values()) == 1000 - 1 - 450 and counted[f'{ROOT}-c00449'] == 0
+    assert counted[f'{ROOT}-c00000'] == len(_all_pages(client, f'/api/runs/{ROOT}-c00000/children?limit=7')) == 28
     failures = client.get(f'/api/tree/{ROOT}?status=failed&limit=5&path=1').json()['matches']
     assert failures['records'] and all(r['status'] == 'failed' for r in failures['records'])
     deep = [r for r in _all_pages(client, f'/api/tree/{ROOT}?status=failed&path=1&limit=100') if '-g' in r['task_id']]
     assert deep and all(r['path'] == [ROOT, r['parent_task_id']] for r in deep)
     by_id = client.get(f'/api/tree/{ROOT}?task_id={ROOT}-c0001').json()['matches']['records']
     assert {r['task_id'] for r in by_id} == {f'{ROOT}-c{i:05d}' for i in range(10, 20)}
+    assert [r['end_time'] for r in by_id] == sorted((r['end_time'] for r in by_id), reverse=True)  # newest first
     assert client.get('/api/runs/nothing-here').status_code == 404
 
 

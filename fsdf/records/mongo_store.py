@@ -50,6 +50,7 @@ class MongoRunStore(RunStore):
         runs.create_index('expire_at', expireAfterSeconds=0)
         runs.create_index([(name, 'text') for name in _TEXT_FIELDS], name='runs_text')
         self._rollups.create_index([('gran', 1), ('bucket', 1)])
+        self._trees.create_index([('node', 1), ('kind', 1)])  # a node's counts, a page of nodes' counts ($in)
         self._indexed = True
 
     def close(self) -> None:
@@ -132,6 +133,13 @@ class MongoRunStore(RunStore):
         for doc in self._trees.find({'node': task_id}):
             if doc.get('n'):
                 counts['descendants' if doc['kind'] == 'root' else 'children'][doc['status']] = doc['n']
+        return counts
+
+    def children_counts(self, task_ids: list[str]) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {task_id: {} for task_id in task_ids}
+        for doc in self._trees.find({'node': {'$in': task_ids}, 'kind': 'parent'}):
+            if doc.get('n'):
+                counts[doc['node']][doc['status']] = doc['n']
         return counts
 
     def rollups(self, queue: Optional[str], granularity: int, since: float) -> list[dict[str, Any]]:

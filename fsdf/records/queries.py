@@ -107,6 +107,11 @@ def subtree_counts(task_id: str, store: Optional[RunStore] = None) -> dict[str, 
     return _or_default(store).tree_counts(task_id)
 
 
+def children_counts(task_ids: list[str], store: Optional[RunStore] = None) -> dict[str, dict[str, int]]:
+    """Each task's direct children per status (``{}``: none), for a whole page of nodes in one store read."""
+    return _or_default(store).children_counts(list(task_ids))
+
+
 def _page_size(limit: int) -> int:
     if not isinstance(limit, int) or limit < 1:
         raise ValueError(f'limit must be an int >= 1, got {limit!r}')

@@ -84,6 +84,12 @@ class RunStore(ABC):
 
         ``descendants`` is kept for roots only (a task published from outside any task)."""
 
+    def children_counts(self, task_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Each task id's direct children counted by status (``{}`` for a task with none), for a page of nodes.
+
+        A backend answers it in one round trip; this fallback asks once per id."""
+        return {task_id: self.tree_counts(task_id)['children'] for task_id in task_ids}
+
     @abstractmethod
     def rollups(self, queue: Optional[str], granularity: int, since: float) -> list[dict[str, Any]]:
         """Rollup rows ``{queue, status, bucket, count, duration_sum, duration_max}`` from ``since`` on."""

@@ -7,13 +7,17 @@ when ``--token`` is not given, so the token need not appear in a process list.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from fsdf.web.security import is_loopback
 
 DEFAULT_PORT = 27018
 """The seed framework's dashboard port."""
+READ_THREADS = 8
+"""Threads that run read routes at once (anyio's default is 40). The store reads through 4 connections
+on a few cores; more threads only queue behind them, each adding a stack and a malloc arena."""
 
 
 def serve(host: str = '127.0.0.1', port: int = DEFAULT_PORT, token: Optional[str] = None,
@@ -25,8 +29,16 @@ def serve(host: str = '127.0.0.1', port: int = DEFAULT_PORT, token: Optional[str
     if not is_loopback(host) and not token:
         raise ValueError(f'refusing to serve on {host!r} without a token: anyone who reaches it could read '
                          'task arguments and act on queues; pass --token (or set FSDF_WEB_TOKEN), or bind 127.0.0.1')
-    uvicorn.run(create_app(token=token, read_only=read_only), host=host, port=port, log_level=log_level,
-                access_log=False)
+    config = uvicorn.Config(create_app(token=token, read_only=read_only), host=host, port=port,
+                            log_level=log_level, access_log=False)
+    asyncio.run(_serve(uvicorn.Server(config)))
+
+
+async def _serve(server: Any) -> None:
+    """Run a uvicorn server with the read threads capped (the cap is per event loop, so set inside it)."""
+    import anyio.to_thread
+    anyio.to_thread.current_default_thread_limiter().total_tokens = READ_THREADS
+    await server.serve()
 
 
 def parser() -> argparse.ArgumentParser:
