@@ -15,6 +15,8 @@ from fsdf import BrokerEnum, get_publisher, task_deco
 from fsdf.brokers import get_broker
 from helpers import wait_until
 
+pytestmark = pytest.mark.timing  # delays measured against the clock: run alone by scripts/test.sh
+
 SERVER_OF = {
     BrokerEnum.RABBITMQ_AMQPSTORM: 'rabbitmq_server',
     BrokerEnum.RABBITMQ_PIKA: 'rabbitmq_server',
