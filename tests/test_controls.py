@@ -15,7 +15,7 @@ import pytest
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
 from fsdf.concurrency.timeout import FunctionTimeoutError, ThreadTimeout
-from fsdf.controls.filtering import SqliteFilterStore, filter_key
+from fsdf.controls.filtering import SqliteFilterStore, TaskFilter, filter_key
 from fsdf.controls.overrides import check_overrides
 from fsdf.controls.window import DoNotRunWindow
 
@@ -348,7 +348,7 @@ def test_filter_entries_expire(queue_name: str, embedded_kind: BrokerEnum) -> No
     f.clear_filter()
     f.push(7)
     assert f.drain(timeout=10) == 1
-    store = f.consumer.controls[-1].store
+    store = next(m for m in f.consumer.middleware if isinstance(m, TaskFilter)).store
     assert store.seen(filter_key({'x': 7}))
     assert wait_until(lambda: not store.seen(filter_key({'x': 7})), timeout=3)
     f.push(7)
@@ -406,7 +406,8 @@ def test_stop_is_prompt_inside_the_window(queue_name: str) -> None:
     def f(x):
         pass
 
-    if not f.consumer.controls[0].contains(dt.datetime.now().time()):
+    window = next(m for m in f.consumer.middleware if isinstance(m, DoNotRunWindow))
+    if not window.contains(dt.datetime.now().time()):
         pytest.skip('run in the last second of the day')
     f.push(1)
     f.consume()
