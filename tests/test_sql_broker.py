@@ -18,12 +18,12 @@ from helpers import every_call_runs_across_a_restart, wait_until
 SQL = BrokerEnum.SQLACHEMY
 
 
-@pytest.fixture(params=['sqlite', 'postgres', 'mariadb'])
-
 def text(body: str | bytes) -> str:
     """A fetched body as text: bodies come as bytes until the consumer decodes them (poison-safe)."""
     return body.decode() if isinstance(body, bytes) else body
 
+
+@pytest.fixture(params=['sqlite', 'postgres', 'mariadb'])
 def sql_database(request: pytest.FixtureRequest) -> str:
     """Each database: SQLACHEMY_ENGINE_URL points at it here and in the scripts the test starts."""
     from conftest import _point_fsdf_at
@@ -218,6 +218,7 @@ def idle_wake_latency(queue_name: str, samples: int = 20) -> list[float]:
     return sorted(latencies)
 
 
+@pytest.mark.timing  # a latency: measured alone, after the parallel part
 def test_an_idle_postgres_consumer_wakes_at_once(queue_name: str, postgres_server) -> None:
     """LISTEN/NOTIFY: the median publish -> fetch latency of an idle consumer is well below a poll's.
 
