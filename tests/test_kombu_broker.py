@@ -15,6 +15,9 @@ from fsdf.brokers.kombu_broker import KombuAmqpBroker, KombuRedisBroker, transpo
 from helpers import wait_until
 
 KOMBU = BrokerEnum.KOMBU
+# kombu's Redis transport under the parallel part's load: a drain's two empty fetches came while 69 of 500
+# messages were still on their way, and delays ran 1.1 s late. Run alone, after the parallel part.
+pytestmark = pytest.mark.timing
 
 
 def _point_kombu_at(url: str, options: str = '') -> None:
@@ -157,7 +160,7 @@ def test_kill_9_of_a_consumer(queue_name: str, kombu_transport: str, run_script,
     started = time.monotonic()
     work.consume()
     try:
-        assert wait_until(lambda: len(set(done.read_text().split())) >= total, 90)
+        assert wait_until(lambda: len(set(done.read_text().split())) >= total, 45)
     finally:
         work.consumer.stop()
     os.close(out)
