@@ -42,6 +42,9 @@ class RedisLeaseBroker(RedisBroker):
         super().__init__(queue_name)
         self._acks: list[Any] = []
         self._acks_lock = threading.Lock()
+        # One flush at a time: close() must not find the buffer empty while the flusher thread is still
+        # sending what it took, or it gives those acked messages back to the queue (seen in CI).
+        self._flush_lock = threading.Lock()
         self._acks_waiting = threading.Event()
         self._flusher: Optional[threading.Thread] = None
         self._leases_lock = threading.Lock()
@@ -91,7 +94,12 @@ class RedisLeaseBroker(RedisBroker):
         self._acks_waiting.set()
 
     def flush_acks(self) -> bool:
-        """Send the buffered acks now; False if Redis could not be reached (they stay buffered)."""
+        """Send the buffered acks now, after any flush under way; False if Redis could not be reached (they stay
+        buffered)."""
+        with self._flush_lock:
+            return self._flush_acks()
+
+    def _flush_acks(self) -> bool:
         acks = self._sending = self._take_acks()
         if not acks:
             return True
