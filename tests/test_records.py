@@ -20,6 +20,10 @@ from fsdf.records.store import Batch, RunStore, open_store
 from fsdf.records.writer import RecordWriter, _writers, flush_all
 from helpers import wait_until
 
+# Speeds, flush deadlines and the minute line are timed: under the parallel part's load they failed
+# (a run expired before its turn, a speed ratio, a line's window). Run alone, after the parallel part.
+pytestmark = pytest.mark.timing
+
 LOCAL = BrokerEnum.LOCAL_PYTHON_QUEUE
 
 
