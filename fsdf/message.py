@@ -272,3 +272,20 @@ def _raw_body(body: Any) -> dict[str, Any]:
         except UnicodeDecodeError:
             return {'raw_body_base64': base64.b64encode(body).decode('ascii')}
     return {'raw_body': None if body is None else repr(body)}
+
+
+def waiting_since(body: Optional[Body], stored: Optional[float] = None) -> Optional[float]:
+    """When a queued message became fetchable (epoch seconds): its ``publish_time``, or its ``eta`` when later.
+
+    For a body without them (a message another program published, or not a message at all):
+    ``stored``, the broker's own time for the entry where it keeps one, else None. Reads one body;
+    used by :meth:`fsdf.brokers.base.Broker.oldest_age`, never on the consume path.
+    """
+    try:
+        extra = decode(body)[1] if body is not None else {}
+    except MalformedMessageError:
+        extra = {}
+    published, eta = extra.get('publish_time'), extra.get('eta')
+    if published is None:
+        return stored
+    return max(published, eta) if eta is not None else float(published)

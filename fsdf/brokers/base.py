@@ -5,6 +5,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -26,6 +27,16 @@ class Delivery:
 
     body: Body
     tag: Any = None
+
+
+def waited(body: Optional[Body], stored: Optional[float] = None) -> Optional[float]:
+    """Seconds since a waiting message became fetchable (see :meth:`Broker.oldest_age`), None if unknown.
+
+    ``body``: the message at the head of the queue; ``stored``: the broker's own time for its entry.
+    """
+    from fsdf.message import waiting_since  # fsdf.message imports this module
+    since = waiting_since(body, stored)
+    return None if since is None else max(0.0, time.time() - since)
 
 
 class BrokerClosedError(RuntimeError):
@@ -136,6 +147,18 @@ class Broker(ABC):
     @abstractmethod
     def count(self) -> int:
         """Messages waiting: never delayed ones before they are due; taken ones only if ``count_includes_taken``."""
+
+    def oldest_age(self) -> Optional[float]:
+        """Seconds the oldest waiting message has waited (Sidekiq's "latency"); None where the kind cannot tell.
+
+        Waited since it became fetchable: its publish time, or its due time for a delayed one (the
+        message's own ``publish_time``/``eta`` where it carries them, else the broker's time for the
+        entry). ``0.0`` when nothing waits. Delayed messages before they are due and taken ones do not
+        count. A kind tells only where it is cheap and exact (one peek at the head, one indexed row):
+        the Redis kinds, LOCAL_PYTHON_QUEUE, PERSISTQUEUE, SQLACHEMY and MONGOMQ; the others (RabbitMQ,
+        Kafka, NATS, ZeroMQ, KOMBU) cannot look at a waiting message without taking it, and return None.
+        """
+        return None
 
     @abstractmethod
     def purge(self) -> None:

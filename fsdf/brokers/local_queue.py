@@ -10,7 +10,7 @@ import time
 from collections import deque
 from typing import Iterable, Optional, cast
 
-from fsdf.brokers.base import Body, Broker, Delivery
+from fsdf.brokers.base import Body, Broker, Delivery, waited
 from fsdf.runtime import default_runtime
 
 
@@ -96,6 +96,12 @@ class LocalQueueBroker(Broker):
 
     def count(self) -> int:
         return len(self._channel.items)
+
+    def oldest_age(self) -> Optional[float]:
+        channel = self._channel
+        with channel.ready:
+            head = channel.items[0] if channel.items else None
+        return 0.0 if head is None else waited(head)
 
     def purge(self) -> None:
         with self._channel.ready:

@@ -40,7 +40,7 @@ from pymongo.collection import Collection
 
 from fsdf.brokers import liveness
 from fsdf.brokers.ack_batch import AckBatch
-from fsdf.brokers.base import Body, Broker, Delivery
+from fsdf.brokers.base import Body, Broker, Delivery, waited
 from fsdf.brokers.polling import poll
 from fsdf.config import settings
 from fsdf.hosts import HOST
@@ -140,6 +140,12 @@ class MongoBroker(Broker):
 
     def count(self) -> int:
         return self._collection.count_documents({'state': READY, 'time': {'$lte': time.time()}})
+
+    def oldest_age(self) -> Optional[float]:
+        """The ready document a take would pick first (the ``(state, time)`` index)."""
+        doc = self._collection.find_one({'state': READY, 'time': {'$lte': time.time()}}, {'msg': 1, 'time': 1},
+                                        sort=[('time', 1)])
+        return 0.0 if doc is None else waited(_body_of(doc.get('msg')), doc.get('time'))
 
     def purge(self) -> None:
         self._collection.delete_many({'state': READY})

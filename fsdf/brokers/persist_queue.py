@@ -17,7 +17,7 @@ from persistqueue.sqlackqueue import AckStatus
 
 from fsdf._compat.persistqueue_internals import QueueTable, table_name, write_lock, writer
 from fsdf.brokers import liveness
-from fsdf.brokers.base import Broker, BrokerClosedError, Delivery
+from fsdf.brokers.base import Broker, BrokerClosedError, Delivery, waited
 from fsdf.brokers.polling import DueThrottle, poll
 from fsdf.config import settings
 from fsdf.hosts import HOST
@@ -142,6 +142,14 @@ class PersistQueueBroker(Broker):
         self._check_open()
         with self._lock:
             return self._db.execute(f'SELECT COUNT(*) FROM {self._table} WHERE status < {_TAKEN}').fetchone()[0]
+
+    def oldest_age(self) -> Optional[float]:
+        """The head row (lowest id, as a take picks) by its body's times, else its ``timestamp`` column."""
+        self._check_open()
+        with self._lock:
+            row = self._db.execute(f'SELECT CAST(data AS BLOB), timestamp FROM {self._table} '
+                                   f'WHERE status < {_TAKEN} ORDER BY _id LIMIT 1').fetchone()
+        return 0.0 if row is None else waited(row[0], row[1])
 
     def purge(self) -> None:
         self._check_open()

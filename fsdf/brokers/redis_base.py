@@ -19,7 +19,7 @@ from typing import ClassVar, Iterable, Optional, Sequence, cast
 
 import redis
 
-from fsdf.brokers.base import Body, Broker, Delivery
+from fsdf.brokers.base import Body, Broker, Delivery, waited
 from fsdf.brokers.polling import PROMOTE_EVERY_SECONDS, DueThrottle
 from fsdf.redis_connection import redis_client
 
@@ -139,6 +139,11 @@ class RedisBroker(Broker):
     # -- the queue as a whole ------------------------------------------------------------
     def count(self) -> int:
         return self._redis.llen(self.queue_name)
+
+    def oldest_age(self) -> Optional[float]:
+        """The head's age: consumers take from the right end, so the head is index -1 (one LINDEX)."""
+        head = self._raw.lindex(self.queue_name, -1)
+        return 0.0 if head is None else waited(cast(bytes, head))
 
     def purge(self) -> None:
         self._redis.delete(self.queue_name, self._delayed_key)

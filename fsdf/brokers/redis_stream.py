@@ -12,11 +12,11 @@ stream would lose entries it has not read: give other readers their own stream).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import redis
 
-from fsdf.brokers.base import Delivery
+from fsdf.brokers.base import Delivery, waited
 from fsdf.brokers.redis_base import lua
 from fsdf.brokers.redis_lease import RedisLeaseBroker
 
@@ -133,6 +133,15 @@ class RedisStreamBroker(RedisLeaseBroker):
         if group['lag'] is not None:
             return group['lag']
         return self._count_after(keys=[self.queue_name], args=[group['last-delivered-id']])
+
+    def oldest_age(self) -> Optional[float]:
+        """The first entry after the group's last delivered one; an entry id starts with its add time in ms."""
+        last = self._group_info().get('last-delivered-id') or '0-0'
+        entries = self._raw.xrange(self.queue_name, min='(' + str(last), max='+', count=1)
+        if not entries:
+            return 0.0
+        entry_id, fields = cast(tuple[bytes, dict[bytes, bytes]], entries[0])  # read raw: bytes
+        return waited(_body_of(fields), int(entry_id.split(b'-')[0]) / 1000)
 
     def purge(self) -> None:
         self._ensure_group()

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from fsdf.brokers import liveness
 from fsdf.brokers.ack_batch import AckBatch
-from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.base import Broker, Delivery, waited
 from fsdf.brokers.sql_dialects import SqlDialect, dialect_class
 from fsdf.config import settings
 from fsdf.hosts import HOST
@@ -233,6 +233,15 @@ class SqlBroker(Broker):
         with self._engine.connect() as connection:
             return connection.scalar(sa.select(sa.func.count()).select_from(table).where(
                 table.c.lease.is_(None), table.c.due <= self._dialect.now())) or 0
+
+    def oldest_age(self) -> Optional[float]:
+        """The row a take would pick first (``ORDER BY due, id`` on the waiting rows' index)."""
+        table = self._table
+        with self._engine.connect() as connection:
+            row = connection.execute(sa.select(table.c.body, table.c.due).where(
+                table.c.lease.is_(None), table.c.due <= self._dialect.now()).order_by(table.c.due, table.c.id)
+                .limit(1)).first()
+        return 0.0 if row is None else waited(row.body, row.due)
 
     def purge(self) -> None:
         with self._engine.begin() as connection:
