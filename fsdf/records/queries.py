@@ -179,19 +179,33 @@ def waiting_messages(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optiona
     return count if isinstance(count, int) and count >= 0 else None
 
 
+def oldest_message_age(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[float]:
+    """Seconds the oldest waiting message of a queue has waited; None where the broker cannot tell or is away."""
+    from fsdf.brokers import get_broker
+    kind = BrokerEnum[broker_kind] if isinstance(broker_kind, str) else BrokerEnum(broker_kind)
+    try:
+        age = get_broker(kind, queue).oldest_age()
+    except Exception:  # a broker that is away: no number rather than a wrong one
+        return None
+    return round(age, 3) if isinstance(age, (int, float)) else None
+
+
 def list_queues(count_waiting: bool = True, now: Optional[float] = None,
                 store: Optional[RunStore] = None) -> list[dict[str, Any]]:
     """Every registered queue: ``name, broker_kind, paused, consumers_alive, rate`` and, where the broker
-    counts, ``waiting`` and ``seconds_left`` (waiting / rate; None when the rate is 0)."""
+    counts, ``waiting``, ``oldest_age`` (seconds the oldest waiting message has waited) and ``seconds_left``
+    (waiting / rate; None when the rate is 0)."""
     store = _or_default(store)
     consumers = list_consumers(include_gone=False, now=now, store=store)
     rows = []
     for queue in store.queues():
         live = [c for c in consumers if c.get('queue') == queue['name']]
         rate = sum(c.get('rates', {}).get('settled', 0.0) for c in live)
-        row = {**queue, 'consumers_alive': len(live), 'rate': round(rate, 3), 'waiting': None, 'seconds_left': None}
+        row = {**queue, 'consumers_alive': len(live), 'rate': round(rate, 3), 'waiting': None, 'oldest_age': None,
+               'seconds_left': None}
         if count_waiting and queue['broker_kind']:
             row['waiting'] = waiting_messages(queue['name'], queue['broker_kind'])
+            row['oldest_age'] = oldest_message_age(queue['name'], queue['broker_kind'])
             if row['waiting'] is not None and rate > 0:
                 row['seconds_left'] = round(row['waiting'] / rate, 1)
         rows.append(row)

@@ -79,14 +79,16 @@ def queues(request: Request) -> dict[str, Any]:
 
 
 def queue(request: Request) -> dict[str, Any]:
-    """One queue: its row of the queues page, its consumers and its newest failures."""
+    """One queue: its row of the queues page, its function (as its newest record names it), its consumers
+    (with their options) and its newest failures."""
     name = request.path_params['name']
     store = store_of(request)
     row = next((q for q in queries.list_queues(store=store) if q['name'] == name), None)
     if row is None:
         raise LookupError(f'no queue {name!r} is registered')
     failures = _queried(queries.list_runs, queue=name, status='failed', limit=20, store=store)
-    return {'queue': clean_queue(row),
+    newest = queries.list_runs(queue=name, limit=1, store=store).records
+    return {'queue': clean_queue(row), 'function': newest[0].get('function') if newest else None,
             'consumers': [clean_consumer(c) for c in queries.list_consumers(queue=name, store=store)],
             'failures': _page(failures)['records']}
 

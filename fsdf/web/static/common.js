@@ -59,6 +59,27 @@ export function fmtSeconds(s) {
   return (s / 86400).toFixed(1) + ' days';
 }
 
+// Numbers in the reader's locale: counts with thousand separators, rates with at most one decimal.
+export function fmtCount(n) {
+  return n === null || n === undefined ? '—' : Number(n).toLocaleString(undefined, {maximumFractionDigits: 0});
+}
+
+export function fmtRate(r) {
+  return r === null || r === undefined ? '—' : Number(r).toLocaleString(undefined, {maximumFractionDigits: 1});
+}
+
+// A value or, when the store or broker cannot give one, a dash whose tooltip says why.
+export function orDash(text, why) {
+  return text === null || text === undefined || text === '—' ? el('span', {class: 'unknown', title: why}, '—') : text;
+}
+
+// A queue's oldest waiting message's age; a dash with the reason where the broker cannot tell.
+export function oldestAge(queue) {
+  return orDash(queue.oldest_age === null || queue.oldest_age === undefined ? null : fmtSeconds(queue.oldest_age),
+    'this broker cannot tell how long a message has waited without taking it (RabbitMQ, Kafka, NATS, ZeroMQ, ' +
+    'KOMBU), or it could not be reached');
+}
+
 export function badge(status) {
   return el('span', {class: 'badge', style: `background:${STATUS_COLORS[status] || '#455a64'}`}, status || '?');
 }
@@ -69,7 +90,7 @@ export function countsText(counts) {
 }
 
 export function runLink(taskId) {
-  return el('a', {href: '/run?id=' + encodeURIComponent(taskId)}, taskId);
+  return el('a', {class: 'run', href: '/run?id=' + encodeURIComponent(taskId)}, taskId);
 }
 
 export function table(headers, rows) {
@@ -78,14 +99,15 @@ export function table(headers, rows) {
 }
 
 // A line chart drawn as inline SVG: a few lines of our own rather than a charting library, so the
-// package ships no third-party JavaScript and no licence to track. series: {name: [[x, y], ...]}.
-export function lineChart(svg, series, {from, to, width = 720, height = 180}) {
+// package ships no third-party JavaScript and no licence to track. series: {name: [[x, y], ...]};
+// from/to: the time axis in epoch seconds, labelled at five ticks by tickLabel (default: see timeTick).
+export function lineChart(svg, series, {from, to, width = 720, height = 180, tickLabel = timeTick(from, to)}) {
   svg.replaceChildren();
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
-  const pad = 28;
+  const pad = 28, left = 44, bottom = 18;
   const top = Math.max(1, ...Object.values(series).flat().map(p => p[1]));
-  const x = t => pad + (t - from) / Math.max(1, to - from) * (width - pad - 4);
-  const y = v => height - pad + 4 - v / top * (height - pad - 4);
+  const x = t => left + (t - from) / Math.max(1, to - from) * (width - left - 8);
+  const y = v => height - bottom - v / top * (height - bottom - pad + 16);
   const ns = 'http://www.w3.org/2000/svg';
   const add = (tag, attrs, text) => {
     const node = document.createElementNS(ns, tag);
@@ -93,15 +115,32 @@ export function lineChart(svg, series, {from, to, width = 720, height = 180}) {
     if (text !== undefined) node.textContent = text;
     svg.append(node);
   };
-  add('line', {x1: pad, y1: y(0), x2: width - 4, y2: y(0), stroke: '#999'});
-  add('text', {x: 2, y: y(top) + 10, 'font-size': 10, fill: '#555'}, String(Math.round(top * 100) / 100));
-  add('text', {x: 2, y: y(0), 'font-size': 10, fill: '#555'}, '0');
+  add('line', {x1: left, y1: y(0), x2: width - 8, y2: y(0), stroke: '#999'});
+  add('text', {x: left - 4, y: y(top) + 4, 'font-size': 10, fill: '#555', 'text-anchor': 'end'}, fmtRate(top));
+  add('text', {x: left - 4, y: y(0) + 3, 'font-size': 10, fill: '#555', 'text-anchor': 'end'}, '0');
+  for (let i = 0; i <= 4; i++) {
+    const t = from + (to - from) * i / 4;
+    add('line', {x1: x(t), y1: y(0), x2: x(t), y2: y(0) + 3, stroke: '#999'});
+    add('text', {class: 'x-label', x: x(t), y: height - 4, 'font-size': 10, fill: '#555',
+      'text-anchor': i === 0 ? 'start' : i === 4 ? 'end' : 'middle'}, tickLabel(t, i));
+  }
   for (const [name, points] of Object.entries(series)) {
     if (!points.length) continue;
     const path = points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
     add('polyline', {points: path, fill: 'none', stroke: STATUS_COLORS[name] || '#1565c0', 'stroke-width': 2,
       'data-series': name});
   }
+}
+
+// Tick labels for a time axis: seconds back from now (-60 s ... now) over two minutes or less, the
+// clock (HH:MM) up to two days, else the day (MM-DD HH:MM), all in the reader's time zone.
+export function timeTick(from, to) {
+  const span = to - from;
+  if (span <= 120) return (t, i) => i === 4 ? 'now' : `-${Math.round(to - t)} s`;
+  const two = n => String(n).padStart(2, '0');
+  const clock = d => `${two(d.getHours())}:${two(d.getMinutes())}`;
+  if (span <= 2 * 86400) return t => clock(new Date(t * 1000));
+  return t => { const d = new Date(t * 1000); return `${two(d.getMonth() + 1)}-${two(d.getDate())} ${clock(d)}`; };
 }
 
 // Buckets from /api/stats -> {succeeded: [[t, n]...], failed: [...]} with every bucket present (zeros too).
@@ -116,6 +155,22 @@ export function seriesOf(stats, now) {
     out.failed.push([t, (counts.failed || 0) + (counts.dead_lettered || 0) + (counts.malformed || 0)]);
   }
   return out;
+}
+
+// A chart of runs per bucket with tabs for its windows (queue '_all': every queue); the first window shows first.
+export function historyChart(queue, windows) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.classList.add('chart');
+  const names = {'60s': '60 s', '60m': '60 min', '24h': '24 h', '10d': '10 days'};
+  const show = async w => {
+    tabs.querySelectorAll('button').forEach(b => b.classList.toggle('on', b.dataset.window === w));
+    const stats = await api(`/api/stats/${encodeURIComponent(queue)}?window=${w}`);
+    const now = Date.now() / 1000;
+    lineChart(svg, seriesOf(stats, now), {from: stats.since, to: now});
+  };
+  const tabs = el('div', {class: 'tabs'}, windows.map(w =>
+    el('button', {'data-window': w, onclick: () => show(w)}, names[w] || w)));
+  return {tabs, svg, show};
 }
 
 const PAGES = [['/', 'Overview'], ['/queues', 'Queues'], ['/runs', 'Runs'], ['/consumers', 'Consumers']];

@@ -1,5 +1,5 @@
 // Consumers: grouped by host or by queue, heartbeat age, stale ones marked (struck through).
-import {api, el, fmtSeconds, fmtTime, params, start, table} from './common.js';
+import {api, el, fmtCount, fmtRate, fmtSeconds, fmtTime, params, start, table} from './common.js';
 
 const main = document.getElementById('main');
 const by = params.get('by') === 'queue' ? 'queue' : 'host';
@@ -20,8 +20,8 @@ start(async () => {
       list.map(c => el('tr', {class: c.alive ? null : 'stale', 'data-alive': String(c.alive)},
         el('td', {}, c.queue), el('td', {}, c.host), el('td', {}, c.pid), el('td', {}, c.script),
         el('td', {}, c.concurrent_mode), el('td', {}, c.concurrency), el('td', {}, fmtTime(c.start_time)),
-        el('td', {}, fmtSeconds(c.beat_age)), el('td', {}, (c.rates || {}).settled ?? '—'),
-        el('td', {}, (c.counters || {}).succeeded ?? '—'), el('td', {}, (c.counters || {}).failed ?? '—'),
+        el('td', {}, fmtSeconds(c.beat_age)), el('td', {}, fmtRate((c.rates || {}).settled)),
+        el('td', {}, fmtCount((c.counters || {}).succeeded)), el('td', {}, fmtCount((c.counters || {}).failed)),
         el('td', {}, c.alive ? (c.paused ? 'paused' : 'alive') : 'stale')))));
   }
   if (!consumers.length) main.append(el('p', {}, 'No consumer has registered.'));

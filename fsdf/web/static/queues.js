@@ -1,5 +1,6 @@
-// Queues: broker, waiting, consumers, rate, time left, paused; pause/resume, purge, dead letters. Refreshes every 10 s.
-import {act, api, el, fmtSeconds, start, table} from './common.js';
+// Queues: broker, waiting, oldest message age, consumers, rate, time left, paused; pause/resume, purge, dead
+// letters. Refreshes every 10 s.
+import {act, api, el, fmtCount, fmtRate, fmtSeconds, oldestAge, start, table} from './common.js';
 
 const main = document.getElementById('main');
 const holder = el('div', {id: 'queues'});
@@ -20,11 +21,13 @@ function actions(q) {
 
 async function refresh() {
   const {queues} = await api('/api/queues');
-  holder.replaceChildren(table(['queue', 'broker', 'waiting', 'consumers', 'runs/s', 'time left', 'paused', ''],
-    queues.map(q => el('tr', {'data-queue': q.name},
+  holder.replaceChildren(table(['queue', 'broker', 'waiting', 'oldest waiting', 'consumers', 'runs/s', 'time left',
+    'paused', ''], queues.map(q => el('tr', {'data-queue': q.name},
       el('td', {}, el('a', {href: '/queue?name=' + encodeURIComponent(q.name)}, q.name)),
-      el('td', {}, q.broker_kind || '?'), el('td', {}, q.waiting ?? '—'), el('td', {}, q.consumers_alive),
-      el('td', {}, q.rate), el('td', {}, fmtSeconds(q.seconds_left)),
+      el('td', {}, q.broker_kind || '?'), el('td', {class: 'waiting'}, fmtCount(q.waiting)),
+      el('td', {class: 'oldest-age'}, oldestAge(q)),
+      el('td', {}, fmtCount(q.consumers_alive)), el('td', {class: 'rate'}, fmtRate(q.rate)),
+      el('td', {}, fmtSeconds(q.seconds_left)),
       el('td', {class: 'paused'}, q.paused ? 'paused' : 'no'), el('td', {}, actions(q))))));
 }
 

@@ -21,7 +21,10 @@ start(async () => {
   const page = await api('/api/runs?' + params.toString());
   holder.replaceChildren(table(['ended', 'status', 'queue', 'function', 'task', 'duration', 'retries', 'where',
     'exception / result'], page.records.map(r => el('tr', {'data-status': r.status},
-    el('td', {}, fmtTime(r.end_time)), el('td', {}, badge(r.status)), el('td', {}, r.queue), el('td', {}, r.function),
+    el('td', {}, fmtTime(r.end_time)), el('td', {}, badge(r.status)),
+    el('td', {}, el('a', {href: '/queue?name=' + encodeURIComponent(r.queue)}, r.queue)),
+    el('td', {}, el('a', {class: 'function', href: '/runs?function=' + encodeURIComponent(r.function || '')},
+      r.function)),
     el('td', {}, runLink(r.task_id)), el('td', {}, fmtSeconds(r.duration)), el('td', {}, r.retries),
     el('td', {}, `${r.host}:${r.pid}`),
     el('td', {}, r.exception_type ? `${r.exception_type}: ${r.exception_message}` : (r.result || '')))))
