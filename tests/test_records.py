@@ -342,9 +342,29 @@ def test_a_replaced_record_moves_its_tree_counts(store: RunStore) -> None:
     assert store.tree_counts('root') == {'descendants': {'succeeded': 1}, 'children': {'succeeded': 1}}
 
 
+def test_tree_queries_page_children_count_them_and_search_below_a_root(store: RunStore) -> None:
+    """What the task-tree page reads: children 200 a page, each node's child counts, search inside, ancestors."""
+    from web_data import tree_records, write_all
+    write_all(store, tree_records('T', 700, width=250, inner=5, fail_every=50))
+    first = queries.children('T', store=store)
+    assert len(first.records) == 200 and first.next_cursor
+    rest = queries.children('T', cursor=first.next_cursor, store=store)
+    kids = [r['task_id'] for r in first.records + rest.records]
+    assert len(kids) == len(set(kids)) == 250 and rest.next_cursor is None
+    counts = queries.children_counts(['T-c00000', 'T-c00004', 'T-c00249'], store=store)
+    assert sum(counts['T-c00000'].values()) == 90 and counts['T-c00249'] == {}
+    assert sum(queries.subtree_counts('T', store=store)['descendants'].values()) == 699
+    failed = queries.tree_runs('T', status='failed', limit=1000, store=store).records
+    assert failed and {r['status'] for r in failed} == {'failed'} and 'T' not in {r['task_id'] for r in failed}
+    assert {r['task_id'] for r in queries.tree_runs('T', task_id='T-g00001', store=store).records} == {
+        f'T-g{i:06d}' for i in range(10, 20)}
+    assert queries.ancestors('T-g000003', 'T', store=store) == ['T', 'T-c00003']
+    assert queries.children('T', status='failed', store=store).records == [
+        r for r in first.records + rest.records if r['status'] == 'failed']
+
+
 # -- registry, pause and the minute line ---------------------------------------------------------
-def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(sqlite_store: RunStore,
-                                                                   queue_name: str) -> None:
+def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(store: RunStore, queue_name: str) -> None:
     """The dashboard's overview sums ``counters.in_flight`` and ``counters.records_dropped`` over live consumers."""
     import threading
     release = threading.Event()
@@ -354,7 +374,7 @@ def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(sqlite_store
         release.wait(30)
 
     def counters() -> dict[str, Any]:
-        found = queries.list_consumers(queue_name, include_gone=False, store=sqlite_store)
+        found = queries.list_consumers(queue_name, include_gone=False, store=store)
         return found[0]['counters'] if found else {}
 
     work.push_many(range(5))
@@ -440,11 +460,11 @@ def test_minute_line_says_speed_waiting_and_time_left(sqlite_store: RunStore, qu
     assert f'queue {queue_name!r}: ' in line and 'runs in the last 1 s' in line and 'waiting, about' in line
 
 
-def test_stats_windows(sqlite_store: RunStore) -> None:
+def test_stats_windows(store: RunStore) -> None:
     now = 1_000_000.0
-    sqlite_store.write(Batch(rollups={('q', 'succeeded', 60, 999_960): [3, 1.5, 0.9],
+    store.write(Batch(rollups={('q', 'succeeded', 60, 999_960): [3, 1.5, 0.9],
                                       ('q', 'failed', 60, 999_960): [1, 0.1, 0.1]}))
-    series = queries.queue_stats('q', '60m', now=now, store=sqlite_store)
+    series = queries.queue_stats('q', '60m', now=now, store=store)
     assert series.granularity == 60
     assert series.buckets == [{'bucket': 999_960, 'counts': {'succeeded': 3, 'failed': 1}, 'duration_sum': 1.6,
                                'duration_max': 0.9}]
