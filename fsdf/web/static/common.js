@@ -52,6 +52,7 @@ export function fmtTime(seconds) {
 
 export function fmtSeconds(s) {
   if (s === null || s === undefined) return '—';
+  if (s === 0) return '0 s';
   if (s < 1) return (s * 1000).toFixed(1) + ' ms';
   if (s < 90) return s.toFixed(2) + ' s';
   if (s < 5400) return (s / 60).toFixed(1) + ' min';
@@ -73,9 +74,10 @@ export function orDash(text, why) {
   return text === null || text === undefined || text === '—' ? el('span', {class: 'unknown', title: why}, '—') : text;
 }
 
-// A queue's oldest waiting message's age; a dash with the reason where the broker cannot tell.
+// A queue's oldest waiting message's age ('0 s': none waits); a dash with the reason where the broker cannot tell.
 export function oldestAge(queue) {
-  return orDash(queue.oldest_age === null || queue.oldest_age === undefined ? null : fmtSeconds(queue.oldest_age),
+  const age = queue.oldest_age;
+  return orDash(age === null || age === undefined ? null : fmtSeconds(age),
     'this broker cannot tell how long a message has waited without taking it (RabbitMQ, Kafka, NATS, ZeroMQ, ' +
     'KOMBU), or it could not be reached');
 }
@@ -100,8 +102,10 @@ export function table(headers, rows) {
 
 // A line chart drawn as inline SVG: a few lines of our own rather than a charting library, so the
 // package ships no third-party JavaScript and no licence to track. series: {name: [[x, y], ...]};
-// from/to: the time axis in epoch seconds, labelled at five ticks by tickLabel (default: see timeTick).
-export function lineChart(svg, series, {from, to, width = 720, height = 180, tickLabel = timeTick(from, to)}) {
+// from/to: the time axis in epoch seconds, labelled at five ticks by tickLabel (default: see timeTick). Drawn at
+// the element's own size, so text is never stretched.
+export function lineChart(svg, series, {from, to, width = svg.clientWidth || 720, height = svg.clientHeight || 180,
+  tickLabel = timeTick(from, to)}) {
   svg.replaceChildren();
   svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
   const pad = 28, left = 44, bottom = 18;
