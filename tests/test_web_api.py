@@ -263,6 +263,8 @@ def test_dead_letters_listed_redriven_and_deleted(client: TestClient, store: Run
     ids = _dead(queue_name, 6)
     listed = client.get(f'/api/dlq/{queue_name}').json()
     assert sorted(m['task_id'] for m in listed['messages']) == sorted(ids) and listed['count'] == 6
+    assert _queue_row(client, queue_name)['dead_letters'] == 6
+    assert f'fsdf_queue_dead_letters{{queue="{queue_name}"}} 6' in client.get('/metrics').text
     assert {m['reason'] for m in listed['messages']} == {'failed'} and listed['messages'][0]['exception_type']
     one = client.post(f'/api/dlq/{queue_name}/redrive', json={'task_id': ids[2]}, headers=ACT).json()
     assert one['redriven'] == 1 and broker.count() == 1 and broker.dlq.count() == 5

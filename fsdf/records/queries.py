@@ -193,18 +193,20 @@ def oldest_message_age(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optio
 def list_queues(count_waiting: bool = True, now: Optional[float] = None,
                 store: Optional[RunStore] = None) -> list[dict[str, Any]]:
     """Every registered queue: ``name, broker_kind, paused, consumers_alive, rate`` and, where the broker
-    counts, ``waiting``, ``oldest_age`` (seconds the oldest waiting message has waited) and ``seconds_left``
-    (waiting / rate; None when the rate is 0)."""
+    counts, ``waiting``, ``dead_letters`` (waiting in ``<queue>_dlq``), ``oldest_age`` (seconds the oldest
+    waiting message has waited; None where the broker cannot tell) and ``seconds_left`` (waiting / rate; None
+    when the rate is 0)."""
     store = _or_default(store)
     consumers = list_consumers(include_gone=False, now=now, store=store)
     rows = []
     for queue in store.queues():
         live = [c for c in consumers if c.get('queue') == queue['name']]
         rate = sum(c.get('rates', {}).get('settled', 0.0) for c in live)
-        row = {**queue, 'consumers_alive': len(live), 'rate': round(rate, 3), 'waiting': None, 'oldest_age': None,
-               'seconds_left': None}
+        row = {**queue, 'consumers_alive': len(live), 'rate': round(rate, 3), 'waiting': None, 'dead_letters': None,
+               'oldest_age': None, 'seconds_left': None}
         if count_waiting and queue['broker_kind']:
             row['waiting'] = waiting_messages(queue['name'], queue['broker_kind'])
+            row['dead_letters'] = waiting_messages(f'{queue["name"]}_dlq', queue['broker_kind'])
             row['oldest_age'] = oldest_message_age(queue['name'], queue['broker_kind'])
             if row['waiting'] is not None and rate > 0:
                 row['seconds_left'] = round(row['waiting'] / rate, 1)

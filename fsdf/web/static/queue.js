@@ -33,6 +33,7 @@ start(async () => {
         el('td', {}, `${r.exception_type || ''}: ${r.exception_message || ''}`)))));
   const dl = main.querySelector('dl');
   for (const [k, v] of [['function', fn || '—'], ['broker', q.broker_kind], ['waiting', fmtCount(q.waiting)],
+    ['dead letters', fmtCount(q.dead_letters)],
     ['oldest waiting', oldestAge(q)], ['consumers alive', fmtCount(q.consumers_alive)], ['runs / s', fmtRate(q.rate)],
     ['time left', fmtSeconds(q.seconds_left)], ['paused', q.paused ? 'yes' : 'no']]) {
     dl.append(el('dt', {}, k), el('dd', {}, v));

@@ -1,5 +1,5 @@
-// Queues: broker, waiting, oldest message age, consumers, rate, time left, paused; pause/resume, purge, dead
-// letters. Refreshes every 10 s.
+// Queues: broker, waiting, dead letters (a link to them), oldest message age, consumers, rate, time left, paused;
+// pause/resume, purge. Refreshes every 10 s.
 import {act, api, el, fmtCount, fmtRate, fmtSeconds, oldestAge, start, table} from './common.js';
 
 const main = document.getElementById('main');
@@ -15,16 +15,17 @@ function actions(q) {
     el('button', {class: 'action', 'data-act': 'purge', onclick: () => {
       const typed = prompt(`Purge removes every waiting message of ${q.name}. Type the queue's name to confirm:`);
       if (typed) act(`/api/queues/${encodeURIComponent(q.name)}/purge`, {confirm: typed}).then(again);
-    }}, 'purge'), ' ',
-    el('a', {href: '/dlq?queue=' + encodeURIComponent(q.name)}, 'dead letters'));
+    }}, 'purge'));
 }
 
 async function refresh() {
   const {queues} = await api('/api/queues');
-  holder.replaceChildren(table(['queue', 'broker', 'waiting', 'oldest waiting', 'consumers', 'runs/s', 'time left',
-    'paused', ''], queues.map(q => el('tr', {'data-queue': q.name},
+  holder.replaceChildren(table(['queue', 'broker', 'waiting', 'dead letters', 'oldest waiting', 'consumers', 'runs/s',
+    'time left', 'paused', ''], queues.map(q => el('tr', {'data-queue': q.name},
       el('td', {}, el('a', {href: '/queue?name=' + encodeURIComponent(q.name)}, q.name)),
       el('td', {}, q.broker_kind || '?'), el('td', {class: 'waiting'}, fmtCount(q.waiting)),
+      el('td', {class: 'dead-letters'}, el('a', {href: '/dlq?queue=' + encodeURIComponent(q.name)},
+        fmtCount(q.dead_letters))),
       el('td', {class: 'oldest-age'}, oldestAge(q)),
       el('td', {}, fmtCount(q.consumers_alive)), el('td', {class: 'rate'}, fmtRate(q.rate)),
       el('td', {}, fmtSeconds(q.seconds_left)),
