@@ -14,25 +14,24 @@ from fsdf import BrokerEnum
 from fsdf.brokers import get_broker
 from fsdf.message import encode, new_extra
 
-KINDS = [BrokerEnum.LOCAL_PYTHON_QUEUE, BrokerEnum.PERSISTQUEUE, BrokerEnum.SQLACHEMY, BrokerEnum.REDIS,
-         BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM, BrokerEnum.MONGOMQ]
-SERVERS = {BrokerEnum.REDIS: 'redis_server', BrokerEnum.REDIS_ACK_ABLE: 'redis_server',
-           BrokerEnum.RedisBrpopLpush: 'redis_server', BrokerEnum.REDIS_STREAM: 'redis_server',
-           BrokerEnum.MONGOMQ: 'mongo_server'}
+CASES = [(BrokerEnum.LOCAL_PYTHON_QUEUE, None), (BrokerEnum.PERSISTQUEUE, None), (BrokerEnum.SQLACHEMY, None),
+         (BrokerEnum.SQLACHEMY, 'postgres_server'), (BrokerEnum.REDIS, 'redis_server'),
+         (BrokerEnum.REDIS_ACK_ABLE, 'redis_server'), (BrokerEnum.RedisBrpopLpush, 'redis_server'),
+         (BrokerEnum.REDIS_STREAM, 'redis_server'), (BrokerEnum.MONGOMQ, 'mongo_server')]
+"""(kind, the server fixture it needs); SQLACHEMY without a server is SQLite."""
 KEEPS_ITS_OWN_TIME = {BrokerEnum.PERSISTQUEUE, BrokerEnum.SQLACHEMY, BrokerEnum.REDIS_STREAM, BrokerEnum.MONGOMQ}
 """Kinds that store when an entry arrived, so a message another program published (no publish_time) has an age."""
 SLACK = 5.0
 
 
-@pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])
+@pytest.fixture(params=CASES, ids=[k.name + (f'-{s.split("_")[0]}' if s else '') for k, s in CASES])
 def kind(request: pytest.FixtureRequest) -> BrokerEnum:
-    server = SERVERS.get(request.param)
-    if server:
-        request.getfixturevalue(server)
-    if request.param is BrokerEnum.SQLACHEMY:
+    kind, server_fixture = request.param
+    server = request.getfixturevalue(server_fixture) if server_fixture else None
+    if kind is BrokerEnum.SQLACHEMY:
         from conftest import _point_fsdf_at
-        _point_fsdf_at('SQLACHEMY_ENGINE_URL', '')  # SQLite beside the PERSISTQUEUE files
-    return request.param
+        _point_fsdf_at('SQLACHEMY_ENGINE_URL', server.url if server else '')  # '': SQLite beside PERSISTQUEUE's files
+    return kind
 
 
 def _aged(seconds: float, **arguments: Any) -> str:
