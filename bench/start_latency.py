@@ -21,8 +21,12 @@ Redis is a redis-server the script starts on a free loopback port (in memory).
 Each run measures every row once, fsdf and raw in alternating order; tables show medians and the
 median of the per-run ratios fsdf / raw (< 1: fsdf is quicker).
 
+``--compare-commit REV`` adds rows ``fsdf@REV``: fsdf's source at REV exported to a temp dir, run the
+same way, in rotating order with the others; its ratios are shown in [brackets] on the fsdf rows.
+
 Usage: python bench/start_latency.py [--runs 7] [--only import,start,latency] [--kinds LOCAL_PYTHON_QUEUE,...]
-About 2 minutes with the defaults on an idle 2-core machine.
+                                     [--compare-commit REV]
+About 2 minutes with the defaults on an idle 2-core machine (3 with --compare-commit).
 """
 from __future__ import annotations
 
@@ -215,61 +219,68 @@ def child_main(argv: list[str]) -> None:
 
 # == the driver =============================================================================
 class Driver:
-    """Runs the children with the right environment and collects their numbers."""
+    """Runs the children with the right environment and collects their numbers.
 
-    def __init__(self, folder: str, redis_url: str) -> None:
+    ``sources``: each system's label ('fsdf', 'fsdf@REV') -> the folder it imports fsdf from; 'raw' runs
+    with the first one's environment (it imports no fsdf)."""
+
+    def __init__(self, folder: str, redis_url: str, sources: dict[str, str]) -> None:
+        import subprocess
+
         from benchlib import fsdf_environment
         self.folder = folder
-        source = os.environ.get(FSDF_SOURCE_VARIABLE) or str(REPO)
-        self.env = {**os.environ, **fsdf_environment(source), 'FSDF_CONFIG_FILE': '0',
-                    'FSDF_PERSIST_QUEUE_PATH': folder, 'FSDF_REDIS_URL': redis_url,
-                    'PYTHONPATH': f'{source}{os.pathsep}{BENCH_DIR}'}
-        # Bytecode as an installed package has it: without .pyc files every start compiles fsdf's source,
-        # which doubled the import's CPU time here (PYTHONDONTWRITEBYTECODE=1 in the environment).
-        self.env.pop('PYTHONDONTWRITEBYTECODE', None)
-        import subprocess
-        subprocess.run([sys.executable, '-m', 'compileall', '-q', str(Path(source) / 'fsdf'), str(BENCH_DIR)],
-                       env=self.env, check=True, stdout=subprocess.DEVNULL)
+        self.envs = {}
+        for label, source in sources.items():
+            env = {**os.environ, **fsdf_environment(source), 'FSDF_CONFIG_FILE': '0',
+                   'FSDF_PERSIST_QUEUE_PATH': folder, 'FSDF_REDIS_URL': redis_url,
+                   'PYTHONPATH': f'{source}{os.pathsep}{BENCH_DIR}'}
+            # Bytecode as an installed package has it: without .pyc files every start compiles fsdf's source,
+            # which doubled the import's CPU time here (PYTHONDONTWRITEBYTECODE=1 in the environment).
+            env.pop('PYTHONDONTWRITEBYTECODE', None)
+            subprocess.run([sys.executable, '-m', 'compileall', '-q', str(Path(source) / 'fsdf'), str(BENCH_DIR)],
+                           env=env, check=True, stdout=subprocess.DEVNULL)
+            self.envs[label] = env
+        self.envs['raw'] = next(iter(self.envs.values()))
 
-    def child(self, *args: Any) -> tuple[dict[str, float], float]:
-        """Run one child to its result; (result, wall-clock time just before the spawn)."""
+    def child(self, label: str, role: str, *args: Any) -> tuple[dict[str, float], float]:
+        """Run one child of system ``label`` to its result; (result, wall-clock time just before the spawn)."""
         import subprocess
-        argv = [sys.executable, str(Path(__file__).resolve()), '--child', *map(str, args)]
+        argv = [sys.executable, str(Path(__file__).resolve()), '--child', role, label.split('@')[0], *map(str, args)]
         spawned = time.time()
-        done = subprocess.run(argv, env=self.env, cwd=self.folder, capture_output=True, text=True,
+        done = subprocess.run(argv, env=self.envs[label], cwd=self.folder, capture_output=True, text=True,
                               timeout=RUN_TIMEOUT + 30)
         for line in done.stdout.splitlines():
             if line.startswith(RESULT_MARK):
                 return json.loads(line.removeprefix(RESULT_MARK)), spawned
-        raise RuntimeError(f'child {args} failed (exit {done.returncode}): {done.stderr[-1500:]}')
+        raise RuntimeError(f'{label} {role} {args} failed (exit {done.returncode}): {done.stderr[-1500:]}')
 
-    def start_seconds(self, system: str, kind: str) -> tuple[float, float]:
+    def start_seconds(self, label: str, kind: str) -> tuple[float, float]:
         """Spawn -> first task done: wall-clock seconds, and the worker's CPU seconds until then."""
         queue_name = f'bench_start_{os.urandom(4).hex()}'
         if kind != 'LOCAL_PYTHON_QUEUE':
-            self.child('publish', system, kind, queue_name, self.folder)
-        found, spawned = self.child('start', system, kind, queue_name, self.folder)
+            self.child(label, 'publish', kind, queue_name, self.folder)
+        found, spawned = self.child(label, 'start', kind, queue_name, self.folder)
         return found['first'] - spawned, found['cpu']
 
-    def latency_ratio(self, system: str, kind: str, concurrency: int) -> float:
+    def latency_ratio(self, label: str, kind: str, concurrency: int) -> float:
         """Elapsed / ideal of the latency benchmark."""
         from modes import ideal_seconds, latency_durations
         queue_name = f'bench_latency_{os.urandom(4).hex()}'
-        found, _ = self.child('latency', system, kind, queue_name, self.folder, concurrency)
+        found, _ = self.child(label, 'latency', kind, queue_name, self.folder, concurrency)
         return found['seconds'] / ideal_seconds(latency_durations(LATENCY_TASKS), concurrency)
 
     def interpreter_seconds(self) -> float:
         """``python -c pass``: spawn to exit."""
         import subprocess
         began = time.perf_counter()
-        subprocess.run([sys.executable, '-c', 'pass'], env=self.env, cwd=self.folder, check=True)
+        subprocess.run([sys.executable, '-c', 'pass'], env=self.envs['raw'], cwd=self.folder, check=True)
         return time.perf_counter() - began
 
-    def import_profile(self) -> tuple[float, list[tuple[int, str]]]:
+    def import_profile(self, label: str) -> tuple[float, list[tuple[int, str]]]:
         """fsdf's cumulative import time (ms) and its modules sorted by their own time (us, name)."""
         import re
         import subprocess
-        done = subprocess.run([sys.executable, '-X', 'importtime', '-c', 'import fsdf'], env=self.env,
+        done = subprocess.run([sys.executable, '-X', 'importtime', '-c', 'import fsdf'], env=self.envs[label],
                               cwd=self.folder, capture_output=True, text=True, check=True)
         rows = []
         total = 0.0
@@ -282,42 +293,52 @@ class Driver:
         return total, sorted(rows, reverse=True)
 
 
-def in_order(run: int) -> tuple[str, str]:
-    """fsdf first on even runs, raw first on odd ones."""
-    return ('fsdf', 'raw') if run % 2 == 0 else ('raw', 'fsdf')
+def in_order(systems: list[str], run: int) -> list[str]:
+    """The systems rotated by one per run, so none always goes first."""
+    shift = run % len(systems)
+    return systems[shift:] + systems[:shift]
 
 
-def measure(driver: Driver, args: argparse.Namespace, results: Measurements) -> list[tuple[int, str]]:
-    """Every wanted row once per run; the last run's import profile."""
+def measure(driver: Driver, args: argparse.Namespace, systems: list[str],
+            results: Measurements) -> list[tuple[int, str]]:
+    """Every wanted row once per run; this tree's import profile from the last run."""
     from benchlib import load_average
     profile: list[tuple[int, str]] = []
     kinds = args.kinds.split(',')
+    fsdf_systems = [system for system in systems if system != 'raw']
     for run in range(args.runs):
         if 'import' in args.only:
-            total, profile = driver.import_profile()
-            results.add('import fsdf', 'ms', total)
+            for system in in_order(fsdf_systems, run):
+                total, rows = driver.import_profile(system)
+                results.add(f'import {system}', 'ms', total)
+                profile = rows if system == 'fsdf' else profile
         if 'start' in args.only:
             results.add('python -c pass', 'start (s)', driver.interpreter_seconds())
             for kind in kinds:
-                for system in in_order(run):
+                for system in in_order(systems, run):
                     wall, cpu = driver.start_seconds(system, kind)
                     results.add(f'{system} {kind}', 'start (s)', wall)
                     results.add(f'{system} {kind}', 'start CPU (s)', cpu)
         if 'latency' in args.only:
             for kind in kinds:
                 for concurrency in LATENCY_CONCURRENCIES:
-                    for system in in_order(run):
+                    for system in in_order(systems, run):
                         results.add(f'{system} {kind}', f'latency c={concurrency}',
                                     driver.latency_ratio(system, kind, concurrency))
         print(f'  run {run + 1}/{args.runs} done, load average {load_average()}', file=sys.stderr)
     return profile
 
 
-def print_tables(args: argparse.Namespace, results: Measurements, profile: list[tuple[int, str]]) -> None:
+def print_tables(args: argparse.Namespace, systems: list[str], results: Measurements,
+                 profile: list[tuple[int, str]]) -> None:
+    """The import profile, then one table: medians, each fsdf row with its ratio to raw (and to fsdf@REV)."""
     kinds = args.kinds.split(',')
+    fsdf_systems = [system for system in systems if system != 'raw']
     if 'import' in args.only:
-        print(f'\n`import fsdf`: {results.median("import fsdf", "ms"):.1f} ms cumulative (median of {args.runs}); '
-              'most time of their own (last run):\n')
+        for system in fsdf_systems:
+            print(f'\n`import fsdf` ({system}): {results.median(f"import {system}", "ms"):.1f} ms cumulative, '
+                  f'median of {args.runs}')
+        print('\nmost time of their own in `import fsdf` (this tree, last run):\n')
         print('| module | own time (ms) |\n|---|---|')
         for own, name in profile[:12]:
             print(f'| {name} | {own / 1000:.1f} |')
@@ -325,26 +346,34 @@ def print_tables(args: argparse.Namespace, results: Measurements, profile: list[
         [f'latency c={c}' for c in LATENCY_CONCURRENCIES] if 'latency' in args.only else [])
     if not columns:
         return
-    print(f'\nmedians of {args.runs}; start in s; latency as elapsed / ideal; (ratio) = median of per-run fsdf / raw\n')
+    print(f'\nmedians of {args.runs}; start in s; latency as elapsed / ideal; (ratio) = median of per-run '
+          f'ratios to raw' + ('; [ratio] to ' + fsdf_systems[1] if len(fsdf_systems) > 1 else '') + '\n')
     print('| | ' + ' | '.join(columns) + ' |\n|---|' + '---|' * len(columns))
     if 'start' in args.only:
         print(f'| python -c pass | {results.median("python -c pass", "start (s)"):.3f} |' + ' |' * (len(columns) - 1))
     for kind in kinds:
-        for system in ('raw', 'fsdf'):
+        for system in systems:
             cells = []
             for column in columns:
-                median = results.median(f'{system} {kind}', column)
-                ratio = results.ratio(f'fsdf {kind}', column, f'raw {kind}') if system == 'fsdf' else None
-                cells.append(f'{median:.3f}' + (f' ({ratio:.2f}x)' if ratio is not None else ''))
+                text = f'{results.median(f"{system} {kind}", column):.3f}'
+                if system != 'raw':
+                    text += f' ({results.ratio(f"{system} {kind}", column, f"raw {kind}"):.2f}x)'
+                if system == 'fsdf' and len(fsdf_systems) > 1:
+                    text += f' [{results.ratio(f"fsdf {kind}", column, f"{fsdf_systems[1]} {kind}"):.2f}x]'
+                cells.append(text)
             print(f'| {system} {kind} | ' + ' | '.join(cells) + ' |')
 
 
 def driver_main(args: argparse.Namespace) -> None:
     """Start redis-server if a Redis kind is asked for, measure, print, stop it."""
-    from benchlib import Measurements, load_average, machine_description, temp_dir
+    from benchlib import Measurements, export_commit, load_average, machine_description, short_rev, temp_dir
     sys.path.insert(0, str(REPO / 'tests'))
     from servers.redis_server import RedisServer
 
+    sources = {'fsdf': os.environ.get(FSDF_SOURCE_VARIABLE) or str(REPO)}
+    if args.compare_commit:
+        sources[f'fsdf@{short_rev(args.compare_commit)}'] = export_commit(args.compare_commit)
+    systems = ['raw', *sources]
     server = None
     if 'REDIS' in args.kinds:
         import redis
@@ -352,10 +381,10 @@ def driver_main(args: argparse.Namespace) -> None:
         redis.Redis.from_url(server.url).config_set('appendonly', 'no')
     try:
         print(machine_description())
-        driver = Driver(temp_dir('fsdf-bench-start-'), server.url if server else 'redis://127.0.0.1:1/0')
+        driver = Driver(temp_dir('fsdf-bench-start-'), server.url if server else 'redis://127.0.0.1:1/0', sources)
         results = Measurements()
-        profile = measure(driver, args, results)
-        print_tables(args, results, profile)
+        profile = measure(driver, args, systems, results)
+        print_tables(args, systems, results, profile)
         print(f'\nload average at the end: {load_average()}')
     finally:
         if server is not None:
@@ -372,6 +401,7 @@ def main() -> None:
     parser.add_argument('--only', default='import,start,latency', help='comma-separated: import, start, latency')
     parser.add_argument('--kinds', default=','.join(KINDS))
     parser.add_argument('--redis-port', type=int, default=26391, help='or the next free one')
+    parser.add_argument('--compare-commit', default='', help="also run fsdf at this commit (rows 'fsdf@REV')")
     driver_main(parser.parse_args())
 
 
