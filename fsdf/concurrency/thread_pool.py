@@ -17,7 +17,7 @@ LOW_WATER_FRACTION = 0.75
 # until the fetch loop's next round trip brings one. Only big pools hold such a margin: there threads
 # finish often enough for it to pay, and a small pool's messages stay free for other consumers.
 PREFETCH_FRACTION = 0.5
-PREFETCH_FROM_WORKERS = 16
+PREFETCH_FROM_WORKERS = 2
 
 
 class ShrinkableThreadPool(WorkerPool):
