@@ -276,11 +276,13 @@ class Driver:
         subprocess.run([sys.executable, '-c', 'pass'], env=self.envs['raw'], cwd=self.folder, check=True)
         return time.perf_counter() - began
 
-    def import_profile(self, label: str) -> tuple[float, list[tuple[int, str]]]:
-        """fsdf's cumulative import time (ms) and its modules sorted by their own time (us, name)."""
+    def import_profile(self, label: str) -> tuple[float, float, list[tuple[int, str]]]:
+        """fsdf's cumulative import time (ms), the process's CPU seconds once imported (the interpreter's start
+        included), and the modules sorted by their own time (us, name)."""
         import re
         import subprocess
-        done = subprocess.run([sys.executable, '-X', 'importtime', '-c', 'import fsdf'], env=self.envs[label],
+        code = 'import fsdf, time; print(time.process_time())'
+        done = subprocess.run([sys.executable, '-X', 'importtime', '-c', code], env=self.envs[label],
                               cwd=self.folder, capture_output=True, text=True, check=True)
         rows = []
         total = 0.0
@@ -290,7 +292,14 @@ class Driver:
                 rows.append((int(match[1]), match[4].strip()))
                 if match[4] == 'fsdf' and len(match[3]) == 1:  # the top level: one space of indent
                     total = int(match[2]) / 1000
-        return total, sorted(rows, reverse=True)
+        return total, float(done.stdout.split()[-1]), sorted(rows, reverse=True)
+
+    def interpreter_cpu(self) -> float:
+        """CPU seconds of a bare interpreter's start (site included), for scale."""
+        import subprocess
+        done = subprocess.run([sys.executable, '-c', 'import time; print(time.process_time())'],
+                              env=self.envs['raw'], cwd=self.folder, capture_output=True, text=True, check=True)
+        return float(done.stdout.split()[-1])
 
 
 def in_order(systems: list[str], run: int) -> list[str]:
@@ -308,9 +317,11 @@ def measure(driver: Driver, args: argparse.Namespace, systems: list[str],
     fsdf_systems = [system for system in systems if system != 'raw']
     for run in range(args.runs):
         if 'import' in args.only:
+            results.add('python -c pass', 'CPU', driver.interpreter_cpu())
             for system in in_order(fsdf_systems, run):
-                total, rows = driver.import_profile(system)
+                total, cpu, rows = driver.import_profile(system)
                 results.add(f'import {system}', 'ms', total)
+                results.add(f'import {system}', 'CPU', cpu)
                 profile = rows if system == 'fsdf' else profile
         if 'start' in args.only:
             results.add('python -c pass', 'start (s)', driver.interpreter_seconds())
@@ -335,9 +346,11 @@ def print_tables(args: argparse.Namespace, systems: list[str], results: Measurem
     kinds = args.kinds.split(',')
     fsdf_systems = [system for system in systems if system != 'raw']
     if 'import' in args.only:
+        print(f'\nmedians of {args.runs}; CPU: CPU seconds once fsdf is imported, start included '
+              f'(`python -c pass`: {results.median("python -c pass", "CPU"):.3f} s)')
         for system in fsdf_systems:
-            print(f'\n`import fsdf` ({system}): {results.median(f"import {system}", "ms"):.1f} ms cumulative, '
-                  f'median of {args.runs}')
+            print(f'`import fsdf` ({system}): {results.median(f"import {system}", "ms"):.1f} ms cumulative '
+                  f'(-X importtime), CPU {results.median(f"import {system}", "CPU"):.3f} s')
         print('\nmost time of their own in `import fsdf` (this tree, last run):\n')
         print('| module | own time (ms) |\n|---|---|')
         for own, name in profile[:12]:
