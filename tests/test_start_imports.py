@@ -1,5 +1,6 @@
 """A worker imports only what it uses (issue 19: start time): no web, CLI, scheduler, RPC, other brokers'
-clients, multiprocessing or asyncio in a process that consumes an embedded queue with THREADING."""
+clients, multiprocessing or asyncio in a process that consumes an embedded queue with THREADING; and
+``import fsdf`` writes nothing but its config template."""
 from __future__ import annotations
 
 import json
@@ -56,3 +57,18 @@ def test_a_worker_imports_nothing_it_does_not_use(kind: str, tmp_path) -> None:
     assert 'fsdf.consumer' in modules and 'fsdf.records' in modules  # it did consume, with records (the default)
     unused = NOT_USED + (NOT_USED_IN_PROCESS if kind == 'LOCAL_PYTHON_QUEUE' else ())
     assert imported(modules, unused) == []
+
+
+def test_import_writes_only_the_config_template(tmp_path) -> None:
+    """``import fsdf`` writes its config template into the working folder (the seed's behaviour, kept) and
+    nothing else: no log folder, no queue files, nothing under the home folder."""
+    work, home = tmp_path / 'project', tmp_path / 'home'
+    work.mkdir()
+    home.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
+    environ.update(PYTHONPATH=ROOT, HOME=str(home), PYTHONDONTWRITEBYTECODE='1')
+    done = subprocess.run([sys.executable, '-c', 'import fsdf'], cwd=work, env=environ, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob('*') if path.is_file())
+    assert written == ['project/distributed_frame_config.py']
