@@ -16,10 +16,11 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
+
+from rawloop import dispatch  # noqa: F401  (its home: a worker timed from its spawn imports only it)
 
 REPO = Path(__file__).resolve().parent.parent
 FSDF_SOURCE_VARIABLE = 'BENCH_FSDF_SOURCE'
@@ -51,24 +52,6 @@ class Countdown:
         if not self.done.wait(timeout):
             raise TimeoutError(f'not all {self.total} tasks finished within {timeout:.0f} s')
         return self.finished_at
-
-
-def dispatch(take: Callable[[], list], run: Callable[[Any], None], concurrency: int, stop: threading.Event) -> None:
-    """A hand-written consume loop: a ThreadPoolExecutor fed by ``take`` (a batch, maybe empty), at most
-    ``concurrency`` calls running or queued in the pool, until ``stop`` is set."""
-    slots = threading.BoundedSemaphore(concurrency)
-
-    def run_and_release(item: Any) -> None:
-        try:
-            run(item)
-        finally:
-            slots.release()
-
-    with ThreadPoolExecutor(concurrency) as pool:
-        while not stop.is_set():
-            for item in take():
-                slots.acquire()
-                pool.submit(run_and_release, item)
 
 
 def rate(count: int, began: float, ended: float) -> float:

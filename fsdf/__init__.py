@@ -11,7 +11,7 @@
 """
 from fsdf.enums import BrokerEnum, ConcurrentModeEnum  # noqa: I001  (first: the config file imports it)
 from fsdf.config import load_settings, patch_frame_config, settings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 load_settings()
 
@@ -22,11 +22,13 @@ from fsdf.controls import (  # noqa: E402
 from fsdf.exceptions import (  # noqa: E402
     BrokerNotAvailableError, BrokerUnreachableError, ExceptionForRequeue, ExceptionForRetry, MalformedMessageError,
     MissingDependencyError)
-from fsdf.multiprocess import run_consumer_with_multi_process  # noqa: E402
 from fsdf.options import FunctionResultStatusPersistanceConfig, TaskOptions  # noqa: E402
 from fsdf.publisher import Publisher  # noqa: E402
 from fsdf.result import AsyncResult  # noqa: E402
 from fsdf.task import TaskFunction, get_consumer, get_publisher, task_deco  # noqa: E402
+
+if TYPE_CHECKING:
+    from fsdf.multiprocess import run_consumer_with_multi_process
 
 __version__ = '0.1.0'
 
@@ -34,10 +36,14 @@ _SCHEDULING = ('fsdf_background_scheduler', 'timing_publish_deco', 'FsdfBackgrou
 
 
 def __getattr__(name: str) -> Any:
-    # apscheduler is imported only by code that schedules, to keep workers quick to start.
+    # Imported on first use, to keep workers quick to start (issue 19): apscheduler only by code that
+    # schedules, multiprocessing (about a tenth of fsdf's import) only by code that starts processes.
     if name in _SCHEDULING:
         from fsdf import scheduling
         return getattr(scheduling, name)
+    if name == 'run_consumer_with_multi_process':
+        from fsdf.multiprocess import run_consumer_with_multi_process
+        return run_consumer_with_multi_process
     raise AttributeError(f'module fsdf has no attribute {name!r}')
 
 __all__ = [

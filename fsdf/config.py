@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -101,6 +100,7 @@ def _project_config_module() -> Any:
     if spec is None:
         target = Path(os.environ.get('FSDF_PROJECT_ROOT') or os.getcwd()) / CONFIG_FILE_NAME
         if not target.exists():
+            import shutil  # here: it imports the compression modules; the file is written once
             shutil.copyfile(_TEMPLATE, target)
             print(f'fsdf: wrote its config file {target}; edit it to point at your brokers '
                   f'(FSDF_CONFIG_FILE=0 turns this off)', file=sys.stderr)

@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import os
-import socket
 
-HOST = socket.gethostname()
+
+def _host_name() -> str:
+    # os.uname's node name is what socket.gethostname() returns on POSIX, without importing socket,
+    # which a worker on an embedded broker never needs otherwise (issue 19: start time).
+    if hasattr(os, 'uname'):
+        return os.uname().nodename
+    import socket
+    return socket.gethostname()
+
+
+HOST = _host_name()
 
 
 def process_alive(pid: int) -> bool:

@@ -9,7 +9,6 @@ record is never printed twice.
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import sys
 import threading
@@ -96,7 +95,9 @@ def get_logger(name: str, level: int = logging.INFO, prefix: str = '', to_file: 
             if name not in _file_handlers:
                 folder = settings.path('LOG_PATH')
                 folder.mkdir(parents=True, exist_ok=True)
-                handler = logging.handlers.RotatingFileHandler(
+                # Imported here: it imports socket, pickle and queue, and few tasks log to files.
+                from logging.handlers import RotatingFileHandler
+                handler = RotatingFileHandler(
                     folder / f'{name}.log', maxBytes=10 * 1024 * 1024, backupCount=5, encoding='utf-8')
                 handler.setFormatter(logging.Formatter(_FORMAT))
                 _file_handlers[name] = handler

@@ -1,7 +1,6 @@
 """Every option a task accepts, in one typed place, with validation and the seed's old spellings."""
 from __future__ import annotations
 
-import difflib
 import logging
 import warnings
 from dataclasses import dataclass, field, fields, replace
@@ -184,6 +183,7 @@ def normalize_option_names(kwargs: dict[str, Any]) -> dict[str, Any]:
             _deprecated(name, _OLD_SPELLINGS[name])
             name = _OLD_SPELLINGS[name]
         if name not in OPTION_NAMES:
+            import difflib  # only for this error's hint: not on every import of fsdf
             close = difflib.get_close_matches(name, OPTION_NAMES, n=3, cutoff=0.6)
             hint = f'; did you mean {" or ".join(close)}?' if close else ''
             raise TypeError(f'unknown fsdf option {name!r}{hint}')

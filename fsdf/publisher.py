@@ -1,7 +1,6 @@
 """Publishing calls to a queue: one at a time or in batches, checked against the function first."""
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from itertools import islice
@@ -106,6 +105,7 @@ class Publisher:
     async def aio_publish(self, msg: dict[str, Any], **options: Any) -> AsyncResult:
         """``publish`` for async code: the broker round trip runs in a thread, so the event loop never waits."""
         # to_thread carries the context along, so a call published from inside a task keeps its parent_task_id.
+        import asyncio  # loaded already (a coroutine is running); kept off fsdf's import
         return await asyncio.to_thread(self.publish, msg, **options)
 
     aio_pub = aio_publish

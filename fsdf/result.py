@@ -1,7 +1,6 @@
 """AsyncResult: the handle ``push``/``pub`` return for one published call."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Generator, Optional
 
 from fsdf.enums import BrokerEnum
@@ -52,6 +51,7 @@ class AsyncResult:
         return self.get()
 
     def __await__(self) -> Generator[Any, None, Any]:
+        import asyncio  # only an awaiting caller needs it; kept off fsdf's import
         return asyncio.get_running_loop().run_in_executor(None, self.get).__await__()
 
     def __repr__(self) -> str:

@@ -16,12 +16,13 @@ This module imports no client library: a backend passes ``make`` and ``close`` c
 """
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Optional, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fsdf.brokers.base import Broker
     from fsdf.enums import BrokerEnum
 
@@ -126,6 +127,7 @@ class Runtime:
             return loop
         with self._lock:
             if self._loop is None:
+                import asyncio  # here: only processes that run coroutines pay for importing asyncio
                 loop = asyncio.new_event_loop()
                 self._loop_thread = threading.Thread(target=loop.run_forever, name='fsdf-event-loop', daemon=True)
                 self._loop_thread.start()

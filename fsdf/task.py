@@ -1,7 +1,6 @@
 """``task_deco`` and the task function it returns: still a plain function, plus push/consume/drain."""
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Unpack
 
@@ -75,10 +74,12 @@ class TaskFunction:
 
     async def aio_push(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """``push`` for async code: publishes without blocking the event loop; ``await`` the result for its value."""
+        import asyncio  # loaded already (a coroutine is running); kept off fsdf's import
         return await asyncio.to_thread(self.push, *args, **kwargs)
 
     async def aio_pub(self, msg: dict[str, Any], **options: Any) -> AsyncResult:
         """``pub`` for async code: publishes without blocking the event loop (same keywords as ``pub``)."""
+        import asyncio
         return await asyncio.to_thread(self.pub, msg, **options)
 
     def clear_filter(self) -> None:

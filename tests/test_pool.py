@@ -96,7 +96,8 @@ def test_consumer_holds_no_more_unsettled_messages_than_its_pool(queue_name: str
         assert wait_until(lambda: slow.consumer.counters.succeeded == 40, timeout=20)
     finally:
         slow.stop(grace=5)
-    assert peak <= 4
+    # Once calls are short (under SHORT_CALL_SECONDS), the pool's prefetch margin may be held too.
+    assert peak <= 4 + slow.consumer.pool.prefetch_margin
 
 
 def test_several_consumers_can_share_one_pool(queue_name: str) -> None:

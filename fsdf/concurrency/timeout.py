@@ -32,9 +32,7 @@ ids reach what it publishes; thread-local state of the worker is not visible to 
 """
 from __future__ import annotations
 
-import asyncio
 import contextvars
-import ctypes
 import functools
 import logging
 import queue
@@ -52,7 +50,15 @@ if TYPE_CHECKING:
 T = TypeVar('T')
 
 logger = logging.getLogger('fsdf.timeout')
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+
+def _set_async_exc(thread_id: int, exc_type: Optional[type[BaseException]]) -> None:
+    """Raise ``exc_type`` in thread ``thread_id`` at its next bytecode (None: withdraw one not yet raised)."""
+    import ctypes  # here: only a call that times out needs it, and importing it slows every worker's start
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               None if exc_type is None else ctypes.py_object(exc_type))
+
+
 _NOT_RETURNED: Any = object()
 # After its deadline, a call running Python code unwinds within a few switch intervals (5 ms each);
 # one still running after this is blocked in C (or starved of the CPU on a loaded machine) and is abandoned.
@@ -117,7 +123,7 @@ class _TimedCall:
                 except BaseException as exc:
                     self.error = exc
             if self._mark_finished():  # sent as the call ended: drop it if not raised yet
-                _set_async_exc(ctypes.c_ulong(self.thread_id), None)
+                _set_async_exc(self.thread_id, None)
         except _Interrupt as exc:  # the one interrupt sent for this call: none can follow
             if self.result is _NOT_RETURNED and self.error is None:
                 self.error = exc
@@ -135,7 +141,7 @@ class _TimedCall:
             if not self.finished:
                 self.interrupted = True
                 if self.thread_id:
-                    _set_async_exc(ctypes.c_ulong(self.thread_id), ctypes.py_object(_Interrupt))
+                    _set_async_exc(self.thread_id, _Interrupt)
 
     def outcome(self, timeout: float) -> Any:
         """The call's return value, its exception, or FunctionTimeoutError if the interrupt stopped it."""
@@ -282,6 +288,7 @@ async def cancel_after(call: Awaitable[T], timeout: Optional[float], fn: Callabl
     """Await ``call`` (a run of ``fn``), cancelled with FunctionTimeoutError after ``timeout`` s (None: no limit)."""
     if not timeout:
         return await call
+    import asyncio  # already loaded when a coroutine runs; not at the top, so workers without one skip it
     scope = asyncio.timeout(timeout)
     try:
         async with scope:

@@ -17,7 +17,6 @@ Another store can be put in place with :func:`register_filter_store`.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -84,6 +83,7 @@ class SqliteFilterStore(FilterStore):
         self.queue_name = queue_name
         folder = settings.path('PERSIST_QUEUE_PATH')
         folder.mkdir(parents=True, exist_ok=True)
+        import sqlite3  # here: only tasks that filter on this store need it
         self._db = sqlite3.connect(str(folder / SQLITE_FILE_NAME), timeout=60, check_same_thread=False,
                                    isolation_level=None)
         self._lock = threading.Lock()

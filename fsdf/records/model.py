@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any, Optional
 
+from fsdf.hosts import HOST
 from fsdf.message import _dumps
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ FIELDS = ('task_id', 'queue', 'function', 'status', 'arguments', 'result', 'exce
           'thread_id', 'script', 'parent_task_id', 'root_task_id', 'expire_at')
 """A record's fields, in the order of :func:`build_row`'s tuple (and of the SQLite columns)."""
 
-HOST = socket.gethostname()
 SCRIPT = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ''
 
 

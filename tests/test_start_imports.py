@@ -1,0 +1,74 @@
+"""A worker imports only what it uses (issue 19: start time): no web, CLI, scheduler, RPC, other brokers'
+clients, multiprocessing or asyncio in a process that consumes an embedded queue with THREADING; and
+``import fsdf`` writes nothing but its config template."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs a task until its first call, then prints the modules the process has loaded.
+WORKER = '''
+import json, os, sys, threading
+import fsdf
+ran = threading.Event()
+def first(x):
+    ran.set()
+task = fsdf.task_deco('start_imports', broker_kind=fsdf.BrokerEnum[sys.argv[1]], concurrent_num=4)(first)
+task.push(1)
+task.consume()
+assert ran.wait(30), 'the task did not run'
+print(json.dumps(sorted(sys.modules)))
+os._exit(0)
+'''
+
+# Modules a THREADING worker of an embedded broker has no use for.
+NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multiprocess', 'fsdf.brokers.redis_ack',
+            'fsdf.brokers.kafka', 'fsdf.brokers.rabbitmq', 'fsdf.brokers.sql', 'fsdf.records.mongo_store',
+            'multiprocessing', 'logging.handlers', 'difflib', 'ctypes', 'apscheduler', 'starlette', 'uvicorn',
+            'sqlalchemy', 'redis', 'pika', 'amqpstorm', 'confluent_kafka', 'kafka', 'pymongo', 'nats', 'zmq', 'kombu',
+            'gevent', 'eventlet')
+# LOCAL_PYTHON_QUEUE needs no sockets or event loop either (persist-queue's package imports asyncio itself).
+NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue')
+
+
+def loaded_modules(kind: str, tmp_path) -> set[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
+    environ.update(PYTHONPATH=ROOT, FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(tmp_path))
+    done = subprocess.run([sys.executable, '-c', WORKER, kind], cwd=tmp_path, env=environ, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def imported(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """The names in ``names`` that are loaded, or have a loaded submodule."""
+    return [name for name in names if name in modules or any(m.startswith(f'{name}.') for m in modules)]
+
+
+@pytest.mark.parametrize('kind', ['LOCAL_PYTHON_QUEUE', 'PERSISTQUEUE'])
+def test_a_worker_imports_nothing_it_does_not_use(kind: str, tmp_path) -> None:
+    modules = loaded_modules(kind, tmp_path)
+    assert 'fsdf.consumer' in modules and 'fsdf.records' in modules  # it did consume, with records (the default)
+    unused = NOT_USED + (NOT_USED_IN_PROCESS if kind == 'LOCAL_PYTHON_QUEUE' else ())
+    assert imported(modules, unused) == []
+
+
+def test_import_writes_only_the_config_template(tmp_path) -> None:
+    """``import fsdf`` writes its config template into the working folder (the seed's behaviour, kept) and
+    nothing else: no log folder, no queue files, nothing under the home folder."""
+    work, home = tmp_path / 'project', tmp_path / 'home'
+    work.mkdir()
+    home.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
+    environ.update(PYTHONPATH=ROOT, HOME=str(home), PYTHONDONTWRITEBYTECODE='1')
+    done = subprocess.run([sys.executable, '-c', 'import fsdf'], cwd=work, env=environ, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob('*') if path.is_file())
+    assert written == ['project/distributed_frame_config.py']
