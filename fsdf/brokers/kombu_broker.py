@@ -30,6 +30,7 @@ import itertools
 import json
 import time
 import uuid
+from collections import deque
 from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit
 
@@ -155,6 +156,37 @@ class KombuAmqpSession(KombuSession):
         super().__init__(url, confirm)
         self.url = url
         self.batch_connection: Optional[kombu.Connection] = None
+        self.unsettled: deque[int] = deque()  # delivery tags in delivery order, up to the first unsettled
+        self.settled_early: set[int] = set()  # settled tags behind an unsettled one in ``unsettled``
+
+    def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
+        def delivered(body: Body, tag: int) -> None:
+            self.unsettled.append(tag)
+            on_message(body, tag)
+
+        super().consume(queue, prefetch, delivered)
+
+    def settle(self, acks: list[int], requeues: list[int]) -> None:
+        """Acks of the oldest deliveries in one ``basic.ack(multiple=True)``, the rest one by one.
+
+        A multiple ack settles every outstanding tag up to it; it is sent only for a run of deliveries
+        from the oldest unsettled on that are all settled, and names a tag acked in this call."""
+        for tag in requeues:
+            self.channel.basic_reject(tag, requeue=True)
+        acked = set(acks)
+        self.settled_early.update(requeues)
+        self.settled_early.update(acks)
+        last = None
+        while self.unsettled and self.unsettled[0] in self.settled_early:
+            tag = self.unsettled.popleft()
+            self.settled_early.discard(tag)
+            if tag in acked:
+                last = tag
+                acked.discard(tag)
+        if last is not None:
+            self.channel.basic_ack(last, multiple=True)
+        for tag in acked:  # behind a delivery still running
+            self.channel.basic_ack(tag)
 
     def publish_batch(self, queue: str, bodies: list[str]) -> None:
         if self.batch_channel is None:
