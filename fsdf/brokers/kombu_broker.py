@@ -421,8 +421,9 @@ class HeldDelays:
     Each consumer, at most every 0.1 s while it fetches, takes up to ``HOLD_MAX`` of them unacked
     on a connection of its own and holds them in memory by due time; a due one is published to the
     queue and then acked (at-least-once: a crash in between queues it twice). One held for
-    ``HOLD_SECONDS`` goes back to the delay queue, so kombu's visibility timeout never restores
-    one that is still held, and one due earlier behind the first ``HOLD_MAX`` is at most that late.
+    ``HOLD_SECONDS`` (or a third of the visibility timeout, if less) goes back to the delay queue, so
+    kombu's visibility timeout never restores one that is still held, and one due earlier behind the
+    first ``HOLD_MAX`` is at most that late.
     A consumer's held messages return to the delay queue when it closes, or after the visibility
     timeout when it dies. ``count`` and ``purge`` of the queue do not see them.
     """
@@ -463,9 +464,11 @@ class HeldDelays:
             _, _, tag, envelope, _ = heapq.heappop(self.held)
             session.publish(self.broker.queue_name, due_and_body(envelope)[1], None)
             session.settle([tag], [])
-        stale = [item for item in self.held if now - item[4] >= HOLD_SECONDS]
+        # A third of the visibility timeout at most: a short one set by the user must not restore held ones.
+        hold_seconds = min(HOLD_SECONDS, session.channel.visibility_timeout / 3)
+        stale = [item for item in self.held if now - item[4] >= hold_seconds]
         if stale:
-            self.held = [item for item in self.held if now - item[4] < HOLD_SECONDS]
+            self.held = [item for item in self.held if now - item[4] < hold_seconds]
             heapq.heapify(self.held)
             for _, _, tag, envelope, _ in stale:
                 session.publish(self.queue_name, envelope, None)
