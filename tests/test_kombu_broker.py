@@ -91,6 +91,25 @@ def test_a_redis_delayed_message_held_by_a_consumer_that_closes_goes_back(queue_
     other.close()
 
 
+def test_a_redis_take_records_each_message_unacked_until_it_is_acked(queue_name: str, redis_server) -> None:
+    """Taken messages sit in kombu's ``unacked`` hash (so kombu's restore finds them after a crash) until
+    acked; a text that is not kombu's JSON (another program's LPUSH) is taken as its own body."""
+    import redis
+    _point_kombu_at(redis_server.url)
+    broker = KombuRedisBroker(queue_name)
+    broker.publish('{"x": 1}')
+    client = redis.Redis.from_url(redis_server.url)
+    client.lpush(queue_name, 'not kombu json')
+    unacked_before = client.hlen('unacked')
+    taken = broker.fetch(5, 2)
+    assert sorted(d.body for d in taken) == [b'not kombu json', b'{"x": 1}']
+    assert client.hlen('unacked') == unacked_before + 2 and client.llen(queue_name) == 0
+    for delivery in taken:
+        broker.ack(delivery)
+    broker.close()
+    assert client.hlen('unacked') == unacked_before
+
+
 def test_a_bad_message_in_the_redis_delay_queue_is_dead_lettered(queue_name: str, redis_server) -> None:
     """Another program's text in ``fsdf.delay.<queue>`` reaches the queue and then its DLQ; fetching goes on."""
     import kombu
