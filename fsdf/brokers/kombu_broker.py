@@ -210,7 +210,8 @@ class KombuAmqpSession(KombuSession):
 # Takes up to ARGV[1] messages from the queue's lists (KEYS[3:], kombu's priority order) and, in the same
 # step, writes each to kombu's unacked hash (KEYS[2]) and index (KEYS[1], scored ARGV[2]) in kombu's own
 # format, so kombu's restore_visible (ours or another kombu program's) gives them back after a crash.
-# A text that is not kombu's JSON gets the tag ARGV[3]..n and is kept as a JSON string.
+# A text that is not kombu's JSON gets the tag ARGV[3]..n and is kept as a JSON string: fsdf dead-letters it as
+# malformed, but if its consumer dies first, kombu's restore cannot requeue it (it logs it and drops it).
 TAKE_SCRIPT = """
 local out, n = {}, tonumber(ARGV[1])
 local function text(v) if type(v) == 'string' then return v end return '' end
