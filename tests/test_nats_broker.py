@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import time
 
 import pytest
 
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
 from fsdf.brokers.nats_jetstream import ACK_WAIT_SECONDS, NatsBroker
-from helpers import every_call_runs_across_a_restart, wait_until
+from helpers import every_call_runs_across_a_restart, every_task_runs_after_a_kill_9
 
 NATS = BrokerEnum.NATS
 
@@ -80,54 +77,12 @@ def test_a_long_task_keeps_its_message_past_the_ack_wait(queue_name: str, nats_s
     other.close()
 
 
-CONSUMER_SCRIPT = '''
-import os, sys, time
-from fsdf import BrokerEnum, task_deco
-
-out = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)
-
-@task_deco(sys.argv[1], broker_kind=BrokerEnum.NATS, concurrent_num=50)
-def work(x):
-    time.sleep(0.05)
-    os.write(out, f'{x}\\n'.encode())
-
-work.consume()
-'''
-
-
 def test_kill_9_of_a_consumer(queue_name: str, nats_server, run_script, tmp_path) -> None:
     """2,000 tasks, the consumer killed mid-run: every task runs; its unacked messages return after the ack wait."""
-    total = 2000
-    done = tmp_path / 'done.txt'
-    done.touch()
-    out = os.open(done, os.O_WRONLY | os.O_APPEND)
-
-    @task_deco(queue_name, broker_kind=NATS, concurrent_num=50)
-    def work(x):
-        os.write(out, f'{x}\n'.encode())
-
-    work.push_many(range(total))
-    child = run_script(CONSUMER_SCRIPT, queue_name, str(done))
-    try:
-        assert wait_until(lambda: len(done.read_text().split()) >= 300, 60)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    assert stream_state(nats_server, queue_name)['unacked'] > 0  # the dead consumer held some
-    started = time.monotonic()
-    work.consume()
-    try:
-        # drain() would stop at the first empty fetch: the dead consumer's messages are not waiting yet.
-        assert wait_until(lambda: set(map(int, done.read_text().split())) == set(range(total)), 60)
-    finally:
-        work.consumer.stop()
-    os.close(out)
-    runs = list(map(int, done.read_text().split()))
-    duplicates = len(runs) - len(set(runs))
-    print(f'NATS: 0 lost, {duplicates} ran twice after kill -9, all run {time.monotonic() - started:.1f} s '
-          f'after the kill (ack wait {ACK_WAIT_SECONDS:.0f} s)')
-    assert duplicates <= 150  # what it held: running, fetched, and acks not yet sent
-    assert wait_until(lambda: stream_state(nats_server, queue_name)['messages'] == 0, 10)
+    every_task_runs_after_a_kill_9(queue_name, NATS, run_script, tmp_path,
+                                   f'NATS (ack wait {ACK_WAIT_SECONDS:.0f} s)',
+                                   held=lambda: stream_state(nats_server, queue_name)['unacked'] > 0,
+                                   settled=lambda: stream_state(nats_server, queue_name)['messages'] == 0)
 
 
 def test_nats_restart_mid_run(queue_name: str, nats_server) -> None:

@@ -12,11 +12,12 @@ picks from the URL:
 
 - AMQP: exactly the RabbitMQ kinds' semantics (the queues are interchangeable with theirs): publisher
   confirms, requeue to the old place, delayed messages in RabbitMQ delay queues (TTL + dead-lettering).
-- Redis: kombu's ack emulation. A fetched message waits in kombu's unacked hash until acked; a closed
-  consumer's come back at once, a dead consumer's when kombu's ``visibility_timeout`` (fsdf's default
-  60 s; a call running longer than that is delivered a second time) has passed and another consumer of
-  the same Redis polls an empty queue. A requeued message goes behind the waiting ones. kombu's Redis
-  transport has no message TTL, so fsdf keeps delayed messages itself: see :class:`HeldDelays`.
+- Redis: kombu's ack emulation, with fsdf's own take (see :class:`KombuRedisSession`). A fetched message
+  waits in kombu's unacked hash until acked; a closed consumer's come back at once, a dead consumer's
+  when kombu's ``visibility_timeout`` (fsdf's default 60 s; a call running longer than that is delivered
+  a second time) has passed, within a second, by any consumer of the same Redis. A requeued message
+  goes behind the waiting ones. kombu's Redis transport has no message TTL, so fsdf keeps delayed
+  messages itself: see :class:`HeldDelays`.
 
 kombu's SQLAlchemy transport (``sqla+...``) is refused: it works with SQLAlchemy 2.1, but a taken
 message is only marked invisible in its row and comes back on a clean close alone, never after a crash,
@@ -28,14 +29,17 @@ import heapq
 import itertools
 import json
 import time
+import uuid
+from collections import deque
 from typing import Any, ClassVar, Optional
 from urllib.parse import urlsplit
 
 import amqp
 import kombu
+import redis
 from kombu.transport.redis import get_redis_error_classes
 
-from fsdf.brokers.base import Delivery
+from fsdf.brokers.base import Body, Delivery
 from fsdf.brokers.polling import DueThrottle
 from fsdf.brokers.rabbitmq import PUMP_SLICE_SECONDS, AmqpSession, OnMessage, RabbitMQBroker, open_session
 from fsdf.config import settings
@@ -46,6 +50,7 @@ HOLD_MAX = 1000  # delayed messages one consumer holds until due (Redis); the re
 HOLD_SECONDS = 20.0  # a held delayed message goes back to the delay queue after this, well inside visibility
 PROMOTE_SLICE_SECONDS = 0.1  # an idle fetch looks for due delayed messages this often (Redis)
 PUMP_BATCH = 100  # deliveries one pump hands over at most beyond the first
+RESTORE_EVERY_SECONDS = 1.0  # how often a consuming pump gives back messages unacked for the visibility timeout (Redis)
 
 
 def transport_options() -> dict[str, Any]:
@@ -151,6 +156,37 @@ class KombuAmqpSession(KombuSession):
         super().__init__(url, confirm)
         self.url = url
         self.batch_connection: Optional[kombu.Connection] = None
+        self.unsettled: deque[int] = deque()  # delivery tags in delivery order, up to the first unsettled
+        self.settled_early: set[int] = set()  # settled tags behind an unsettled one in ``unsettled``
+
+    def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
+        def delivered(body: Body, tag: int) -> None:
+            self.unsettled.append(tag)
+            on_message(body, tag)
+
+        super().consume(queue, prefetch, delivered)
+
+    def settle(self, acks: list[int], requeues: list[int]) -> None:
+        """Acks of the oldest deliveries in one ``basic.ack(multiple=True)``, the rest one by one.
+
+        A multiple ack settles every outstanding tag up to it; it is sent only for a run of deliveries
+        from the oldest unsettled on that are all settled, and names a tag acked in this call."""
+        for tag in requeues:
+            self.channel.basic_reject(tag, requeue=True)
+        acked = set(acks)
+        self.settled_early.update(requeues)
+        self.settled_early.update(acks)
+        last = None
+        while self.unsettled and self.unsettled[0] in self.settled_early:
+            tag = self.unsettled.popleft()
+            self.settled_early.discard(tag)
+            if tag in acked:
+                last = tag
+                acked.discard(tag)
+        if last is not None:
+            self.channel.basic_ack(last, multiple=True)
+        for tag in acked:  # behind a delivery still running
+            self.channel.basic_ack(tag)
 
     def publish_batch(self, queue: str, bodies: list[str]) -> None:
         if self.batch_channel is None:
@@ -171,15 +207,138 @@ class KombuAmqpSession(KombuSession):
                 pass
 
 
+# Takes up to ARGV[1] messages from the queue's lists (KEYS[3:], kombu's priority order) and, in the same
+# step, writes each to kombu's unacked hash (KEYS[2]) and index (KEYS[1], scored ARGV[2]) in kombu's own
+# format, so kombu's restore_visible (ours or another kombu program's) gives them back after a crash.
+# A text that is not kombu's JSON gets the tag ARGV[3]..n and is kept as a JSON string: fsdf dead-letters it as
+# malformed, but if its consumer dies first, kombu's restore cannot requeue it (it logs it and drops it).
+TAKE_SCRIPT = """
+local out, n = {}, tonumber(ARGV[1])
+local function text(v) if type(v) == 'string' then return v end return '' end
+for i = 3, #KEYS do
+  while #out < 2 * n do
+    local raw = redis.call('RPOP', KEYS[i])
+    if not raw then break end
+    local ok, msg = pcall(cjson.decode, raw)
+    local tag, entry
+    if ok and type(msg) == 'table' and type(msg.properties) == 'table'
+        and type(msg.properties.delivery_tag) == 'string' then
+      local info = msg.properties.delivery_info
+      if type(info) ~= 'table' then info = {} end
+      tag = msg.properties.delivery_tag
+      entry = '[' .. raw .. ',' .. cjson.encode(text(info.exchange)) .. ','
+        .. cjson.encode(text(info.routing_key)) .. ']'
+    else
+      tag = ARGV[3] .. #out
+      entry = cjson.encode({raw, '', ARGV[4]})
+    end
+    redis.call('ZADD', KEYS[1], ARGV[2], tag)
+    redis.call('HSET', KEYS[2], tag, entry)
+    out[#out + 1] = raw
+    out[#out + 1] = tag
+  end
+end
+return out
+"""
+
+
 class KombuRedisSession(KombuSession):
-    """kombu's Redis transport with ack emulation."""
+    """kombu's Redis transport with ack emulation; messages are taken atomically into kombu's unacked hash.
+
+    kombu's own consumer (BRPOP, then a second command that records the message as unacked) loses the
+    message it has popped when its process dies between the two, and it keeps a BRPOP outstanding the
+    whole time it may consume: a kill -9 lost one message in most runs. Here one Lua call pops up to the
+    prefetch's room and records each as kombu does (``unacked`` hash and ``unacked_index`` by time), so a
+    message is always in the queue or in the unacked hash. An idle pump waits with ``BLMOVE q q RIGHT
+    RIGHT`` (it takes nothing), and at most every ``RESTORE_EVERY_SECONDS`` a pump runs kombu's
+    ``restore_visible``: messages unacked for ``visibility_timeout`` go back to the queue.
+    A requeue and a close give messages back as kombu's reject and shutdown do.
+    """
 
     connection_errors = tuple(get_redis_error_classes()[0]) + tuple(get_redis_error_classes()[1])
     default_options = REDIS_DEFAULT_OPTIONS
 
+    def __init__(self, url: str, confirm: bool) -> None:
+        super().__init__(url, confirm)
+        channel = self.channel
+        # A plain client on kombu's pool: kombu's prefixing client would prefix only the script's first key.
+        self.redis = redis.Redis(connection_pool=channel.client.connection_pool)
+        self.prefix: str = channel.global_keyprefix or ''
+        self.take_script = self.redis.register_script(TAKE_SCRIPT)
+        self.tag_prefix = f'fsdf-{uuid.uuid4().hex}-'
+        self.taken = 0  # for the tags of texts that are not kombu's JSON
+        self.held: set[str] = set()  # taken, not yet settled: given back on close
+        self.restore_throttle = DueThrottle(RESTORE_EVERY_SECONDS)
+        self.queue = ''
+        self.prefetch = 1
+        self.on_message: Optional[OnMessage] = None
+
     def count(self, queue: str) -> int:
         # A passive declare fails on an empty queue (Redis keeps no empty list); an ordinary one counts.
         return int(self.channel.queue_declare(queue=queue, durable=True, auto_delete=False).message_count)
+
+    def consume(self, queue: str, prefetch: int, on_message: OnMessage) -> None:
+        self.queue, self.prefetch, self.on_message = queue, prefetch, on_message
+
+    def set_prefetch(self, prefetch: int) -> None:
+        self.prefetch = prefetch
+
+    def pump(self, seconds: float) -> None:
+        assert self.on_message is not None, 'pump before consume'
+        if self.restore_throttle.ready(time.time()):
+            self.channel.qos.restore_visible(num=self.channel.unacked_restore_limit, interval=1)
+        room = self.prefetch - len(self.held)
+        taken = self.take(self.queue, room) if room > 0 else []
+        for body, tag in taken:
+            self.on_message(body, tag)
+        if not taken and room > 0 and seconds > 0:
+            key = self.prefix + self.queue  # wait for a message without taking it: it stays where it was
+            self.redis.execute_command('BLMOVE', key, key, 'RIGHT', 'RIGHT', seconds)  # seconds: float
+
+    def take(self, queue: str, count: int) -> list[tuple[Body, Any]]:
+        """Up to ``count`` messages, each recorded unacked in the same step: (body, delivery tag)."""
+        channel = self.channel
+        keys = [self.prefix + channel.unacked_index_key, self.prefix + channel.unacked_key]
+        keys += [self.prefix + channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
+        self.taken += 1
+        flat = self.take_script(keys=keys, args=[count, time.time(), f'{self.tag_prefix}{self.taken}-', queue])
+        taken = []
+        for raw, tag in zip(flat[::2], flat[1::2]):
+            tag = tag.decode()
+            self.held.add(tag)
+            taken.append((self.body_of(raw), tag))
+        return taken
+
+    def body_of(self, raw: bytes) -> Body:
+        """A kombu message's body, decoded as kombu does; a text that is not kombu's JSON is the body itself."""
+        try:
+            payload = json.loads(raw)
+            return self.channel.decode_body(payload['body'], payload['properties'].get('body_encoding'))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return raw
+
+    def get(self, queue: str) -> Optional[tuple[Any, Any]]:
+        taken = self.take(queue, 1)
+        return taken[0] if taken else None
+
+    def settle(self, acks: list[Any], requeues: list[Any]) -> None:  # kombu's tags are text
+        if acks:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.prefix + self.channel.unacked_index_key, *acks)
+                pipe.hdel(self.prefix + self.channel.unacked_key, *acks)
+                pipe.execute()
+            self.held.difference_update(acks)
+        for tag in requeues:  # behind the waiting ones, as kombu's reject(requeue=True)
+            self.channel.qos.restore_by_tag(tag, leftmost=True)
+            self.held.discard(tag)
+
+    def close(self) -> None:
+        try:  # to the front of the queue, as kombu's restore at shutdown
+            for tag in list(self.held):
+                self.channel.qos.restore_by_tag(tag)
+        except self.connection_errors:  # gone: restore_visible gives them back after the visibility timeout
+            pass
+        super().close()
 
 
 class KombuBroker(RabbitMQBroker):
@@ -263,8 +422,9 @@ class HeldDelays:
     Each consumer, at most every 0.1 s while it fetches, takes up to ``HOLD_MAX`` of them unacked
     on a connection of its own and holds them in memory by due time; a due one is published to the
     queue and then acked (at-least-once: a crash in between queues it twice). One held for
-    ``HOLD_SECONDS`` goes back to the delay queue, so kombu's visibility timeout never restores
-    one that is still held, and one due earlier behind the first ``HOLD_MAX`` is at most that late.
+    ``HOLD_SECONDS`` (or a third of the visibility timeout, if less) goes back to the delay queue, so
+    kombu's visibility timeout never restores one that is still held, and one due earlier behind the
+    first ``HOLD_MAX`` is at most that late.
     A consumer's held messages return to the delay queue when it closes, or after the visibility
     timeout when it dies. ``count`` and ``purge`` of the queue do not see them.
     """
@@ -305,9 +465,11 @@ class HeldDelays:
             _, _, tag, envelope, _ = heapq.heappop(self.held)
             session.publish(self.broker.queue_name, due_and_body(envelope)[1], None)
             session.settle([tag], [])
-        stale = [item for item in self.held if now - item[4] >= HOLD_SECONDS]
+        # A third of the visibility timeout at most: a short one set by the user must not restore held ones.
+        hold_seconds = min(HOLD_SECONDS, session.channel.visibility_timeout / 3)
+        stale = [item for item in self.held if now - item[4] >= hold_seconds]
         if stale:
-            self.held = [item for item in self.held if now - item[4] < HOLD_SECONDS]
+            self.held = [item for item in self.held if now - item[4] < hold_seconds]
             heapq.heapify(self.held)
             for _, _, tag, envelope, _ in stale:
                 session.publish(self.queue_name, envelope, None)
