@@ -15,13 +15,14 @@ from typing import Any, Callable, Optional
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from fsdf.records.store import RunStore
 from fsdf.secrets import redact
 from fsdf.web import actions, api, metrics
+from fsdf.web.encode import JSONResponse
 from fsdf.web.params import BadRequest
 from fsdf.web.security import Guard
 
