@@ -107,8 +107,8 @@ class MongoRunStore(RunStore):
         return int(gone.deleted_count or 0)
 
     # -- reading -------------------------------------------------------------------------
-    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str]
-                  ) -> tuple[list[dict[str, Any]], Optional[str]]:
+    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str],
+                  fields: Optional[tuple[str, ...]] = None) -> tuple[list[dict[str, Any]], Optional[str]]:
         if run_filter.keyword:
             self._ensure_indexes()  # $text needs the text index, even on a store nothing wrote to yet
         query = _query(run_filter)
@@ -117,7 +117,8 @@ class MongoRunStore(RunStore):
             end = float(end_text)
             query = {'$and': [query, {'$or': [{'end_time': {'$lt': end}}, {'end_time': end, '_id': {'$lt': key}}]}]}
         desc = self._pymongo.DESCENDING
-        docs = list(self._runs.find(query).sort([('end_time', desc), ('_id', desc)]).limit(limit + 1))
+        projection = None if fields is None else dict.fromkeys((*fields, 'end_time'), 1)  # end_time: the cursor's
+        docs = list(self._runs.find(query, projection).sort([('end_time', desc), ('_id', desc)]).limit(limit + 1))
         page = [_record(doc) for doc in docs[:limit]]
         if len(docs) <= limit:
             return page, None
