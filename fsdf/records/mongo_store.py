@@ -119,7 +119,7 @@ class MongoRunStore(RunStore):
         desc = self._pymongo.DESCENDING
         projection = None if fields is None else dict.fromkeys((*fields, 'end_time'), 1)  # end_time: the cursor's
         docs = list(self._runs.find(query, projection).sort([('end_time', desc), ('_id', desc)]).limit(limit + 1))
-        page = [_record(doc) for doc in docs[:limit]]
+        page = [_record(doc, fields) for doc in docs[:limit]]
         if len(docs) <= limit:
             return page, None
         last = docs[limit - 1]
@@ -195,8 +195,8 @@ def _query(run_filter: RunFilter) -> dict[str, Any]:
     return query
 
 
-def _record(doc: dict[str, Any]) -> dict[str, Any]:
-    record = {k: v for k, v in doc.items() if k != '_id'}
+def _record(doc: dict[str, Any], fields: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+    record = {k: v for k, v in doc.items() if k != '_id' and (fields is None or k in fields)}
     expire_at = record.get('expire_at')
     if isinstance(expire_at, dt.datetime):
         if expire_at.tzinfo is None:  # pymongo returns naive UTC datetimes by default

@@ -75,7 +75,7 @@ _ROLLUP_UPSERT = ('INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT 
 _TREE_UPSERT = 'INSERT INTO tree_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n'
 _IN_CHUNK = 500  # task ids per IN (...) lookup
 ID_BOUND_SLACK_SECONDS = 60.0
-_RUN = ', '.join(f'runs.{column}' for column in ('id', *COLUMNS))  # a record's row: its id, then COLUMNS
+_RUN = ', '.join(f'runs.{column}' for column in (*COLUMNS, 'id'))  # COLUMNS, then the id (zip stops before it)
 PREFIX_FEW = 2000
 """A task id prefix matching fewer records than this is read through the task id index and sorted."""
 _TASK_ID_INDEX = 'sqlite_autoindex_runs_1'  # the index of UNIQUE(task_id)
@@ -228,7 +228,7 @@ class SqliteRunStore(RunStore):
     def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str],
                   fields: Optional[tuple[str, ...]] = None) -> tuple[list[dict[str, Any]], Optional[str]]:
         names = COLUMNS if fields is None else tuple(name for name in COLUMNS if name in fields)
-        selected = _RUN if fields is None else ', '.join(f'runs.{column}' for column in ('id', *names))
+        selected = _RUN if fields is None else ', '.join(f'runs.{column}' for column in (*names, 'id'))
         where, params = _where(run_filter)
         if cursor:
             where.append('runs.id < ?')
@@ -245,8 +245,8 @@ class SqliteRunStore(RunStore):
                 table = f'runs INDEXED BY {_TASK_ID_INDEX}' if _few_with_prefix(db, run_filter.task_id) else 'runs'
                 sql = f'SELECT {selected} FROM {table} WHERE {clause} ORDER BY id DESC LIMIT ?'
             rows = db.execute(sql, [*params, limit + 1]).fetchall()
-        page = [dict(zip(names, row[1:])) for row in rows[:limit]]
-        return page, str(rows[limit - 1][0]) if len(rows) > limit else None
+        page = [dict(zip(names, row)) for row in rows[:limit]]
+        return page, str(rows[limit - 1][-1]) if len(rows) > limit else None
 
     def get_run(self, task_id: str) -> Optional[dict[str, Any]]:
         with self._readers.connection() as db:
@@ -390,6 +390,6 @@ def _fts_phrase(keyword: str) -> str:
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A record from a row selected as ``_RUN`` (its id first, which a record does not show)."""
-    return dict(zip(COLUMNS, row[1:]))
+    """A record from a row selected as ``_RUN`` (its id last, which a record does not show)."""
+    return dict(zip(COLUMNS, row))
 

@@ -74,7 +74,7 @@ class RunStore(ABC):
                   fields: Optional[tuple[str, ...]] = None) -> tuple[list[dict[str, Any]], Optional[str]]:
         """Records newest first after ``cursor``; and the cursor of the next page (None: no more).
 
-        ``fields``: only these fields of each record are needed (a store may return more); None: all.
+        ``fields``: each record holds only these fields (the stores read less); None: every field.
         """
 
     @abstractmethod

@@ -120,9 +120,9 @@ def children(request: Request) -> dict[str, Any]:
     page = _queried(queries.children, request.path_params['task_id'], limit=params.children_limit(query),
                     cursor=params.cursor(query), status=params.status(query), store=store, fields=NODE_FIELDS)
     counts = queries.children_counts([r['task_id'] for r in page.records if r['task_id']], store=store)
-    nodes = [dict(zip(NODE_FIELDS, map(record.get, NODE_FIELDS)), counts=counts.get(record['task_id'], {}))
-             for record in page.records]  # map of a bound get: a third of a dict comprehension's cost
-    return {'records': nodes, 'next_cursor': page.next_cursor}
+    for node in page.records:  # each holds NODE_FIELDS only
+        node['counts'] = counts.get(node['task_id'], {})
+    return {'records': page.records, 'next_cursor': page.next_cursor}
 
 
 def tree(request: Request) -> dict[str, Any]:
