@@ -177,7 +177,8 @@ def start_dashboard(source: str, store_path: Path) -> tuple[subprocess.Popen[byt
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
     env = {**os.environ, 'FSDF_RESULT_STORE_URL': f'sqlite:///{store_path}', 'PYTHONPATH': source}
-    server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port)], env=env)
+    # cwd: `python -m` puts it first on sys.path, before PYTHONPATH
+    server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port)], env=env, cwd=source)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -18,7 +18,7 @@ from fsdf.records.store import RunStore
 from fsdf.secrets import known_secrets
 from fsdf.web import params
 from fsdf.web.params import BadRequest
-from fsdf.web.present import clean_consumer, clean_queue, clean_record
+from fsdf.web.present import Scrubber, clean_consumer, clean_queue, clean_record
 
 
 NODE_FIELDS = ('task_id', 'status', 'function', 'queue', 'duration', 'start_time', 'end_time', 'retries',
@@ -32,8 +32,8 @@ def store_of(request: Request) -> Optional[RunStore]:
 
 
 def _page(page: queries.RunPage) -> dict[str, Any]:
-    secrets = known_secrets()
-    return {'records': [clean_record(r, secrets) for r in page.records], 'next_cursor': page.next_cursor}
+    scrubber = Scrubber(known_secrets())
+    return {'records': [scrubber.record(r) for r in page.records], 'next_cursor': page.next_cursor}
 
 
 def _queried(call: Any, *args: Any, **kwargs: Any) -> Any:
