@@ -20,8 +20,8 @@ from fsdf.web.security import is_loopback
 DEFAULT_PORT = 27018
 """The seed framework's dashboard port."""
 READ_THREADS = 8
-"""Threads that run read routes at once (anyio's default is 40). The store reads through 4 connections
-on a few cores; more threads only queue behind them, each adding a stack and a malloc arena."""
+"""Threads of Starlette's own pool (anyio's default is 40), which runs actions and file answers; read routes
+have the app's pool (:data:`fsdf.web.app.READ_THREADS`). Each thread adds a stack and a malloc arena."""
 
 
 def serve(host: str = '127.0.0.1', port: int = DEFAULT_PORT, token: Optional[str] = None,
