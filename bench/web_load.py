@@ -179,7 +179,7 @@ def start_dashboard(source: str, store_path: Path) -> tuple[subprocess.Popen[byt
     env = {**os.environ, 'FSDF_RESULT_STORE_URL': f'sqlite:///{store_path}', 'PYTHONPATH': source}
     # cwd: `python -m` puts it first on sys.path, before PYTHONPATH
     server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port)], env=env, cwd=source)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a store older than its indexes gets them on first open
     while time.monotonic() < deadline:
         try:
             conn = http.client.HTTPConnection('127.0.0.1', port, timeout=1)
@@ -189,7 +189,7 @@ def start_dashboard(source: str, store_path: Path) -> tuple[subprocess.Popen[byt
         except OSError:
             time.sleep(0.1)
     server.kill()
-    raise RuntimeError(f'the dashboard from {source} did not answer within 30 s')
+    raise RuntimeError(f'the dashboard from {source} did not answer within 120 s')
 
 
 def measure(label: str, source: str, store_path: Path, args: argparse.Namespace) -> None:
