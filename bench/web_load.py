@@ -200,7 +200,7 @@ def measure(label: str, source: str, store_path: Path, args: argparse.Namespace)
         wrk = args.generator == 'wrk'
         warm = run_wrk(port, paths, args.clients, 5, Path(args.folder)) if wrk else run_threads(port, paths, 30, 600)
         memory = [rss_mb(server.pid)]
-        seconds = args.requests / (warm.requests / warm.seconds)
+        seconds = 1.2 * args.requests / (warm.requests / warm.seconds)  # a warm-up's pace: 1.2 to reach requests
         sampler = threading.Thread(target=_sample_rss, args=(server.pid, seconds / 20, memory), daemon=True)
         cpu_before, load_before = cpu_seconds(server.pid), load_average()
         sampler.start()
