@@ -1,10 +1,10 @@
 """The dashboard's JSON answers: orjson when it is installed, the standard library's encoder otherwise.
 
 orjson (the ``web`` extra installs it; it is a speed-up, never required) encodes a page of 200 tree
-nodes or 50 runs about eight times faster than ``json.dumps`` (0.3 against 2.3 ms for 200 nodes). Both give the same compact UTF-8 JSON, with two edges where orjson
-would differ, kept to the standard behaviour: a value orjson cannot encode (an integer beyond 64
-bits, an unknown type) falls back to ``json.dumps`` (which encodes the first and raises TypeError,
-a 500, for the second, as before); NaN and infinities, which JSON has no words for, become ``null``
+nodes or 50 runs about eight times faster than ``json.dumps`` (0.3 against 2.3 ms for 200 nodes).
+Both give the same compact UTF-8 JSON. Edges: a value orjson cannot encode (an integer beyond 64
+bits, an unknown type) falls back to ``json.dumps``, which encodes the first and raises TypeError
+(a 500) for the second, as before; NaN and infinities, which JSON has no words for, become ``null``
 with orjson where ``json.dumps(allow_nan=False)`` raised ValueError (a 500): records do not hold them.
 """
 from __future__ import annotations
