@@ -21,6 +21,8 @@ _URL_SETTINGS = ('REDIS_URL', 'RABBITMQ_URL', 'MONGO_CONNECT_URL', 'RESULT_STORE
 
 def redact_url(text: str) -> str:
     """``text`` with the password of every URL in it replaced by ``***`` (``user:***@``)."""
+    if '://' not in text:  # no URL: a substring test is ~20x cheaper than the pattern (the dashboard scrubs every text)
+        return text
     return _URL_CREDENTIALS.sub(lambda m: f'{m.group(1)}{m.group(2)}:{MASK}@', text)
 
 

@@ -363,6 +363,39 @@ def test_tree_queries_page_children_count_them_and_search_below_a_root(store: Ru
         r for r in first.records + rest.records if r['status'] == 'failed']
 
 
+def test_a_page_of_children_reads_only_the_fields_asked_for(store: RunStore) -> None:
+    node_fields = ('task_id', 'status', 'duration', 'end_time', 'parent_task_id')
+    store.write(Batch(records=[_record('root'), *(_record(f'kid{i}', parent_task_id='root', root_task_id='root',
+                                                          arguments='{"big": "x"}') for i in range(5))]))
+    page = queries.children('root', limit=3, fields=node_fields, store=store)
+    assert [set(r) for r in page.records] == [set(node_fields)] * 3 and page.next_cursor
+    rest = queries.children('root', limit=3, cursor=page.next_cursor, fields=node_fields, store=store)
+    assert [r['task_id'] for r in page.records + rest.records] == [f'kid{i}' for i in range(4, -1, -1)]
+    assert queries.children('root', limit=1, store=store).records[0]['arguments'] == '{"big": "x"}'  # all: None
+
+
+def test_an_older_store_file_gets_the_covering_children_index(tmp_path: Path) -> None:
+    """A store made before the covering index: opening it builds the index, and children pages read only it."""
+    url = f'sqlite:///{tmp_path}/runs.sqlite'
+    older = open_store(url)
+    older.write(Batch(records=[_record('root'), _record('kid', parent_task_id='root', root_task_id='root')]))
+    db = older._db  # type: ignore[attr-defined]
+    db.execute('DROP INDEX runs_parent_nodes')  # as the store was: children found by (parent, id), rows read whole
+    db.execute('CREATE INDEX runs_parent ON runs(parent_task_id, id) WHERE parent_task_id IS NOT NULL')
+    older.close()
+    store = open_store(url)
+    db = store._db  # type: ignore[attr-defined]
+    names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert 'runs_parent_nodes' in names and 'runs_parent' not in names
+    fields = ('task_id', 'status', 'function', 'queue', 'duration', 'start_time', 'end_time', 'retries',
+              'exception_type', 'parent_task_id', 'root_task_id')
+    plan = db.execute(f'EXPLAIN QUERY PLAN SELECT {", ".join(fields)}, id FROM runs WHERE parent_task_id = ? '
+                      'AND id < ? ORDER BY id DESC LIMIT 201', ('root', 10)).fetchall()
+    assert 'COVERING INDEX runs_parent_nodes' in str([tuple(row) for row in plan])
+    assert [r['task_id'] for r in queries.children('root', fields=fields, store=store).records] == ['kid']
+    store.close()
+
+
 # -- registry, pause and the minute line ---------------------------------------------------------
 def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(store: RunStore, queue_name: str) -> None:
     """The dashboard's overview sums ``counters.in_flight`` and ``counters.records_dropped`` over live consumers."""

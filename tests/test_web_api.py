@@ -290,3 +290,13 @@ def test_republish_a_recorded_call(client: TestClient, store: RunStore, redis_se
     assert b'"x":41' in (message.body if isinstance(message.body, bytes) else message.body.encode())
     broker.ack(message)
     assert client.post('/api/runs/none-such/republish', json={}, headers=ACT).status_code == 404
+
+
+def test_answers_are_the_standard_json_whichever_encoder_runs() -> None:
+    """orjson (when installed) and json.dumps give the same bytes; what orjson refuses falls back, never a 500."""
+    import json
+
+    from fsdf.web.encode import dumps
+    value = {'text': 'naïve ✓', 'n': [1, 2.5, None, True], 'nested': {'a': []}, 'tuple': (1, 2)}
+    assert dumps(value) == json.dumps(value, ensure_ascii=False, separators=(',', ':')).encode()
+    assert json.loads(dumps({'big': 2 ** 70})) == {'big': 2 ** 70}  # beyond 64 bits: orjson refuses, json encodes

@@ -107,8 +107,8 @@ class MongoRunStore(RunStore):
         return int(gone.deleted_count or 0)
 
     # -- reading -------------------------------------------------------------------------
-    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str]
-                  ) -> tuple[list[dict[str, Any]], Optional[str]]:
+    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str],
+                  fields: Optional[tuple[str, ...]] = None) -> tuple[list[dict[str, Any]], Optional[str]]:
         if run_filter.keyword:
             self._ensure_indexes()  # $text needs the text index, even on a store nothing wrote to yet
         query = _query(run_filter)
@@ -117,8 +117,9 @@ class MongoRunStore(RunStore):
             end = float(end_text)
             query = {'$and': [query, {'$or': [{'end_time': {'$lt': end}}, {'end_time': end, '_id': {'$lt': key}}]}]}
         desc = self._pymongo.DESCENDING
-        docs = list(self._runs.find(query).sort([('end_time', desc), ('_id', desc)]).limit(limit + 1))
-        page = [_record(doc) for doc in docs[:limit]]
+        projection = None if fields is None else dict.fromkeys((*fields, 'end_time'), 1)  # end_time: the cursor's
+        docs = list(self._runs.find(query, projection).sort([('end_time', desc), ('_id', desc)]).limit(limit + 1))
+        page = [_record(doc, fields) for doc in docs[:limit]]
         if len(docs) <= limit:
             return page, None
         last = docs[limit - 1]
@@ -194,8 +195,8 @@ def _query(run_filter: RunFilter) -> dict[str, Any]:
     return query
 
 
-def _record(doc: dict[str, Any]) -> dict[str, Any]:
-    record = {k: v for k, v in doc.items() if k != '_id'}
+def _record(doc: dict[str, Any], fields: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+    record = {k: v for k, v in doc.items() if k != '_id' and (fields is None or k in fields)}
     expire_at = record.get('expire_at')
     if isinstance(expire_at, dt.datetime):
         if expire_at.tzinfo is None:  # pymongo returns naive UTC datetimes by default

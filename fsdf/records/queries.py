@@ -90,10 +90,11 @@ def get_run(task_id: str, store: Optional[RunStore] = None) -> Optional[dict[str
 
 
 def children(task_id: str, limit: int = CHILDREN_PAGE, cursor: Optional[str] = None,
-             status: Optional[str] = None, store: Optional[RunStore] = None) -> RunPage:
-    """The records of the tasks ``task_id`` published, newest first, paged."""
+             status: Optional[str] = None, store: Optional[RunStore] = None,
+             fields: Optional[tuple[str, ...]] = None) -> RunPage:
+    """The records of the tasks ``task_id`` published, newest first, paged (``fields``: only these fields)."""
     records, next_cursor = _or_default(store).page_runs(
-        RunFilter(parent_task_id=task_id, status=status), _page_size(limit), cursor)
+        RunFilter(parent_task_id=task_id, status=status), _page_size(limit), cursor, fields)
     return RunPage(records, next_cursor)
 
 

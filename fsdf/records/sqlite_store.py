@@ -34,13 +34,20 @@ COLUMNS = FIELDS
 _TASK, _STATUS, _PARENT, _ROOT = (FIELDS.index(name) for name in ('task_id', 'status', 'parent_task_id',
                                                                   'root_task_id'))
 
+_NODE_COLUMNS = ('task_id', 'status', 'function', 'queue', 'duration', 'start_time', 'end_time', 'retries',
+                 'exception_type', 'root_task_id')
+"""What a tree's page of children shows of a node (besides its parent and id): the children index holds them, so
+that page reads 200 nodes from the index alone, never the records' arguments, results and tracebacks."""
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, {', '.join(COLUMNS)}, UNIQUE(task_id));
 CREATE INDEX IF NOT EXISTS runs_queue ON runs(queue, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, id);
 CREATE INDEX IF NOT EXISTS runs_queue_status ON runs(queue, status, id);
 CREATE INDEX IF NOT EXISTS runs_function ON runs(function, id);
-CREATE INDEX IF NOT EXISTS runs_parent ON runs(parent_task_id, id) WHERE parent_task_id IS NOT NULL;
+DROP INDEX IF EXISTS runs_parent;
+CREATE INDEX IF NOT EXISTS runs_parent_nodes ON runs(parent_task_id, id, {', '.join(_NODE_COLUMNS)})
+    WHERE parent_task_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS runs_root ON runs(root_task_id, id) WHERE parent_task_id IS NOT NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS runs_fts USING fts5(arguments, result, exception_type, exception_message,
     content='runs', content_rowid='id');
@@ -68,7 +75,7 @@ _ROLLUP_UPSERT = ('INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT 
 _TREE_UPSERT = 'INSERT INTO tree_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n'
 _IN_CHUNK = 500  # task ids per IN (...) lookup
 ID_BOUND_SLACK_SECONDS = 60.0
-_RUN = ', '.join(f'runs.{column}' for column in ('id', *COLUMNS))  # a record's row: its id, then COLUMNS
+_RUN = ', '.join(f'runs.{column}' for column in (*COLUMNS, 'id'))  # COLUMNS, then the id (zip stops before it)
 PREFIX_FEW = 2000
 """A task id prefix matching fewer records than this is read through the task id index and sorted."""
 _TASK_ID_INDEX = 'sqlite_autoindex_runs_1'  # the index of UNIQUE(task_id)
@@ -218,8 +225,10 @@ class SqliteRunStore(RunStore):
         return len(gone)
 
     # -- reading -------------------------------------------------------------------------
-    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str]
-                  ) -> tuple[list[dict[str, Any]], Optional[str]]:
+    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str],
+                  fields: Optional[tuple[str, ...]] = None) -> tuple[list[dict[str, Any]], Optional[str]]:
+        names = COLUMNS if fields is None else tuple(name for name in COLUMNS if name in fields)
+        selected = _RUN if fields is None else ', '.join(f'runs.{column}' for column in (*names, 'id'))
         where, params = _where(run_filter)
         if cursor:
             where.append('runs.id < ?')
@@ -229,15 +238,15 @@ class SqliteRunStore(RunStore):
             clause = ' AND '.join(where + where_ids) or '1'
             params += id_params
             if run_filter.keyword:
-                sql = (f'SELECT {_RUN} FROM runs_fts JOIN runs ON runs.id = runs_fts.rowid WHERE runs_fts MATCH ? '
+                sql = (f'SELECT {selected} FROM runs_fts JOIN runs ON runs.id = runs_fts.rowid WHERE runs_fts MATCH ? '
                        f'AND {clause} ORDER BY runs_fts.rowid DESC LIMIT ?')
                 params = [_fts_phrase(run_filter.keyword), *params]
             else:
                 table = f'runs INDEXED BY {_TASK_ID_INDEX}' if _few_with_prefix(db, run_filter.task_id) else 'runs'
-                sql = f'SELECT {_RUN} FROM {table} WHERE {clause} ORDER BY id DESC LIMIT ?'
+                sql = f'SELECT {selected} FROM {table} WHERE {clause} ORDER BY id DESC LIMIT ?'
             rows = db.execute(sql, [*params, limit + 1]).fetchall()
-        page = [_record(row) for row in rows[:limit]]
-        return page, str(rows[limit - 1][0]) if len(rows) > limit else None
+        page = [dict(zip(names, row)) for row in rows[:limit]]
+        return page, str(rows[limit - 1][-1]) if len(rows) > limit else None
 
     def get_run(self, task_id: str) -> Optional[dict[str, Any]]:
         with self._readers.connection() as db:
@@ -381,6 +390,6 @@ def _fts_phrase(keyword: str) -> str:
 
 
 def _record(row: tuple[Any, ...]) -> dict[str, Any]:
-    """A record from a row selected as ``_RUN`` (its id first, which a record does not show)."""
-    return dict(zip(COLUMNS, row[1:]))
+    """A record from a row selected as ``_RUN`` (its id last, which a record does not show)."""
+    return dict(zip(COLUMNS, row))
 

@@ -70,9 +70,12 @@ class RunStore(ABC):
         """Delete one chunk of expired records and old rollup buckets; how many records went."""
 
     @abstractmethod
-    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str]
-                  ) -> tuple[list[dict[str, Any]], Optional[str]]:
-        """Records newest first after ``cursor``; and the cursor of the next page (None: no more)."""
+    def page_runs(self, run_filter: RunFilter, limit: int, cursor: Optional[str],
+                  fields: Optional[tuple[str, ...]] = None) -> tuple[list[dict[str, Any]], Optional[str]]:
+        """Records newest first after ``cursor``; and the cursor of the next page (None: no more).
+
+        ``fields``: each record holds only these fields (the stores read less); None: every field.
+        """
 
     @abstractmethod
     def get_run(self, task_id: str) -> Optional[dict[str, Any]]:

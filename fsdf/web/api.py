@@ -18,7 +18,7 @@ from fsdf.records.store import RunStore
 from fsdf.secrets import known_secrets
 from fsdf.web import params
 from fsdf.web.params import BadRequest
-from fsdf.web.present import clean_consumer, clean_queue, clean_record
+from fsdf.web.present import Scrubber, clean_consumer, clean_queue, clean_record
 
 
 NODE_FIELDS = ('task_id', 'status', 'function', 'queue', 'duration', 'start_time', 'end_time', 'retries',
@@ -32,8 +32,8 @@ def store_of(request: Request) -> Optional[RunStore]:
 
 
 def _page(page: queries.RunPage) -> dict[str, Any]:
-    secrets = known_secrets()
-    return {'records': [clean_record(r, secrets) for r in page.records], 'next_cursor': page.next_cursor}
+    scrubber = Scrubber(known_secrets())
+    return {'records': [scrubber.record(r) for r in page.records], 'next_cursor': page.next_cursor}
 
 
 def _queried(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -120,11 +120,11 @@ def children(request: Request) -> dict[str, Any]:
     query = request.query_params
     store = store_of(request)
     page = _queried(queries.children, request.path_params['task_id'], limit=params.children_limit(query),
-                    cursor=params.cursor(query), status=params.status(query), store=store)
+                    cursor=params.cursor(query), status=params.status(query), store=store, fields=NODE_FIELDS)
     counts = queries.children_counts([r['task_id'] for r in page.records if r['task_id']], store=store)
-    nodes = [{**{name: record.get(name) for name in NODE_FIELDS}, 'counts': counts.get(record['task_id'], {})}
-             for record in page.records]
-    return {'records': nodes, 'next_cursor': page.next_cursor}
+    for node in page.records:  # each holds NODE_FIELDS only
+        node['counts'] = counts.get(node['task_id'], {})
+    return {'records': page.records, 'next_cursor': page.next_cursor}
 
 
 def tree(request: Request) -> dict[str, Any]:
