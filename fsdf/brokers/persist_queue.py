@@ -6,10 +6,20 @@ program can publish with ``INSERT INTO "<queue>" (data, timestamp, status) VALUE
 fsdf adds two tables beside it: which consumer holds which message (``fsdf_leases``) and when
 each consumer last said it was alive (``fsdf_consumers``). A consumer that stops beating, or
 whose process is gone, has its messages put back by any other consumer of the queue.
+
+Acks are batched: ``ack`` only notes the message, and its rows are deleted in the fetch thread's next
+take transaction, or by a small flusher thread within ``ACK_FLUSH_SECONDS`` if no take comes, or on
+``close`` and at interpreter exit. SQLite lets one writer at a time into a file, so one transaction per
+ack made processes queue on its write lock; now one transaction carries a batch of acks and a take. An
+acked message whose rows are not yet deleted stays taken and leased, so a crash before the delete only
+delivers it again (at-least-once), and a clean stop delivers nothing acked again.
 """
 from __future__ import annotations
 
+import atexit
+import collections
 import os
+import threading
 import time
 from typing import Any, Optional
 
@@ -21,8 +31,12 @@ from fsdf.brokers.base import Broker, BrokerClosedError, Delivery
 from fsdf.brokers.polling import DueThrottle, poll
 from fsdf.config import settings
 from fsdf.hosts import HOST
+from fsdf.log import EveryNSeconds
+from fsdf.secrets import redact
 
 _READY, _TAKEN = int(AckStatus.ready), int(AckStatus.unack)
+ACK_FLUSH_SECONDS = 0.02  # an ack no take carried is deleted after this (so within about twice it)
+ACK_RETRY_SECONDS = 1.0   # pause after a failed flush (the file locked for the whole busy timeout)
 
 
 class _PassThrough:
@@ -71,6 +85,15 @@ class PersistQueueBroker(Broker):
                              'due REAL NOT NULL, data BLOB)')
             self._db.execute('CREATE INDEX IF NOT EXISTS fsdf_delayed_due ON fsdf_delayed (due)')
         self._promotion = DueThrottle()
+        # Ids of acked messages whose rows are not deleted yet. Appended by any thread without a lock;
+        # emptied only under self._lock, in the transaction that deletes them, so close() never finds
+        # it empty while another thread is still deleting what it took (7515cec's race on Redis).
+        self._acked: collections.deque[int] = collections.deque()
+        self._acks_waiting = threading.Event()
+        self._flusher: Optional[threading.Thread] = None
+        self._flusher_lock = threading.Lock()
+        self._flush_errors = EveryNSeconds(10)
+        self._file_closed = False  # set by close() under self._lock
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self.publish_many([body])
@@ -115,22 +138,92 @@ class PersistQueueBroker(Broker):
         program wrote that is not UTF-8 would fail the take of every message with it, again and again.
         """
         self._promote_due()
-        with self._lock, self._db:
-            rows = self._db.execute(
-                f'UPDATE {self._table} SET status = {_TAKEN} WHERE _id IN (SELECT _id FROM {self._table} '
-                f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?) RETURNING _id, CAST(data AS BLOB)',
-                (max_count,)).fetchall()
-            if rows:
-                self._db.executemany('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) VALUES (?, ?)',
-                                     [(row[0], self.consumer_id) for row in rows])
+        with self._lock:
+            acked = self._pop_acked()
+            try:
+                with self._db:
+                    self._delete_acked(acked)
+                    rows = self._db.execute(
+                        f'UPDATE {self._table} SET status = {_TAKEN} WHERE _id IN (SELECT _id FROM {self._table} '
+                        f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?) RETURNING _id, CAST(data AS BLOB)',
+                        (max_count,)).fetchall()
+                    if rows:
+                        self._db.executemany('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) VALUES (?, ?)',
+                                             [(row[0], self.consumer_id) for row in rows])
+            except BaseException:
+                self._acked.extend(acked)  # rolled back: they wait for the next transaction
+                raise
         rows.sort()
         return [Delivery(data, msg_id) for msg_id, data in rows]
 
     def ack(self, delivery: Delivery) -> None:
+        """Note the ack; the next take deletes its rows, or the flusher within ``ACK_FLUSH_SECONDS``."""
         self._check_open()
-        with self._lock, self._db:
-            self._db.execute(f'DELETE FROM {self._table} WHERE _id = ?', (delivery.tag,))
-            self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
+        self._acked.append(delivery.tag)
+        if not self._acks_waiting.is_set():
+            self._acks_waiting.set()
+        if self._flusher is None:
+            self._start_flusher()
+
+    # -- batched acks --------------------------------------------------------------------
+    def _pop_acked(self) -> list[int]:
+        """Empty the ack buffer (call under ``self._lock``, then delete them or put them back)."""
+        acked = self._acked
+        return [acked.popleft() for _ in range(len(acked))]
+
+    def _delete_acked(self, acked: list[int]) -> None:
+        """Delete acked messages and their leases, inside the caller's transaction."""
+        if acked:
+            ids = [(msg_id,) for msg_id in acked]
+            self._db.executemany(f'DELETE FROM {self._table} WHERE _id = ?', ids)
+            self._db.executemany('DELETE FROM fsdf_leases WHERE msg_id = ?', ids)
+
+    def flush_acks(self) -> None:
+        """Delete the acked messages now, in one transaction (the next take would have); after close, nothing."""
+        if not self._acked:
+            return
+        with self._lock:
+            if self._file_closed:  # close() has deleted them already, or they came after it
+                return
+            acked = self._pop_acked()
+            try:
+                with self._db:
+                    self._delete_acked(acked)
+            except BaseException:
+                self._acked.extend(acked)
+                raise
+
+    def _start_flusher(self) -> None:
+        with self._flusher_lock:
+            if self._flusher is not None or self._closed.is_set():
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name=f'fsdf-acks-{self.queue_name}',
+                                             daemon=True)
+            self._flusher.start()
+            atexit.register(self._flush_at_exit)  # a script that ends without close() still settles its acks
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush_acks()
+        except Exception as exc:  # the messages come back to the queue, as a crashed consumer's would
+            self.logger.error('could not delete %d acked messages of %r at exit: %s', len(self._acked),
+                              self.queue_name, redact(exc))
+
+    def _flush_loop(self) -> None:
+        """Delete acks no take carried within ``ACK_FLUSH_SECONDS`` (a consumer full of long calls takes nothing)."""
+        waiting, closed = self._acks_waiting, self._closed
+        while not closed.is_set():
+            if not waiting.wait(1.0):
+                continue
+            closed.wait(ACK_FLUSH_SECONDS)
+            waiting.clear()  # before the flush: an ack after it sets it again
+            try:
+                self.flush_acks()
+            except Exception as exc:  # the file stayed locked past the busy timeout: keep them, try again
+                if self._flush_errors.ready(time.monotonic()):
+                    self.logger.error('could not delete %d acked messages of %r (will retry): %s',
+                                      len(self._acked), self.queue_name, redact(exc))
+                closed.wait(ACK_RETRY_SECONDS)
 
     def requeue(self, delivery: Delivery) -> None:
         self._check_open()
@@ -150,12 +243,20 @@ class PersistQueueBroker(Broker):
             self._db.execute('DELETE FROM fsdf_delayed')
 
     def close(self) -> None:
+        """Delete the acked messages, leave the consumers table (another consumer's lease check returns what
+        this one still holds), close the file."""
         if self._closed.is_set():
             return
         super().close()
-        with self._lock, self._db:
-            self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
-        self._queue.close()
+        with self._lock:
+            try:
+                with self._db:
+                    self._delete_acked(self._pop_acked())
+                    self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
+            finally:
+                self._file_closed = True
+                self._queue.close()
+        atexit.unregister(self._flush_at_exit)
 
     def beat(self) -> None:
         now = time.time()
