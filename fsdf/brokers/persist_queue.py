@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
+import json
 import os
 import threading
 import time
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 from persistqueue.sqlackqueue import AckStatus
 
-from fsdf._compat.persistqueue_internals import QueueTable, table_name, write_lock, writer
+from fsdf._compat.persistqueue_internals import QueueTable, reader, table_name, write_lock, writer
 from fsdf.brokers import liveness
 from fsdf.brokers.base import Broker, BrokerClosedError, Delivery
+from fsdf.brokers.file_lock import FileLock
 from fsdf.brokers.polling import DueThrottle, poll
 from fsdf.config import settings
 from fsdf.hosts import HOST
@@ -74,6 +78,9 @@ class PersistQueueBroker(Broker):
                                   db_file_name=f'{queue_name}.sqlite')
         self._db = writer(self._queue)
         self._lock = write_lock(self._queue)
+        self._reader = reader(self._queue)  # reads bodies outside the write lock
+        self._read_lock = threading.Lock()
+        self._processes_lock = FileLock(Path(folder) / f'{queue_name}.sqlite.lock')
         self._table = table_name(self._queue)
         with self._lock, self._db:
             self._db.execute('PRAGMA synchronous=NORMAL')
@@ -86,7 +93,7 @@ class PersistQueueBroker(Broker):
             self._db.execute('CREATE INDEX IF NOT EXISTS fsdf_delayed_due ON fsdf_delayed (due)')
         self._promotion = DueThrottle()
         # Ids of acked messages whose rows are not deleted yet. Appended by any thread without a lock;
-        # emptied only under self._lock, in the transaction that deletes them, so close() never finds
+        # emptied only in a write transaction (``_writing``), which deletes them, so close() never finds
         # it empty while another thread is still deleting what it took (7515cec's race on Redis).
         self._acked: collections.deque[int] = collections.deque()
         self._acks_waiting = threading.Event()
@@ -95,19 +102,42 @@ class PersistQueueBroker(Broker):
         self._flush_errors = EveryNSeconds(10)
         self._file_closed = False  # set by close() under self._lock
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, which also deletes the messages acked since the last one.
+
+        Threads of this process take turns on ``self._lock``; the processes using this file take turns
+        on a lock on a file beside it, so a waiting process sleeps in the kernel and wakes as soon as
+        the writer is done (SQLite's busy handler sleeps 1 to 100 ms between tries, and a process could
+        starve for seconds while another wrote back to back); SQLite's own lock then serves programs
+        that are not fsdf. If the transaction fails, the acks wait for the next one.
+        """
+        with self._lock:
+            if self._file_closed:
+                raise BrokerClosedError(f'the PERSISTQUEUE broker of {self.queue_name!r} is closed')
+            acked = self._pop_acked()
+            try:
+                with self._processes_lock, self._db:
+                    self._db.execute('BEGIN IMMEDIATE')  # a read first would make the write fail, not wait
+                    self._delete_acked(acked)
+                    yield
+            except BaseException:
+                self._acked.extend(acked)
+                raise
+
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self.publish_many([body])
 
     def publish_many(self, bodies: list[str]) -> None:
         now = time.time()
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.executemany(f'INSERT INTO {self._table} (data, timestamp, status) VALUES (?, ?, {_READY})',
                                  [(body, now) for body in bodies])
 
     def publish_delayed_many(self, bodies: list[str], due: float) -> None:
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.executemany('INSERT INTO fsdf_delayed (due, data) VALUES (?, ?)', [(due, b) for b in bodies])
 
     def _check_open(self) -> None:
@@ -119,7 +149,7 @@ class PersistQueueBroker(Broker):
         now = time.time()
         if not self._promotion.ready(now):
             return
-        with self._lock, self._db:
+        with self._writing():
             rows = self._db.execute('DELETE FROM fsdf_delayed WHERE due <= ? RETURNING _id, data, due',
                                     (now,)).fetchall()
             if rows:
@@ -132,28 +162,32 @@ class PersistQueueBroker(Broker):
         return poll(lambda: self._take(max_count), timeout, self._closed)
 
     def _take(self, max_count: int) -> list[Delivery]:
-        """Mark up to ``max_count`` ready rows taken; as deliveries whose bodies are bytes.
+        """Delete the acked rows and mark up to ``max_count`` ready rows taken, in one write transaction;
+        then read their bodies, as bytes, outside it.
 
-        As bytes (``CAST``): sqlite3 decodes TEXT as UTF-8 for the whole reply, so one row another
-        program wrote that is not UTF-8 would fail the take of every message with it, again and again.
+        The write transaction runs a fixed handful of statements whatever the batch size (ids travel as
+        one JSON array): sqlite3 lets go of the GIL at every step, and in a busy process each step can
+        wait milliseconds to get it back while this process holds the file's one write lock, which
+        every other process then waits for. As bytes (``CAST``): sqlite3 decodes TEXT as UTF-8 for the
+        whole reply, so one row another program wrote that is not UTF-8 would fail the take of every
+        message with it, again and again.
         """
         self._promote_due()
-        with self._lock:
-            acked = self._pop_acked()
-            try:
-                with self._db:
-                    self._delete_acked(acked)
-                    rows = self._db.execute(
-                        f'UPDATE {self._table} SET status = {_TAKEN} WHERE _id IN (SELECT _id FROM {self._table} '
-                        f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?) RETURNING _id, CAST(data AS BLOB)',
-                        (max_count,)).fetchall()
-                    if rows:
-                        self._db.executemany('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) VALUES (?, ?)',
-                                             [(row[0], self.consumer_id) for row in rows])
-            except BaseException:
-                self._acked.extend(acked)  # rolled back: they wait for the next transaction
-                raise
-        rows.sort()
+        with self._writing():
+            ids = self._db.execute(
+                f'SELECT json_group_array(_id) FROM (SELECT _id FROM {self._table} '
+                f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?)', (max_count,)).fetchone()[0]
+            if ids != '[]':
+                self._db.execute(f'UPDATE {self._table} SET status = {_TAKEN} '
+                                 f'WHERE _id IN (SELECT value FROM json_each(?))', (ids,))
+                self._db.execute('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) '
+                                 'SELECT value, ? FROM json_each(?)', (self.consumer_id, ids))
+        if ids == '[]':
+            return []
+        with self._read_lock:  # taken and leased to us: nobody else changes these rows now
+            rows = self._reader.execute(f'SELECT _id, CAST(data AS BLOB) FROM {self._table} '
+                                        f'WHERE _id IN (SELECT value FROM json_each(?)) ORDER BY _id',
+                                        (ids,)).fetchall()
         return [Delivery(data, msg_id) for msg_id, data in rows]
 
     def ack(self, delivery: Delivery) -> None:
@@ -167,31 +201,23 @@ class PersistQueueBroker(Broker):
 
     # -- batched acks --------------------------------------------------------------------
     def _pop_acked(self) -> list[int]:
-        """Empty the ack buffer (call under ``self._lock``, then delete them or put them back)."""
+        """Empty the ack buffer (``_writing`` does, then deletes them or puts them back)."""
         acked = self._acked
         return [acked.popleft() for _ in range(len(acked))]
 
     def _delete_acked(self, acked: list[int]) -> None:
         """Delete acked messages and their leases, inside the caller's transaction."""
         if acked:
-            ids = [(msg_id,) for msg_id in acked]
-            self._db.executemany(f'DELETE FROM {self._table} WHERE _id = ?', ids)
-            self._db.executemany('DELETE FROM fsdf_leases WHERE msg_id = ?', ids)
+            ids = json.dumps(acked)
+            self._db.execute(f'DELETE FROM {self._table} WHERE _id IN (SELECT value FROM json_each(?))', (ids,))
+            self._db.execute('DELETE FROM fsdf_leases WHERE msg_id IN (SELECT value FROM json_each(?))', (ids,))
 
     def flush_acks(self) -> None:
         """Delete the acked messages now, in one transaction (the next take would have); after close, nothing."""
-        if not self._acked:
+        if not self._acked or self._file_closed:  # close() deleted them, or they came after it
             return
-        with self._lock:
-            if self._file_closed:  # close() has deleted them already, or they came after it
-                return
-            acked = self._pop_acked()
-            try:
-                with self._db:
-                    self._delete_acked(acked)
-            except BaseException:
-                self._acked.extend(acked)
-                raise
+        with contextlib.suppress(BrokerClosedError), self._writing():
+            pass
 
     def _start_flusher(self) -> None:
         with self._flusher_lock:
@@ -227,7 +253,7 @@ class PersistQueueBroker(Broker):
 
     def requeue(self, delivery: Delivery) -> None:
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(f'UPDATE {self._table} SET status = {_READY} WHERE _id = ?', (delivery.tag,))
             self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
 
@@ -238,7 +264,7 @@ class PersistQueueBroker(Broker):
 
     def purge(self) -> None:
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(f'DELETE FROM {self._table} WHERE status < {_TAKEN}')
             self._db.execute('DELETE FROM fsdf_delayed')
 
@@ -248,19 +274,19 @@ class PersistQueueBroker(Broker):
         if self._closed.is_set():
             return
         super().close()
-        with self._lock:
-            try:
-                with self._db:
-                    self._delete_acked(self._pop_acked())
-                    self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
-            finally:
+        try:
+            with self._writing():
+                self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
+        finally:
+            with self._lock:
                 self._file_closed = True
                 self._queue.close()
+                self._processes_lock.close()
         atexit.unregister(self._flush_at_exit)
 
     def beat(self) -> None:
         now = time.time()
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute('INSERT INTO fsdf_consumers (consumer, host, pid, started, last_beat) '
                              'VALUES (?, ?, ?, ?, ?) '
                              'ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
@@ -268,7 +294,7 @@ class PersistQueueBroker(Broker):
 
     def recover_abandoned(self) -> int:
         now = time.time()
-        with self._lock, self._db:
+        with self._writing():
             consumers = self._db.execute('SELECT consumer, host, pid, last_beat FROM fsdf_consumers').fetchall()
             dead = [(consumer,) for consumer, host, pid, last_beat in consumers
                     if liveness.is_dead(host, pid, last_beat or 0, now)]
