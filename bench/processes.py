@@ -10,7 +10,8 @@ every message is acked and deleted (PERSISTQUEUE: no row left; Redis: the queue,
 hash and inbox empty), polled every 10 ms.
 
 Besides msg/s, each run records CPU time over the timed window, as a share of one core: the consumer
-processes together, the ``multi_process_consume`` parent, and redis-server (from /proc/<pid>/stat).
+processes together, the ``multi_process_consume`` parent, and redis-server (from /proc/<pid>/stat);
+and the consumers' CPU per message, which other work on the machine does not change as it does msg/s.
 ``--compare-commit REV`` adds a PERSISTQUEUE one-process row running fsdf as it was at REV. Cases run in
 alternating order from run to run; tables show medians and per-run ratios (spread in brackets).
 
@@ -196,6 +197,7 @@ def measure(args: argparse.Namespace, cases: list[Case], folder: Path, redis_url
                 for what, seconds in (('consumers', found.consumers_cpu), ('parent', found.parent_cpu),
                                       ('redis-server', found.redis_cpu)):
                     results.add(case.row, f'{tasks:,} {what} CPU', seconds / found.seconds)
+                results.add(case.row, f'{tasks:,} µs/msg', found.consumers_cpu / tasks * 1e6)
                 print(f'  {case.row}, {tasks:,} tasks: {found.seconds:.2f} s', file=sys.stderr, flush=True)
         print(f'run {run + 1} of {args.repeat} took {time.monotonic() - began:.0f} s; load average {load_average()}',
               file=sys.stderr, flush=True)
@@ -219,6 +221,9 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
     cpu_columns = [f'{tasks:,} {what} CPU' for tasks in args.tasks for what in ('consumers', 'parent', 'redis-server')]
     print('\nCPU over the timed window, in cores (1.00 = one core busy all the time), median\n')
     print(results.table(rows, cpu_columns, {}, digits=2, with_ratio=False))
+    print('\nconsumer processes\' CPU per message, µs, median (the same in 1 and 2 processes: none spent waiting '
+          'busily; a machine busy with other work lowers msg/s but not this)\n')
+    print(results.table(rows, [f'{tasks:,} µs/msg' for tasks in args.tasks], {}, digits=1, with_ratio=False))
 
 
 def parse_args() -> argparse.Namespace:
