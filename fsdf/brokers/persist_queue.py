@@ -7,12 +7,13 @@ fsdf adds two tables beside it: which consumer holds which message (``fsdf_lease
 each consumer last said it was alive (``fsdf_consumers``). A consumer that stops beating, or
 whose process is gone, has its messages put back by any other consumer of the queue.
 
-Acks are batched: ``ack`` only notes the message, and its rows are deleted in the fetch thread's next
-take transaction, or by a small flusher thread within ``ACK_FLUSH_SECONDS`` if no take comes, or on
-``close`` and at interpreter exit. SQLite lets one writer at a time into a file, so one transaction per
-ack made processes queue on its write lock; now one transaction carries a batch of acks and a take. An
-acked message whose rows are not yet deleted stays taken and leased, so a crash before the delete only
-delivers it again (at-least-once), and a clean stop delivers nothing acked again.
+Acks are batched: ``ack`` only notes the message, and its rows are deleted by the broker's next write
+transaction (in a busy consumer, the fetch thread's next take), or by a small flusher thread within
+``ACK_FLUSH_SECONDS`` if none comes, or on ``close`` and at interpreter exit. SQLite lets one writer at a
+time into a file, so one transaction per ack made processes queue on its write lock; now one transaction
+carries a batch of acks and a take. An acked message whose rows are not yet deleted stays taken and
+leased, so a crash before the delete only delivers it again (at-least-once), and a clean stop delivers
+nothing acked again. fsdf's processes take turns writing on a ``flock`` of ``<queue>.sqlite.lock``.
 """
 from __future__ import annotations
 
