@@ -6,23 +6,42 @@ program can publish with ``INSERT INTO "<queue>" (data, timestamp, status) VALUE
 fsdf adds two tables beside it: which consumer holds which message (``fsdf_leases``) and when
 each consumer last said it was alive (``fsdf_consumers``). A consumer that stops beating, or
 whose process is gone, has its messages put back by any other consumer of the queue.
+
+Acks are batched: ``ack`` only notes the message, and its rows are deleted by the broker's next write
+transaction (in a busy consumer, the fetch thread's next take), or by a small flusher thread within
+``ACK_FLUSH_SECONDS`` if none comes, or on ``close`` and at interpreter exit. SQLite lets one writer at a
+time into a file, so one transaction per ack made processes queue on its write lock; now one transaction
+carries a batch of acks and a take. An acked message whose rows are not yet deleted stays taken and
+leased, so a crash before the delete only delivers it again (at-least-once), and a clean stop delivers
+nothing acked again. fsdf's processes take turns writing on a ``flock`` of ``<queue>.sqlite.lock``.
 """
 from __future__ import annotations
 
+import atexit
+import collections
+import contextlib
+import json
 import os
+import threading
 import time
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 from persistqueue.sqlackqueue import AckStatus
 
-from fsdf._compat.persistqueue_internals import QueueTable, table_name, write_lock, writer
+from fsdf._compat.persistqueue_internals import QueueTable, reader, table_name, write_lock, writer
 from fsdf.brokers import liveness
 from fsdf.brokers.base import Broker, BrokerClosedError, Delivery, waited
+from fsdf.brokers.file_lock import FileLock
 from fsdf.brokers.polling import DueThrottle, poll
 from fsdf.config import settings
 from fsdf.hosts import HOST
+from fsdf.log import EveryNSeconds
+from fsdf.secrets import redact
 
 _READY, _TAKEN = int(AckStatus.ready), int(AckStatus.unack)
+ACK_FLUSH_SECONDS = 0.02  # an ack no take carried is deleted after this (so within about twice it)
+ACK_RETRY_SECONDS = 1.0   # pause after a failed flush (the file locked for the whole busy timeout)
 
 
 class _PassThrough:
@@ -60,6 +79,9 @@ class PersistQueueBroker(Broker):
                                   db_file_name=f'{queue_name}.sqlite')
         self._db = writer(self._queue)
         self._lock = write_lock(self._queue)
+        self._reader = reader(self._queue)  # reads bodies outside the write lock
+        self._read_lock = threading.Lock()
+        self._processes_lock = FileLock(Path(folder) / f'{queue_name}.sqlite.lock')
         self._table = table_name(self._queue)
         with self._lock, self._db:
             self._db.execute('PRAGMA synchronous=NORMAL')
@@ -71,6 +93,38 @@ class PersistQueueBroker(Broker):
                              'due REAL NOT NULL, data BLOB)')
             self._db.execute('CREATE INDEX IF NOT EXISTS fsdf_delayed_due ON fsdf_delayed (due)')
         self._promotion = DueThrottle()
+        # Ids of acked messages whose rows are not deleted yet. Appended by any thread without a lock;
+        # emptied only in a write transaction (``_writing``), which deletes them, so close() never finds
+        # it empty while another thread is still deleting what it took (7515cec's race on Redis).
+        self._acked: collections.deque[int] = collections.deque()
+        self._acks_waiting = threading.Event()
+        self._flusher: Optional[threading.Thread] = None
+        self._flusher_lock = threading.Lock()
+        self._flush_errors = EveryNSeconds(10)
+        self._file_closed = False  # set by close() under self._lock
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, which also deletes the messages acked since the last one.
+
+        Threads of this process take turns on ``self._lock``; the processes using this file take turns
+        on a lock on a file beside it, so a waiting process sleeps in the kernel and wakes as soon as
+        the writer is done (SQLite's busy handler sleeps 1 to 100 ms between tries, and a process could
+        starve for seconds while another wrote back to back); SQLite's own lock then serves programs
+        that are not fsdf. If the transaction fails, the acks wait for the next one.
+        """
+        with self._lock:
+            if self._file_closed:
+                raise BrokerClosedError(f'the PERSISTQUEUE broker of {self.queue_name!r} is closed')
+            acked = self._pop_acked()
+            try:
+                with self._processes_lock, self._db:
+                    self._db.execute('BEGIN IMMEDIATE')  # a read first would make the write fail, not wait
+                    self._delete_acked(acked)
+                    yield
+            except BaseException:
+                self._acked.extend(acked)
+                raise
 
     def publish(self, body: str, priority: Optional[int] = None) -> None:
         self.publish_many([body])
@@ -78,13 +132,13 @@ class PersistQueueBroker(Broker):
     def publish_many(self, bodies: list[str]) -> None:
         now = time.time()
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.executemany(f'INSERT INTO {self._table} (data, timestamp, status) VALUES (?, ?, {_READY})',
                                  [(body, now) for body in bodies])
 
     def publish_delayed_many(self, bodies: list[str], due: float) -> None:
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.executemany('INSERT INTO fsdf_delayed (due, data) VALUES (?, ?)', [(due, b) for b in bodies])
 
     def _check_open(self) -> None:
@@ -96,7 +150,7 @@ class PersistQueueBroker(Broker):
         now = time.time()
         if not self._promotion.ready(now):
             return
-        with self._lock, self._db:
+        with self._writing():
             rows = self._db.execute('DELETE FROM fsdf_delayed WHERE due <= ? RETURNING _id, data, due',
                                     (now,)).fetchall()
             if rows:
@@ -109,32 +163,98 @@ class PersistQueueBroker(Broker):
         return poll(lambda: self._take(max_count), timeout, self._closed)
 
     def _take(self, max_count: int) -> list[Delivery]:
-        """Mark up to ``max_count`` ready rows taken; as deliveries whose bodies are bytes.
+        """Delete the acked rows and mark up to ``max_count`` ready rows taken, in one write transaction;
+        then read their bodies, as bytes, outside it.
 
-        As bytes (``CAST``): sqlite3 decodes TEXT as UTF-8 for the whole reply, so one row another
-        program wrote that is not UTF-8 would fail the take of every message with it, again and again.
+        The write transaction runs a fixed handful of statements whatever the batch size (ids travel as
+        one JSON array): sqlite3 lets go of the GIL at every step, and in a busy process each step can
+        wait milliseconds to get it back while this process holds the file's one write lock, which
+        every other process then waits for. As bytes (``CAST``): sqlite3 decodes TEXT as UTF-8 for the
+        whole reply, so one row another program wrote that is not UTF-8 would fail the take of every
+        message with it, again and again.
         """
         self._promote_due()
-        with self._lock, self._db:
-            rows = self._db.execute(
-                f'UPDATE {self._table} SET status = {_TAKEN} WHERE _id IN (SELECT _id FROM {self._table} '
-                f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?) RETURNING _id, CAST(data AS BLOB)',
-                (max_count,)).fetchall()
-            if rows:
-                self._db.executemany('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) VALUES (?, ?)',
-                                     [(row[0], self.consumer_id) for row in rows])
-        rows.sort()
+        with self._writing():
+            ids = self._db.execute(
+                f'SELECT json_group_array(_id) FROM (SELECT _id FROM {self._table} '
+                f'WHERE status < {_TAKEN} ORDER BY _id LIMIT ?)', (max_count,)).fetchone()[0]
+            if ids != '[]':
+                self._db.execute(f'UPDATE {self._table} SET status = {_TAKEN} '
+                                 f'WHERE _id IN (SELECT value FROM json_each(?))', (ids,))
+                self._db.execute('INSERT OR REPLACE INTO fsdf_leases (msg_id, consumer) '
+                                 'SELECT value, ? FROM json_each(?)', (self.consumer_id, ids))
+        if ids == '[]':
+            return []
+        with self._read_lock:  # taken and leased to us: nobody else changes these rows now
+            rows = self._reader.execute(f'SELECT _id, CAST(data AS BLOB) FROM {self._table} '
+                                        f'WHERE _id IN (SELECT value FROM json_each(?)) ORDER BY _id',
+                                        (ids,)).fetchall()
         return [Delivery(data, msg_id) for msg_id, data in rows]
 
     def ack(self, delivery: Delivery) -> None:
+        """Note the ack; the next take deletes its rows, or the flusher within ``ACK_FLUSH_SECONDS``."""
         self._check_open()
-        with self._lock, self._db:
-            self._db.execute(f'DELETE FROM {self._table} WHERE _id = ?', (delivery.tag,))
-            self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
+        self._acked.append(delivery.tag)
+        if not self._acks_waiting.is_set():
+            self._acks_waiting.set()
+        if self._flusher is None:
+            self._start_flusher()
+
+    # -- batched acks --------------------------------------------------------------------
+    def _pop_acked(self) -> list[int]:
+        """Empty the ack buffer (``_writing`` does, then deletes them or puts them back)."""
+        acked = self._acked
+        return [acked.popleft() for _ in range(len(acked))]
+
+    def _delete_acked(self, acked: list[int]) -> None:
+        """Delete acked messages and their leases, inside the caller's transaction."""
+        if acked:
+            ids = json.dumps(acked)
+            self._db.execute(f'DELETE FROM {self._table} WHERE _id IN (SELECT value FROM json_each(?))', (ids,))
+            self._db.execute('DELETE FROM fsdf_leases WHERE msg_id IN (SELECT value FROM json_each(?))', (ids,))
+
+    def flush_acks(self) -> None:
+        """Delete the acked messages now, in one transaction (the next take would have); after close, nothing."""
+        if not self._acked or self._file_closed:  # close() deleted them, or they came after it
+            return
+        with contextlib.suppress(BrokerClosedError), self._writing():
+            pass
+
+    def _start_flusher(self) -> None:
+        with self._flusher_lock:
+            if self._flusher is not None or self._closed.is_set():
+                return
+            self._flusher = threading.Thread(target=self._flush_loop, name=f'fsdf-acks-{self.queue_name}',
+                                             daemon=True)
+            self._flusher.start()
+            atexit.register(self._flush_at_exit)  # a script that ends without close() still settles its acks
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush_acks()
+        except Exception as exc:  # the messages come back to the queue, as a crashed consumer's would
+            self.logger.error('could not delete %d acked messages of %r at exit: %s', len(self._acked),
+                              self.queue_name, redact(exc))
+
+    def _flush_loop(self) -> None:
+        """Delete acks no take carried within ``ACK_FLUSH_SECONDS`` (a consumer full of long calls takes nothing)."""
+        waiting, closed = self._acks_waiting, self._closed
+        while not closed.is_set():
+            if not waiting.wait(1.0):
+                continue
+            closed.wait(ACK_FLUSH_SECONDS)
+            waiting.clear()  # before the flush: an ack after it sets it again
+            try:
+                self.flush_acks()
+            except Exception as exc:  # the file stayed locked past the busy timeout: keep them, try again
+                if self._flush_errors.ready(time.monotonic()):
+                    self.logger.error('could not delete %d acked messages of %r (will retry): %s',
+                                      len(self._acked), self.queue_name, redact(exc))
+                closed.wait(ACK_RETRY_SECONDS)
 
     def requeue(self, delivery: Delivery) -> None:
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(f'UPDATE {self._table} SET status = {_READY} WHERE _id = ?', (delivery.tag,))
             self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
 
@@ -153,21 +273,29 @@ class PersistQueueBroker(Broker):
 
     def purge(self) -> None:
         self._check_open()
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute(f'DELETE FROM {self._table} WHERE status < {_TAKEN}')
             self._db.execute('DELETE FROM fsdf_delayed')
 
     def close(self) -> None:
+        """Delete the acked messages, leave the consumers table (another consumer's lease check returns what
+        this one still holds), close the file."""
         if self._closed.is_set():
             return
         super().close()
-        with self._lock, self._db:
-            self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
-        self._queue.close()
+        try:
+            with self._writing():
+                self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
+        finally:
+            with self._lock:
+                self._file_closed = True
+                self._queue.close()
+                self._processes_lock.close()
+        atexit.unregister(self._flush_at_exit)
 
     def beat(self) -> None:
         now = time.time()
-        with self._lock, self._db:
+        with self._writing():
             self._db.execute('INSERT INTO fsdf_consumers (consumer, host, pid, started, last_beat) '
                              'VALUES (?, ?, ?, ?, ?) '
                              'ON CONFLICT(consumer) DO UPDATE SET last_beat = excluded.last_beat',
@@ -175,7 +303,7 @@ class PersistQueueBroker(Broker):
 
     def recover_abandoned(self) -> int:
         now = time.time()
-        with self._lock, self._db:
+        with self._writing():
             consumers = self._db.execute('SELECT consumer, host, pid, last_beat FROM fsdf_consumers').fetchall()
             dead = [(consumer,) for consumer, host, pid, last_beat in consumers
                     if liveness.is_dead(host, pid, last_beat or 0, now)]
