@@ -32,8 +32,17 @@ class RedisAckBroker(RedisLeaseBroker):
         self._return_script = self._redis.register_script(lua('chunked.lua', 'redis_ack_return.lua'))
 
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
-        first, bodies = self._take_script(keys=self._take_keys, args=[max_count, *acks], client=self._raw)
-        return [Delivery(body, first + i) for i, body in enumerate(bodies, 1)]
+        # The acks go as one argument and the bodies come back joined: redis-py packs and parses each
+        # element of a command and its reply in Python, which was a fifth of a no-op task's cost.
+        first, lengths, joined = self._take_script(keys=self._take_keys, args=[max_count, ' '.join(map(str, acks))],
+                                                   client=self._raw)
+        if not lengths:
+            return []
+        deliveries, end = [], 0
+        for tag, length in enumerate(map(int, lengths.split(b',')), first + 1):
+            start, end = end, end + length
+            deliveries.append(Delivery(joined[start:end], tag))
+        return deliveries
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
         # redis-py types the timeout as int; Redis >= 6 takes fractions of a second
