@@ -53,6 +53,34 @@ class MessageRunner:
     def process(self, delivery: Delivery) -> RunOutcome:
         """Run one claimed message to its settle in this thread; what became of it."""
         began = time.monotonic()
+        try:
+            return self._process(delivery)
+        finally:
+            self._note_call_time(time.monotonic() - began, 1)
+
+    def process_many(self, deliveries: list[Delivery], stopping: Callable[[], bool]) -> int:
+        """Run claimed messages in order in this thread until ``stopping()``; how many were started.
+
+        The batch is timed once, not each message: two clock reads per call were a tenth of a no-op
+        task's cost.
+        """
+        began, started, process = time.monotonic(), 0, self._process
+        for delivery in deliveries:
+            if stopping():
+                break
+            started += 1
+            process(delivery)
+        if started:
+            self._note_call_time(time.monotonic() - began, started)
+        return started
+
+    def _note_call_time(self, seconds: float, calls: int) -> None:
+        """Fold ``calls`` runs that took ``seconds`` in all into the running mean of call times."""
+        # No lock: a lost update between threads only nudges an estimate.
+        seconds, mean = seconds / calls, self.mean_call
+        self.mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
+
+    def _process(self, delivery: Delivery) -> RunOutcome:
         outcome = _UNSETTLED
         try:
             outcome = self._prepare(delivery)
@@ -75,10 +103,6 @@ class MessageRunner:
                 self._finish(outcome)
         except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
             self.logger.exception('could not settle a message of %r', self.queue_name)
-        finally:
-            # A running mean of call times; no lock: a lost update between threads only nudges an estimate.
-            seconds, mean = time.monotonic() - began, self.mean_call
-            self.mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
         return outcome
 
     async def process_async(self, delivery: Delivery) -> RunOutcome:
