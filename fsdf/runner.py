@@ -23,6 +23,8 @@ from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.options import TaskOptions
 from fsdf.stats import RunCounters
 
+# While calls take less than this on average (s), process_many acks a batch's successes together.
+BATCH_ACK_BELOW_SECONDS = 0.001
 # extra keys that change how one message runs: the per-message overrides and the retries a delayed retry carries
 _PER_MESSAGE_KEYS = OVERRIDABLE | {'retries'}
 
@@ -65,13 +67,21 @@ class MessageRunner:
         task's cost.
         """
         began, started, process = time.monotonic(), 0, self._process
-        for delivery in deliveries:
-            if stopping():
-                break
-            started += 1
-            process(delivery)
-        if started:
-            self._note_call_time(time.monotonic() - began, started)
+        # While calls are very short, successes are acked together at the end (one lock and one count for
+        # the batch); a long call must not hold back the acks of the calls before it.
+        mean = self.mean_call
+        succeeded: Optional[list[Delivery]] = [] if mean is not None and mean < BATCH_ACK_BELOW_SECONDS else None
+        try:
+            for delivery in deliveries:
+                if stopping():
+                    break
+                started += 1
+                process(delivery, succeeded)
+        finally:
+            if succeeded:
+                self._succeeded_many(succeeded)
+            if started:
+                self._note_call_time(time.monotonic() - began, started)
         return started
 
     def _note_call_time(self, seconds: float, calls: int) -> None:
@@ -80,7 +90,9 @@ class MessageRunner:
         seconds, mean = seconds / calls, self.mean_call
         self.mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
 
-    def _process(self, delivery: Delivery) -> RunOutcome:
+    def _process(self, delivery: Delivery, succeeded: Optional[list[Delivery]] = None) -> RunOutcome:
+        """``process`` untimed; with ``succeeded``, a first attempt that succeeds is appended there for the
+        caller to ack (``_succeeded_many``) instead of being acked here."""
         outcome = _UNSETTLED
         try:
             outcome = self._prepare(delivery)
@@ -96,7 +108,11 @@ class MessageRunner:
                         for _ in self._retries(delivery, outcome, max_retries):
                             self._attempt(outcome, timeout)
                     else:
-                        self._succeeded(delivery, outcome)
+                        if succeeded is None:
+                            self._succeeded(delivery, outcome)
+                        else:
+                            outcome.status = 'succeeded'
+                            succeeded.append(delivery)
                 finally:
                     message.running_task.reset(token)
             if self._settle_hooks:
@@ -260,6 +276,18 @@ class MessageRunner:
         with counters.lock:  # _count('succeeded') without its loop: this runs for nearly every message
             counters.succeeded += 1
             counters.settled += 1
+
+    def _succeeded_many(self, deliveries: list[Delivery]) -> None:
+        """Ack messages whose calls succeeded and count them; a broker error leaves them for redelivery."""
+        try:
+            self.broker.ack_many(deliveries)
+        except Exception:
+            self.logger.exception('could not settle %d messages of %r', len(deliveries), self.queue_name)
+            return
+        counters = self.counters
+        with counters.lock:
+            counters.succeeded += len(deliveries)
+            counters.settled += len(deliveries)
 
     def _requeue(self, delivery: Delivery, outcome: RunOutcome) -> None:
         self.broker.requeue(delivery)
