@@ -97,11 +97,15 @@ class MessageRunner:
         try:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
-                max_retries, timeout = self._settings_of(outcome)
-                direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
+                options = self.options
+                if _PER_MESSAGE_KEYS.isdisjoint(outcome.extra):  # _settings_of's usual case, without the call
+                    max_retries, timeout = options.max_retry_times, options.function_timeout
+                else:
+                    max_retries, timeout = self._settings_of(outcome)
                 token = message.running_task.set(_running_ids(outcome))
                 try:
                     try:
+                        direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
                         outcome.result = self._invoke(outcome) if direct else self._call(outcome, timeout)
                     except Exception as exc:
                         outcome.exception = exc
