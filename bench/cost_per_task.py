@@ -18,7 +18,11 @@ RabbitMQ kind), KAFKA; their servers start here from tests/servers/ (Kafka: Tans
 ``--profile KIND:MODE`` (MODE threading or single) runs one fsdf measurement under cProfile instead and
 prints the top functions by own time.
 
-Usage: python bench/cost_per_task.py [KIND ...] [--repeat 3] [--scale 1.0] [--profile REDIS_ACK_ABLE:single]
+``--compare-commit REV`` adds the two fsdf rows on the fsdf source of REV (rows in alternating order per run)
+and ends with the ratios this tree / REV.
+
+Usage: python bench/cost_per_task.py [KIND ...] [--repeat 3] [--scale 1.0] [--compare-commit REV]
+                                     [--profile REDIS_ACK_ABLE:single]
 """
 from __future__ import annotations
 
@@ -32,14 +36,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 BENCH_DIR = Path(__file__).resolve().parent
 if str(BENCH_DIR) not in sys.path:
     sys.path.insert(0, str(BENCH_DIR))
 
-from benchlib import (Measurements, check_fsdf_source, machine_description,  # noqa: E402  (stdlib only)
-                      put_fsdf_source_first)
+from benchlib import (Measurements, check_fsdf_source, export_commit, fsdf_environment,  # noqa: E402
+                      machine_description, put_fsdf_source_first, short_rev)
 from brokers_raw import RawAmqpstorm, RawKafka, start_servers  # noqa: E402
 
 ROOT = BENCH_DIR.parent
@@ -128,13 +132,11 @@ def raw_local(bodies: list[str], done: Done, work: Callable[[dict], Any]) -> flo
 
 
 def raw_persist(queue: str, done: Done, work: Callable[[dict], Any]) -> float:
-    import persistqueue
-    path = os.path.join(os.environ['FSDF_PERSIST_QUEUE_PATH'], f'raw-{queue}')
-    ackq = persistqueue.SQLiteAckQueue(path, multithreading=True, auto_commit=True)
+    ackq = persist_queue(queue)
     while not done.done.is_set():
         item = ackq.get(raw=True, block=True, timeout=1)
         done.started()
-        work(json.loads(item['data']))
+        work(json.loads(item['data']))  # the body as fsdf stores it: JSON text (a JSON string in the table)
         ackq.ack(id=item['pqid'])
         done.tick()
     return done.last - done.first
@@ -213,13 +215,18 @@ def raw_fill(kind: str, queue: str, count: int) -> list[str]:
                 pipe.xadd(queue, {'body': body})
             pipe.execute()
         return bodies
-    import persistqueue
-    ackq = persistqueue.SQLiteAckQueue(os.path.join(os.environ['FSDF_PERSIST_QUEUE_PATH'], f'raw-{queue}'),
-                                       multithreading=True, auto_commit=False)
+    ackq = persist_queue(queue)
     for body in bodies:
-        ackq.put({'data': body})
-    ackq.task_done()
+        ackq.put(body)
     return bodies
+
+
+def persist_queue(queue: str) -> Any:
+    """persist-queue's SQLiteAckQueue with its JSON serializer (its defaults otherwise), for the hand-written loop."""
+    from persistqueue import SQLiteAckQueue
+    from persistqueue.serializers import json as pq_json
+    return SQLiteAckQueue(os.path.join(os.environ['FSDF_PERSIST_QUEUE_PATH'], f'raw-{queue}'), multithreading=True,
+                          serializer=pq_json, auto_resume=False)
 
 
 def child(system: str, kind: str, queue: str, count: int, profile: bool = False) -> float:
@@ -250,26 +257,44 @@ def child(system: str, kind: str, queue: str, count: int, profile: bool = False)
         profiler.disable()
 
 
-def run_child(system: str, kind: str, queue: str, count: int) -> float:
+def run_child(system: str, kind: str, queue: str, count: int, source: str = str(ROOT)) -> float:
     argv = [sys.executable, str(Path(__file__).resolve()), '--child', system, kind, queue, str(count)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT + 120, cwd=ROOT)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT + 120, cwd=ROOT,
+                          env={**os.environ, **fsdf_environment(source)})
     for line in done.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line[len(RESULT_PREFIX):])['seconds']
     raise RuntimeError(f'{system} {kind} failed (exit {done.returncode}): {done.stderr[-2000:]}')
 
 
-def measure(kinds: list[str], repeat: int, scale: float) -> str:
+def measure(kinds: list[str], repeat: int, scale: float, compare: Optional[str]) -> str:
+    """Run every row ``repeat`` times (interleaved); the Markdown table, and the ratios to ``compare`` if given."""
     results = Measurements()
-    for _ in range(repeat):
+    systems = [(system, ROWS[system], str(ROOT)) for system in ROWS]
+    if compare:
+        source, label = export_commit(compare), short_rev(compare)
+        systems[2:2] = [(system, f'fsdf@{label} {ROWS[system][5:]}', source) for system in ('threading', 'single')]
+    for round_number in range(repeat):
         for kind in kinds:
             count = max(1000, int(COUNTS[kind] * scale))
-            for system in ('threading', 'single', 'raw'):
+            order = systems if round_number % 2 == 0 else systems[::-1]  # alternating: a drift hits both alike
+            for system, row, source in order:
                 queue = f'cost_{system}_{uuid.uuid4().hex[:8]}'
                 try:
-                    results.add(ROWS[system], kind, count / run_child(system, kind, queue, count))
+                    results.add(row, kind, count / run_child(system, kind, queue, count, source))
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    print(f'{kind} {system}: {exc}', file=sys.stderr)
+                    print(f'{kind} {row}: {exc}', file=sys.stderr)
+    table = rate_table(results, kinds, scale)
+    if compare:
+        pairs = [(f'{ROWS[system]} / {row}', ROWS[system], row) for system, row, source in systems
+                 if source != str(ROOT)]
+        table += f'\n\nThis tree / {compare} (median of per-run ratios, [lowest–highest]):\n\n'
+        table += results.ratio_table(pairs, kinds)
+    return table
+
+
+def rate_table(results: Measurements, kinds: list[str], scale: float) -> str:
+    """msg/s of each row (ratio to the hand-written loop) and µs per task, one line per kind."""
     lines = ['| broker (messages) | ' + ' | '.join(f'{row} msg/s' for row in ROWS.values())
              + ' | µs/task THREADING | µs/task SINGLE | µs/task raw | hand-written loop |', '|---' * 8 + '|']
     for kind in kinds:
@@ -296,6 +321,7 @@ def main() -> None:
     parser.add_argument('kinds', nargs='*', help=f'any of {", ".join(COUNTS)} (default: all)')
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--scale', type=float, default=1.0, help='multiply the message counts (quick trials)')
+    parser.add_argument('--compare-commit', help='also run the fsdf rows on this commit (ratios at the end)')
     parser.add_argument('--profile', help='KIND:MODE (threading or single): one cProfiled fsdf run instead')
     args = parser.parse_args()
     kinds = args.kinds or list(COUNTS)
@@ -316,7 +342,7 @@ def main() -> None:
             return
         print(f'{machine_description()}; median of {args.repeat}; one process; no-op task')
         began = time.monotonic()
-        print('\n' + measure(kinds, args.repeat, args.scale), flush=True)
+        print('\n' + measure(kinds, args.repeat, args.scale, args.compare_commit), flush=True)
         print(f'\n(took {time.monotonic() - began:.0f} s; load average after: {os.getloadavg()[0]:.1f})')
     finally:
         for server in servers:

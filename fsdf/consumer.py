@@ -212,6 +212,8 @@ class Consumer:
             margin = min(self._margin, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
             limit = workers + margin
             low_water = wait_from = workers + margin // 4
+            if mean_call < CHUNK_BELOW_SECONDS:  # chunked calls: fetch half the limit at a time, not a few
+                low_water = wait_from = limit // 2
         else:  # long calls: fetch whenever a worker is free; once full, wait for the pool's low water mark
             limit = wait_from = workers
             low_water = self.pool.resume_at
