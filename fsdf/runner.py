@@ -98,6 +98,7 @@ class MessageRunner:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
                 options = self.options
+                timeout: Optional[float]
                 if _PER_MESSAGE_KEYS.isdisjoint(outcome.extra):  # _settings_of's usual case, without the call
                     max_retries, timeout = options.max_retry_times, options.function_timeout
                 else:
