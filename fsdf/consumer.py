@@ -31,7 +31,8 @@ DRAIN_FETCH_WAIT_SECONDS = 0.1
 SHORT_CALL_SECONDS = 0.05
 # While calls take less than CHUNK_BELOW_SECONDS on average, the pool gets a fetched batch in chunks of
 # about CHUNK_SECONDS of work each instead of one message per hand-over: waking a thread per message
-# cost more than a no-op call. A message waits at most about CHUNK_SECONDS for the ones before it.
+# cost more than a no-op call. While calls stay that short, a message waits about CHUNK_SECONDS at most
+# for the ones before it in its chunk (an outlier call delays the rest of its chunk; the mean then adapts).
 CHUNK_BELOW_SECONDS = 0.001
 CHUNK_SECONDS = 0.0005
 
@@ -76,6 +77,8 @@ class Consumer:
         self._started = False
         self._thread: Optional[threading.Thread] = None
         self._fetch_errors = EveryNSeconds(10)
+        # Paced starts (qps) run one per thread: a chunk would start its messages back to back, a burst.
+        self._no_chunks = self.pool.runs_coroutines or bool(options.qps)
 
     @property
     def controls(self) -> list[Middleware]:
@@ -195,7 +198,7 @@ class Consumer:
     def _hand_over(self, deliveries: list[Delivery]) -> None:
         """Submit fetched deliveries to the pool: in chunks while calls are very short, else one by one."""
         mean_call = self.runner.mean_call
-        if mean_call is None or mean_call >= CHUNK_BELOW_SECONDS or len(deliveries) < 2 or self.pool.runs_coroutines:
+        if mean_call is None or mean_call >= CHUNK_BELOW_SECONDS or len(deliveries) < 2 or self._no_chunks:
             self.pool.submit_many(self._run, deliveries)
             return
         size = max(1, int(CHUNK_SECONDS / max(mean_call, 1e-7)))
