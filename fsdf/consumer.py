@@ -29,6 +29,12 @@ DRAIN_FETCH_WAIT_SECONDS = 0.1
 # While calls take less than this on average, a consumer may hold the pool's prefetch margin beyond
 # its concurrency, up to what its workers start within this time: those messages count as starting soon.
 SHORT_CALL_SECONDS = 0.05
+# While calls take less than CHUNK_BELOW_SECONDS on average, the pool gets a fetched batch in chunks of
+# about CHUNK_SECONDS of work each instead of one message per hand-over: waking a thread per message
+# cost more than a no-op call. While calls stay that short, a message waits about CHUNK_SECONDS at most
+# for the ones before it in its chunk (an outlier call delays the rest of its chunk; the mean then adapts).
+CHUNK_BELOW_SECONDS = 0.001
+CHUNK_SECONDS = 0.0005
 
 
 class Consumer:
@@ -71,6 +77,8 @@ class Consumer:
         self._started = False
         self._thread: Optional[threading.Thread] = None
         self._fetch_errors = EveryNSeconds(10)
+        # Paced starts (qps) run one per thread: a chunk would start its messages back to back, a burst.
+        self._no_chunks = self.pool.runs_coroutines or bool(options.qps)
 
     @property
     def controls(self) -> list[Middleware]:
@@ -185,7 +193,16 @@ class Consumer:
             with self._slots:
                 self._in_flight += len(deliveries)
                 self._waiting.update(deliveries)
+            self._hand_over(deliveries)
+
+    def _hand_over(self, deliveries: list[Delivery]) -> None:
+        """Submit fetched deliveries to the pool: in chunks while calls are very short, else one by one."""
+        mean_call = self.runner.mean_call
+        if mean_call is None or mean_call >= CHUNK_BELOW_SECONDS or len(deliveries) < 2 or self._no_chunks:
             self.pool.submit_many(self._run, deliveries)
+            return
+        size = max(1, int(CHUNK_SECONDS / max(mean_call, 1e-7)))
+        self.pool.submit_many(self._run_chunk, [deliveries[i:i + size] for i in range(0, len(deliveries), size)])
 
     def _wait_for_free_slots(self) -> int:
         """How many messages to fetch now, after waiting while the consumer holds enough."""
@@ -198,6 +215,8 @@ class Consumer:
             margin = min(self._margin, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
             limit = workers + margin
             low_water = wait_from = workers + margin // 4
+            if mean_call < CHUNK_BELOW_SECONDS:  # chunked calls: fetch half the limit at a time, not a few
+                low_water = wait_from = limit // 2
         else:  # long calls: fetch whenever a worker is free; once full, wait for the pool's low water mark
             limit = wait_from = workers
             low_water = self.pool.resume_at
@@ -252,6 +271,15 @@ class Consumer:
         finally:
             self._release()
 
+    def _run_chunk(self, chunk: list[Delivery]) -> None:
+        """Run a chunk of deliveries the pool started, in order: claimed and released once for the chunk."""
+        with self._slots_lock:
+            waiting = self._waiting
+            claimed = [delivery for delivery in chunk if delivery in waiting]  # stop() gave back the others
+            waiting.difference_update(claimed)
+        if claimed:
+            self._run_batch(claimed)
+
     def _run_inline(self, deliveries: list[Delivery]) -> None:
         """SINGLE_THREAD: run a fetched batch in this thread, in order; once stopping, give back the rest.
 
@@ -259,14 +287,13 @@ class Consumer:
         """
         with self._slots_lock:
             self._in_flight += len(deliveries)
+        self._run_batch(deliveries)
+
+    def _run_batch(self, deliveries: list[Delivery]) -> None:
+        """Run claimed deliveries in order in this thread; once stopping, give back the rest; release them all."""
         started = 0
-        stopping, process = self._stopping.is_set, self._process
         try:
-            for delivery in deliveries:
-                if stopping():
-                    break
-                started += 1
-                process(delivery)
+            started = self.runner.process_many(deliveries, self._stopping.is_set)
         finally:
             try:
                 if started < len(deliveries):
@@ -274,4 +301,5 @@ class Consumer:
             finally:  # a broker that fails to take them back redelivers them later; stop() must not wait
                 with self._slots:
                     self._in_flight -= len(deliveries)
-                    self._slots.notify_all()
+                    if self._in_flight <= self._low_water:
+                        self._slots.notify_all()

@@ -23,6 +23,8 @@ from fsdf.exceptions import ExceptionForRequeue, MalformedMessageError
 from fsdf.options import TaskOptions
 from fsdf.stats import RunCounters
 
+# While calls take less than this on average (s), process_many acks a batch's successes together.
+BATCH_ACK_BELOW_SECONDS = 0.001
 # extra keys that change how one message runs: the per-message overrides and the retries a delayed retry carries
 _PER_MESSAGE_KEYS = OVERRIDABLE | {'retries'}
 
@@ -53,32 +55,75 @@ class MessageRunner:
     def process(self, delivery: Delivery) -> RunOutcome:
         """Run one claimed message to its settle in this thread; what became of it."""
         began = time.monotonic()
+        try:
+            return self._process(delivery)
+        finally:
+            self._note_call_time(time.monotonic() - began, 1)
+
+    def process_many(self, deliveries: list[Delivery], stopping: Callable[[], bool]) -> int:
+        """Run claimed messages in order in this thread until ``stopping()``; how many were started.
+
+        The batch is timed once, not each message: two clock reads per call were a tenth of a no-op
+        task's cost.
+        """
+        began, started, process = time.monotonic(), 0, self._process
+        # While calls are very short, successes are acked together at the end (one lock and one count for
+        # the batch); a long call must not hold back the acks of the calls before it.
+        mean = self.mean_call
+        succeeded: Optional[list[Delivery]] = [] if mean is not None and mean < BATCH_ACK_BELOW_SECONDS else None
+        try:
+            for delivery in deliveries:
+                if stopping():
+                    break
+                started += 1
+                process(delivery, succeeded)
+        finally:
+            if succeeded:
+                self._succeeded_many(succeeded)
+            if started:
+                self._note_call_time(time.monotonic() - began, started)
+        return started
+
+    def _note_call_time(self, seconds: float, calls: int) -> None:
+        """Fold ``calls`` runs that took ``seconds`` in all into the running mean of call times."""
+        # No lock: a lost update between threads only nudges an estimate.
+        seconds, mean = seconds / calls, self.mean_call
+        self.mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
+
+    def _process(self, delivery: Delivery, succeeded: Optional[list[Delivery]] = None) -> RunOutcome:
+        """``process`` untimed; with ``succeeded``, a first attempt that succeeds is appended there for the
+        caller to ack (``_succeeded_many``) instead of being acked here."""
         outcome = _UNSETTLED
         try:
             outcome = self._prepare(delivery)
             if outcome.status == 'running':
-                max_retries, timeout = self._settings_of(outcome)
-                direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
+                options = self.options
+                timeout: Optional[float]
+                if _PER_MESSAGE_KEYS.isdisjoint(outcome.extra):  # _settings_of's usual case, without the call
+                    max_retries, timeout = options.max_retry_times, options.function_timeout
+                else:
+                    max_retries, timeout = self._settings_of(outcome)
                 token = message.running_task.set(_running_ids(outcome))
                 try:
                     try:
+                        direct = not timeout and not self._is_coroutine_function  # nothing to wrap the call in
                         outcome.result = self._invoke(outcome) if direct else self._call(outcome, timeout)
                     except Exception as exc:
                         outcome.exception = exc
                         for _ in self._retries(delivery, outcome, max_retries):
                             self._attempt(outcome, timeout)
                     else:
-                        self._succeeded(delivery, outcome)
+                        if succeeded is None:
+                            self._succeeded(delivery, outcome)
+                        else:
+                            outcome.status = 'succeeded'
+                            succeeded.append(delivery)
                 finally:
                     message.running_task.reset(token)
             if self._settle_hooks:
                 self._finish(outcome)
         except Exception:  # a broker error while settling: the message stays unacked, the broker redelivers
             self.logger.exception('could not settle a message of %r', self.queue_name)
-        finally:
-            # A running mean of call times; no lock: a lost update between threads only nudges an estimate.
-            seconds, mean = time.monotonic() - began, self.mean_call
-            self.mean_call = seconds if mean is None else mean + 0.1 * (seconds - mean)
         return outcome
 
     async def process_async(self, delivery: Delivery) -> RunOutcome:
@@ -236,6 +281,18 @@ class MessageRunner:
         with counters.lock:  # _count('succeeded') without its loop: this runs for nearly every message
             counters.succeeded += 1
             counters.settled += 1
+
+    def _succeeded_many(self, deliveries: list[Delivery]) -> None:
+        """Ack messages whose calls succeeded and count them; a broker error leaves them for redelivery."""
+        try:
+            self.broker.ack_many(deliveries)
+        except Exception:
+            self.logger.exception('could not settle %d messages of %r', len(deliveries), self.queue_name)
+            return
+        counters = self.counters
+        with counters.lock:
+            counters.succeeded += len(deliveries)
+            counters.settled += len(deliveries)
 
     def _requeue(self, delivery: Delivery, outcome: RunOutcome) -> None:
         self.broker.requeue(delivery)

@@ -175,6 +175,16 @@ def test_settled_messages_never_come_back(open_broker: OpenBroker) -> None:
     assert other.fetch(5, 0.5) == [] and other.count() == 0
 
 
+def test_ack_many_settles_every_message_it_is_given(open_broker: OpenBroker) -> None:
+    broker = open_broker()
+    broker.publish_many(['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+    broker.ack_many(take(broker, 3))  # the runner acks a batch of successes at once
+    broker.close()  # sends batched acks
+    other = open_broker()
+    other.recover_abandoned()  # would return the closed consumer's unsettled messages
+    assert other.fetch(5, 0.5) == [] and other.count() == 0
+
+
 def test_a_message_taken_and_not_settled_comes_back_after_close(open_broker: OpenBroker) -> None:
     broker = open_broker()
     broker.publish('{"held": 1}')

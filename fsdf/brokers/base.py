@@ -138,6 +138,11 @@ class Broker(ABC):
     def ack(self, delivery: Delivery) -> None:
         """The message is settled: remove it for good (a few kinds send acks in batches, within 0.1 s)."""
 
+    def ack_many(self, deliveries: list[Delivery]) -> None:
+        """``ack`` each message (kinds that buffer acks take the whole list at once)."""
+        for delivery in deliveries:
+            self.ack(delivery)
+
     @abstractmethod
     def requeue(self, delivery: Delivery) -> None:
         """Give a taken message back, to be fetched again: ahead of the waiting ones if

@@ -82,6 +82,14 @@ class RedisLeaseBroker(RedisBroker):
         if not self._acks_waiting.is_set():
             self._acks_waiting.set()
 
+    def ack_many(self, deliveries: list[Delivery]) -> None:
+        tags = [delivery.tag for delivery in deliveries]
+        with self._acks_lock:
+            self._acks.extend(tags)
+            self._held.difference_update(tags)
+        if not self._acks_waiting.is_set():
+            self._acks_waiting.set()
+
     def _take_acks(self) -> list[Any]:
         """The buffered acks, to send now (hand them back with ``_keep_acks`` if sending fails)."""
         with self._acks_lock:
