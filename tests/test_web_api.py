@@ -86,13 +86,8 @@ def test_runs_filters_narrow_and_pages_cover_everything_once(client: TestClient)
     assert client.get('/api/runs?function=no_such_fn').json() == {'records': [], 'next_cursor': None}
 
 
-def test_until_finds_records_written_out_of_end_time_order(request: pytest.FixtureRequest,
-                                                            client: TestClient) -> None:
+def test_until_finds_records_written_out_of_end_time_order(client: TestClient) -> None:
     """The fixture writes the tree (ended a minute ago) before the flat runs (ended over the last hour)."""
-    if request.node.callspec.params['store'] == 'sqlite':
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            'SqliteRunStore bounds a time range by a binary search over ids, which assumes ids follow end '
-            'times to within ID_BOUND_SLACK_SECONDS; records written out of that order are missed')))
     every = _all_pages(client, '/api/runs?queue=flat_q1&limit=1000')
     until = every[49]['end_time']
     older = _all_pages(client, f'/api/runs?queue=flat_q1&until={until}&limit=1000')
