@@ -407,11 +407,11 @@ def _record_flush(db: sqlite3.Connection, first_id: int, last_id: int, ends: lis
 
 def _fill_flushes(db: sqlite3.Connection) -> None:
     """Give a store written before ``flushes`` existed its rows, _LEGACY_SPAN ids each (one scan, once)."""
-    if db.execute('SELECT 1 FROM flushes LIMIT 1').fetchone() or not db.execute('SELECT 1 FROM runs LIMIT 1').fetchone():
+    if _has_rows(db, 'flushes') or not _has_rows(db, 'runs'):
         return
     db.execute('BEGIN IMMEDIATE')
     try:
-        if not db.execute('SELECT 1 FROM flushes LIMIT 1').fetchone():  # another process may have just done it
+        if not _has_rows(db, 'flushes'):  # another process may have just done it
             spans = db.execute('SELECT min(id), max(id), min(end_time), max(end_time) FROM runs '
                                f'GROUP BY id / {_LEGACY_SPAN} ORDER BY 1').fetchall()
             for first_id, last_id, earliest, latest in spans:
@@ -420,6 +420,10 @@ def _fill_flushes(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute('ROLLBACK')
         raise
+
+
+def _has_rows(db: sqlite3.Connection, table: str) -> bool:
+    return db.execute(f'SELECT 1 FROM {table} LIMIT 1').fetchone() is not None
 
 
 def _few_with_prefix(db: sqlite3.Connection, prefix: Optional[str]) -> bool:
