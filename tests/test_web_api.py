@@ -239,6 +239,38 @@ def test_pause_resume_purge(client: TestClient, store: RunStore, redis_server: A
     assert client.post('/api/queues/unknown_queue/pause', json={}, headers=ACT).status_code == 404
 
 
+def test_delayed_messages_counted_until_due_then_waiting(client: TestClient, store: RunStore, redis_server: Any,
+                                                         queue_name: str) -> None:
+    store.write(Batch(queues={queue_name: KIND.name}))
+    broker = get_broker(KIND, queue_name)
+    due = time.time() + 2.0
+    broker.publish_delayed_many([encode({'x': i}, new_extra()) for i in range(3)], due)
+    row = _queue_row(client, queue_name)
+    assert (row['delayed'], row['waiting']) == (3, 0) or time.time() >= due
+    assert f'fsdf_queue_delayed{{queue="{queue_name}"}} 3' in client.get('/metrics').text or time.time() >= due
+    time.sleep(max(0.0, due - time.time()))  # the due time itself is what is awaited
+    taken = broker.fetch(1, 2)  # a consumer's fetch moves the due ones to the waiting list
+    row = _queue_row(client, queue_name)
+    assert len(taken) == 1 and (row['delayed'], row['waiting']) == (0, 2)
+    broker.ack(taken[0])
+    broker.purge()
+
+
+def test_a_paused_queue_has_no_time_left(client: TestClient, store: RunStore, redis_server: Any,
+                                         queue_name: str) -> None:
+    """Its last rate says nothing of when it will empty: the page shows 'paused', the API null."""
+    store.write(Batch(queues={queue_name: KIND.name}, consumers={f'{queue_name}-c1': {
+        'queue': queue_name, 'beat_time': time.time(), 'rates': {'settled': 2.0}}}))
+    broker = get_broker(KIND, queue_name)
+    broker.publish_many([encode({'x': i}, new_extra()) for i in range(10)])
+    assert _queue_row(client, queue_name)['seconds_left'] == 5.0
+    client.post(f'/api/queues/{queue_name}/pause', json={}, headers=ACT)
+    row = _queue_row(client, queue_name)
+    assert row['paused'] is True and row['seconds_left'] is None and row['waiting'] == 10
+    client.post(f'/api/queues/{queue_name}/resume', json={}, headers=ACT)
+    broker.purge()
+
+
 def _queue_row(client: TestClient, name: str) -> dict[str, Any]:
     return next(q for q in client.get('/api/queues').json()['queues'] if q['name'] == name)
 
@@ -248,7 +280,10 @@ def test_a_broker_that_cannot_tell_the_oldest_age_gives_none(client: TestClient,
     store.write(Batch(queues={queue_name: BrokerEnum.ZEROMQ.name}))  # ZeroMQ cannot peek at a waiting message
     row = _queue_row(client, queue_name)
     assert row['broker_kind'] == 'ZEROMQ' and row['oldest_age'] is None and row['waiting'] == 0
-    assert f'fsdf_queue_oldest_age_seconds{{queue="{queue_name}"}}' not in client.get('/metrics').text
+    assert row['delayed'] is None  # nor count delayed ones: a consumer holds them in its memory
+    metrics = client.get('/metrics').text
+    assert f'fsdf_queue_oldest_age_seconds{{queue="{queue_name}"}}' not in metrics
+    assert f'fsdf_queue_delayed{{queue="{queue_name}"}}' not in metrics
 
 
 def test_dead_letters_listed_redriven_and_deleted(client: TestClient, store: RunStore, redis_server: Any,
