@@ -195,9 +195,7 @@ class SqliteRunStore(RunStore):
         fresh = [*latest.values(), *(r for r in rows if r[_TASK] is None)]
         deltas: dict[tuple[str, str, str], int] = defaultdict(int)
         self._delete_replaced(list(latest), deltas)
-        last_id = _insert_after(db, fresh)
-        db.execute(_INDEX_NEW, (last_id,))  # one statement: one FTS5 segment for the whole batch
-        _record_flush(db, last_id + 1, last_id + len(fresh), [row[_END] for row in fresh if row[_END] is not None])
+        _insert_after(db, fresh)
         for row in fresh:
             _count_in_tree(deltas, row[_TASK], row[_STATUS], row[_PARENT], row[_ROOT], 1)
         db.executemany(_TREE_UPSERT, [(*key, n) for key, n in deltas.items() if n])
@@ -372,37 +370,40 @@ def _id_bounds(db: sqlite3.Connection, run_filter: RunFilter) -> tuple[list[str]
     return where, params
 
 
-def _high_water(db: sqlite3.Connection) -> tuple[int, int]:
-    """The last id ever written (a replaced or pruned record's included) and the last id stored; 0 when none."""
-    row = db.execute('SELECT last_id FROM flushes ORDER BY first_id DESC LIMIT 1').fetchone()
+def _high_water(db: sqlite3.Connection) -> tuple[int, int, tuple[float, float]]:
+    """The last id ever written (a replaced or pruned record's included; 0 on a new store), the last id
+    stored, and the last batch's (``ended_by``, ``ended_from``): the highest of each so far."""
+    row = db.execute('SELECT last_id, ended_by, ended_from FROM flushes ORDER BY first_id DESC LIMIT 1').fetchone()
     stored = db.execute('SELECT coalesce(max(id), 0) FROM runs').fetchone()[0]
-    return max(row[0] if row else 0, stored), stored
+    return (max(row[0], stored), stored, (row[1], row[2])) if row else (stored, stored, (-_NO_END, -_NO_END))
 
 
-def _insert_after(db: sqlite3.Connection, fresh: list[tuple[Any, ...]]) -> int:
-    """Insert rows past every id ever written, so batches' id ranges never overlap; the last id before them.
+def _insert_after(db: sqlite3.Connection, fresh: list[tuple[Any, ...]]) -> None:
+    """Insert rows past every id ever written, so batches' id ranges never overlap; add the batch's bounds.
 
     SQLite gives max(id) + 1, which falls back when the newest records were just replaced; then the
     first row goes in with its id said, and the rest follow it.
     """
-    high, stored = _high_water(db)
+    high, stored, last = _high_water(db)
     if fresh and stored < high:
         db.execute(_INSERT_WITH_ID, (high + 1, *fresh[0]))
         db.executemany(_INSERT, fresh[1:])
     else:
         db.executemany(_INSERT, fresh)
-    return high
+    db.execute(_INDEX_NEW, (high,))  # one statement: one FTS5 segment for the whole batch
+    _record_flush(db, high + 1, high + len(fresh), [row[_END] for row in fresh if row[_END] is not None], last)
 
 
-def _record_flush(db: sqlite3.Connection, first_id: int, last_id: int, ends: list[float]) -> None:
-    """Add a batch's row to ``flushes``, lowering the running minimum of the earlier ones it undercuts."""
+def _record_flush(db: sqlite3.Connection, first_id: int, last_id: int, ends: list[float],
+                  last: tuple[float, float]) -> None:
+    """Add a batch's row to ``flushes`` (``last``: the previous row's ``ended_by, ended_from``), lowering the
+    running minimum of the earlier rows it undercuts (none when it ends no earlier than the last row's)."""
     if last_id < first_id:
         return
     earliest, latest = (min(ends), max(ends)) if ends else (_NO_END, -_NO_END)
-    row = db.execute('SELECT ended_by FROM flushes ORDER BY first_id DESC LIMIT 1').fetchone()
-    ended_by = max(latest, row[0]) if row else latest
-    db.execute('UPDATE flushes SET ended_from = ? WHERE ended_from > ?', (earliest, earliest))  # usually none
-    db.execute('INSERT INTO flushes VALUES (?, ?, ?, ?)', (first_id, last_id, ended_by, earliest))
+    if earliest < last[1]:
+        db.execute('UPDATE flushes SET ended_from = ? WHERE ended_from > ?', (earliest, earliest))
+    db.execute('INSERT INTO flushes VALUES (?, ?, ?, ?)', (first_id, last_id, max(latest, last[0]), earliest))
 
 
 def _fill_flushes(db: sqlite3.Connection) -> None:
@@ -414,8 +415,11 @@ def _fill_flushes(db: sqlite3.Connection) -> None:
         if not _has_rows(db, 'flushes'):  # another process may have just done it
             spans = db.execute('SELECT min(id), max(id), min(end_time), max(end_time) FROM runs '
                                f'GROUP BY id / {_LEGACY_SPAN} ORDER BY 1').fetchall()
+            ended_by = -_NO_END
             for first_id, last_id, earliest, latest in spans:
-                _record_flush(db, first_id, last_id, [end for end in (earliest, latest) if end is not None])
+                _record_flush(db, first_id, last_id, [end for end in (earliest, latest) if end is not None],
+                              (ended_by, _NO_END))  # (no last row's minimum known: always lower the earlier ones)
+                ended_by = max(ended_by, latest if latest is not None else -_NO_END)
         db.execute('COMMIT')
     except BaseException:
         db.execute('ROLLBACK')
