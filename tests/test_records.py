@@ -331,6 +331,13 @@ def test_a_store_from_before_the_flush_bounds_gets_them(tmp_path: Path) -> None:
     store = open_store(url)
     assert {r['task_id'] for r in _records(store, since=1050, until=1060)} == {
         f'r{i}' for i in range(100) if 1050 <= 1000 + (i * 37) % 100 < 1060}
+    store.write(Batch(records=[_record('late', end_time=1055.5)]))
+    db = store._db  # type: ignore[attr-defined]
+    db.execute('DELETE FROM flushes WHERE first_id = (SELECT max(first_id) FROM flushes)')  # as an older fsdf wrote it
+    assert 'late' in {r['task_id'] for r in _records(store, since=1055, until=1056)}  # found by a reader at once
+    store.write(Batch(records=[_record('later', end_time=1055.7)]))  # the writer covers what it finds uncovered
+    assert db.execute('SELECT count(*) FROM runs WHERE id > (SELECT max(last_id) FROM flushes)').fetchone()[0] == 0
+    assert {'late', 'later'} <= {r['task_id'] for r in _records(store, since=1055, until=1056)}
     store.close()
 
 

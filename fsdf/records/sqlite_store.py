@@ -356,26 +356,43 @@ def _id_bounds(db: sqlite3.Connection, run_filter: RunFilter) -> tuple[list[str]
     minimum is before it, so at or before the last such batch. Records written in any order (clocks
     apart, late flushes, imports) stay inside; the exact end_time test still applies within.
     """
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
+    if run_filter.since is None and run_filter.until is None:
+        return where, params
+    recorded, stored = _high_water(db, cover=False)[:2]  # ids past ``recorded``: by an fsdf from before flushes
     if run_filter.since is not None:
         row = db.execute('SELECT first_id FROM flushes WHERE ended_by >= ? ORDER BY ended_by, first_id LIMIT 1',
                          (run_filter.since,)).fetchone()
         where.append('runs.id >= ?')
-        params.append(row[0] if row else _high_water(db)[0] + 1)
+        params.append(min(row[0] if row else recorded + 1, recorded + 1))
     if run_filter.until is not None:
         row = db.execute('SELECT last_id FROM flushes WHERE ended_from < ? ORDER BY ended_from DESC, first_id DESC '
                          'LIMIT 1', (run_filter.until,)).fetchone()
         where.append('runs.id <= ?')
-        params.append(row[0] if row else 0)
+        params.append(stored if stored > recorded else row[0] if row else 0)
     return where, params
 
 
-def _high_water(db: sqlite3.Connection) -> tuple[int, int, tuple[float, float]]:
+def _high_water(db: sqlite3.Connection, cover: bool = True) -> tuple[int, int, tuple[float, float]]:
     """The last id ever written (a replaced or pruned record's included; 0 on a new store), the last id
-    stored, and the last batch's (``ended_by``, ``ended_from``): the highest of each so far."""
+    stored, and the last batch's (``ended_by``, ``ended_from``): the highest of each so far.
+
+    Records past the last batch's row (written by an fsdf from before ``flushes``, sharing the file)
+    get a row first if ``cover`` (the writer), so every stored id stays inside one; a reader (not
+    ``cover``) gets the last row's ``last_id`` first and bounds those ids itself.
+    """
     row = db.execute('SELECT last_id, ended_by, ended_from FROM flushes ORDER BY first_id DESC LIMIT 1').fetchone()
     stored = db.execute('SELECT coalesce(max(id), 0) FROM runs').fetchone()[0]
-    return (max(row[0], stored), stored, (row[1], row[2])) if row else (stored, stored, (-_NO_END, -_NO_END))
+    recorded, last = (row[0], (row[1], row[2])) if row else (0, (-_NO_END, -_NO_END))
+    if stored > recorded and not cover:
+        return recorded, stored, last
+    if stored > recorded:
+        earliest, latest = db.execute('SELECT min(end_time), max(end_time) FROM runs WHERE id > ?',
+                                      (recorded,)).fetchone()
+        _record_flush(db, recorded + 1, stored, [end for end in (earliest, latest) if end is not None], last)
+        return _high_water(db)
+    return recorded, stored, last
 
 
 def _insert_after(db: sqlite3.Connection, fresh: list[tuple[Any, ...]]) -> None:
