@@ -14,6 +14,8 @@ p50 and p99 in milliseconds:
   failed page     a queue's newest 50 failures
   keyword rare    50 records whose arguments hold the rare term (10 exist)
   keyword common  the newest 50 holding the common term
+  hour 5d ago    a queue's newest 50 ending within one hour five days back (since and until)
+  failed 24h     the newest 50 failures of the last 24 hours, every queue
   stats 60m/24h   a queue's per-minute chart over 60 min, per-hour over 24 h (from the rollups)
   children        a page of 200 children of a root with 4,000 children, and the next page
   subtree counts  per-status counts of a 20,000-node tree
@@ -131,6 +133,7 @@ def queries_of(store: Any) -> dict[str, Callable[[int], Any]]:
     first_pages = {queue: q.list_runs(queue=queue, store=store) for queue in QUEUES[:10]}
     root = 'tree03-root'
     first_children = q.children(root, store=store)
+    five_days_ago = time.time() - 5 * 86400
     return {
         'page': lambda i: q.list_runs(queue=QUEUES[(i * 37) % 100], store=store),
         'page 2': lambda i: q.list_runs(queue=QUEUES[i % 10], cursor=first_pages[QUEUES[i % 10]].next_cursor,
@@ -138,6 +141,9 @@ def queries_of(store: Any) -> dict[str, Callable[[int], Any]]:
         'failed page': lambda i: q.list_runs(queue=QUEUES[(i * 37) % 100], status='failed', store=store),
         'keyword rare': lambda i: q.list_runs(search=RARE, store=store),
         'keyword common': lambda i: q.list_runs(search=COMMON, store=store),
+        'hour 5d ago': lambda i: q.list_runs(queue=QUEUES[(i * 37) % 100], since=five_days_ago - i * 60,
+                                             until=five_days_ago - i * 60 + 3600, store=store),
+        'failed 24h': lambda i: q.list_runs(status='failed', since=time.time() - 86400, store=store),
         'stats 60m': lambda i: q.queue_stats(QUEUES[i % 100], '60m', store=store),
         'stats 24h': lambda i: q.queue_stats(QUEUES[i % 100], '24h', store=store),
         'children': lambda i: q.children(f'tree{i % TREES:02d}-root', store=store),

@@ -188,13 +188,19 @@ def test_queues_and_consumers(data: dict[str, Any]) -> None:
     consumer = live_consumer()[0]
     assert consumer['pid'] == os.getpid() and consumer['broker_kind'] == 'PERSISTQUEUE' and consumer['qps'] == 50
     data['work'].push(100)  # waits: nothing consumes work any more
+    data['work'].pub({'x': 101}, countdown=3600)  # delayed: held an hour
     queues = {q['name']: q for q in as_json(fsdf_cli('queues', '--json'))}
-    assert queues[names['work']]['broker_kind'] == 'PERSISTQUEUE'
-    assert (queues[names['work']]['waiting'], queues[names['work']]['dead_letters']) == (1, len(FAILING))
+    work = queues[names['work']]
+    assert work['broker_kind'] == 'PERSISTQUEUE'
+    assert (work['waiting'], work['delayed'], work['dead_letters']) == (1, 1, len(FAILING))
+    assert 0 <= work['oldest_age'] < 60
     assert queues[names['live']]['consumers_alive'] == 1
     assert queues[names[1]]['broker_kind'] == 'LOCAL_PYTHON_QUEUE' and queues[names[1]]['waiting'] is None
+    assert queues[names[1]]['delayed'] is None and queues[names[1]]['oldest_age'] is None
     table = fsdf_cli('queues').stdout
-    assert 'TIME LEFT' in table and names['work'] in table
+    header = table.splitlines()[0].split()
+    assert header[:6] == ['QUEUE', 'BROKER', 'WAITING', 'DELAYED', 'DEAD', 'OLDEST'] and 'TIME' in header
+    assert names['work'] in table
     data['work'].clear()
 
 

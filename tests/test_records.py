@@ -301,6 +301,46 @@ def test_every_filter_and_keyset_paging(store: RunStore) -> None:
         queries.list_runs(limit=0, store=store)
 
 
+def test_time_ranges_are_exact_whatever_order_records_were_written_in(store: RunStore) -> None:
+    """Hosts' clocks apart, a late flush, an import of old records, the newest record replaced: none is missed."""
+    now = time.time()
+    ends = {f'recent{i}': now - 60 + i for i in range(40)}  # written first
+    ends.update({f'import{i}': now - 86400 + i * 7 for i in range(40)})  # a day old, written after
+    ends.update({f'skewed{i}': now + 3600 - i for i in range(20)})  # a host an hour ahead, newest first
+    names = list(ends)
+    for start in range(0, len(names), 15):
+        store.write(Batch(records=[_record(n, end_time=ends[n]) for n in names[start:start + 15]]))
+    ends[names[-1]] = now - 3 * 86400  # the newest record replaced by one ending three days ago
+    store.write(Batch(records=[_record(names[-1], end_time=ends[names[-1]])]))
+    store.write(Batch(records=[_record('late', end_time=now - 30)]))
+    ends['late'] = now - 30
+    moments = sorted({*ends.values(), now - 10 ** 6, now + 10 ** 6})
+    for since, until in [(a, b) for a in moments[::9] for b in moments[::7] if a < b] + [(moments[5], None),
+                                                                                          (None, moments[50])]:
+        got = {r['task_id'] for r in _records(store, since=since, until=until)}
+        assert got == {n for n, end in ends.items() if (since is None or end >= since) and
+                       (until is None or end < until)}, (since, until)
+
+
+def test_a_store_from_before_the_flush_bounds_gets_them(tmp_path: Path) -> None:
+    url = f'sqlite:///{tmp_path}/runs.sqlite'
+    older = open_store(url)
+    older.write(Batch(records=[_record(f'r{i}', end_time=1000.0 + (i * 37) % 100) for i in range(100)]))
+    older._db.execute('DELETE FROM flushes')  # type: ignore[attr-defined]  # as a store made before had none
+    older.close()
+    store = open_store(url)
+    assert {r['task_id'] for r in _records(store, since=1050, until=1060)} == {
+        f'r{i}' for i in range(100) if 1050 <= 1000 + (i * 37) % 100 < 1060}
+    store.write(Batch(records=[_record('late', end_time=1055.5)]))
+    db = store._db  # type: ignore[attr-defined]
+    db.execute('DELETE FROM flushes WHERE first_id = (SELECT max(first_id) FROM flushes)')  # as an older fsdf wrote it
+    assert 'late' in {r['task_id'] for r in _records(store, since=1055, until=1056)}  # found by a reader at once
+    store.write(Batch(records=[_record('later', end_time=1055.7)]))  # the writer covers what it finds uncovered
+    assert db.execute('SELECT count(*) FROM runs WHERE id > (SELECT max(last_id) FROM flushes)').fetchone()[0] == 0
+    assert {'late', 'later'} <= {r['task_id'] for r in _records(store, since=1055, until=1056)}
+    store.close()
+
+
 OLD_INSERT_TRIGGER = """CREATE TRIGGER runs_fts_insert AFTER INSERT ON runs BEGIN
     INSERT INTO runs_fts(rowid, arguments, result, exception_type, exception_message)
     VALUES (new.id, new.arguments, new.result, new.exception_type, new.exception_message); END"""

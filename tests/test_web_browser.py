@@ -252,6 +252,7 @@ def test_pause_with_the_token_stops_a_live_consumer_and_resume_restarts_it(
         publisher.publish({'x': i + 1000})
     time.sleep(2.0)
     assert broker.count() == 20, 'a paused consumer went on fetching'
+    publisher.publish({'x': 2000}, countdown=3600)  # delayed an hour: counted apart from the waiting ones
     # the oldest waiting message's age where the broker tells (Redis), a dash saying why where it cannot (ZeroMQ)
     page.reload()
     page.wait_for_selector(f'{row} td.oldest-age')
@@ -259,9 +260,13 @@ def test_pause_with_the_token_stops_a_live_consumer_and_resume_restarts_it(
     assert _text(page, f'{row} td.waiting') == '20'
     assert _text(page, 'tr[data-queue=zmq_q] td.oldest-age') == '—'
     assert 'cannot tell' in (page.get_attribute('tr[data-queue=zmq_q] td.oldest-age span', 'title') or '')
+    assert _text(page, f'{row} td.delayed') == '1' and _text(page, f'{row} td.time-left') == 'paused'
+    assert _text(page, 'tr[data-queue=zmq_q] td.delayed') == '—'
+    assert 'cannot be counted' in (page.get_attribute('tr[data-queue=zmq_q] td.delayed span', 'title') or '')
     _shot(page, 'queues')
     page.click(f'{row} button[data-act=resume]')
     assert wait_until(lambda: broker.count() == 0, 20), 'the resumed consumer did not fetch again'
+    broker.purge()  # the delayed message too
 
 
 def test_read_only_hides_actions(world: dict[str, Any], run_script: Callable[..., Any], browser: Any) -> None:

@@ -164,6 +164,20 @@ class Broker(ABC):
         """
         return None
 
+    def count_delayed(self) -> Optional[int]:
+        """Delayed messages (a countdown or eta, a delayed retry) held back and not yet waiting; None where the
+        kind cannot tell.
+
+        Counted until they join the waiting ones: the SQL and MongoDB kinds move them at their due time;
+        the Redis kinds, PERSISTQUEUE and LOCAL_PYTHON_QUEUE when a consumer of the queue next fetches, so
+        a due one may count here a little past its due time (and with no consumer, until one starts).
+        Where fsdf holds them in a countable place: the Redis kinds (one ZCARD), LOCAL_PYTHON_QUEUE,
+        PERSISTQUEUE, SQLACHEMY and MONGOMQ (an indexed count). The others hold them where they cannot be
+        counted (RabbitMQ and KOMBU in the backend's own delay, NATS in naks, ZeroMQ and Kafka in a
+        consumer's memory) and return None.
+        """
+        return None
+
     @abstractmethod
     def purge(self) -> None:
         """Remove every waiting message; taken ones stay with their consumers, and delayed ones go too

@@ -103,6 +103,11 @@ class LocalQueueBroker(Broker):
             head = channel.items[0] if channel.items else None
         return 0.0 if head is None else waited(head)
 
+    def count_delayed(self) -> Optional[int]:
+        """The channel's heap of delayed messages: each joins the queue when a fetch finds it due."""
+        with self._channel.ready:
+            return len(self._channel.delayed)
+
     def purge(self) -> None:
         with self._channel.ready:
             self._channel.items.clear()

@@ -147,6 +147,10 @@ class MongoBroker(Broker):
                                         sort=[('time', 1)])
         return 0.0 if doc is None else waited(_body_of(doc.get('msg')), doc.get('time'))
 
+    def count_delayed(self) -> Optional[int]:
+        """Ready documents whose time (their due time) is still to come: the ``(state, time)`` index."""
+        return self._collection.count_documents({'state': READY, 'time': {'$gt': time.time()}})
+
     def purge(self) -> None:
         self._collection.delete_many({'state': READY})
 

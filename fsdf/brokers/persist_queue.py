@@ -271,6 +271,12 @@ class PersistQueueBroker(Broker):
                                    f'WHERE status < {_TAKEN} ORDER BY _id LIMIT 1').fetchone()
         return 0.0 if row is None else waited(row[0], row[1])
 
+    def count_delayed(self) -> Optional[int]:
+        """The rows of ``fsdf_delayed``: each leaves it for the queue when a fetch finds it due."""
+        self._check_open()
+        with self._lock:
+            return self._db.execute('SELECT COUNT(*) FROM fsdf_delayed').fetchone()[0]
+
     def purge(self) -> None:
         self._check_open()
         with self._writing():

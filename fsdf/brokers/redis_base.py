@@ -145,5 +145,9 @@ class RedisBroker(Broker):
         head = self._raw.lindex(self.queue_name, -1)
         return 0.0 if head is None else waited(cast(bytes, head))
 
+    def count_delayed(self) -> Optional[int]:
+        """The sorted set of delayed messages (one ZCARD): every Redis kind keeps them there."""
+        return self._redis.zcard(self._delayed_key)
+
     def purge(self) -> None:
         self._redis.delete(self.queue_name, self._delayed_key)

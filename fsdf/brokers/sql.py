@@ -243,6 +243,13 @@ class SqlBroker(Broker):
                 .limit(1)).first()
         return 0.0 if row is None else waited(row.body, row.due)
 
+    def count_delayed(self) -> Optional[int]:
+        """Rows not yet due and not leased: the waiting rows' index, the other side of ``count``'s due test."""
+        table = self._table
+        with self._engine.connect() as connection:
+            return connection.scalar(sa.select(sa.func.count()).select_from(table).where(
+                table.c.lease.is_(None), table.c.due > self._dialect.now())) or 0
+
     def purge(self) -> None:
         with self._engine.begin() as connection:
             connection.execute(sa.delete(self._table).where(self._table.c.lease.is_(None)))

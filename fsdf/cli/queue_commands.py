@@ -88,6 +88,18 @@ def broker_kind_of(queue: str, given: Optional[str]) -> BrokerEnum:
     return kind
 
 
+def broker_numbers(kind: BrokerEnum, queue: str) -> dict[str, Any]:
+    """``waiting``, ``delayed``, ``dead_letters`` and ``oldest_age`` of ``queue``, each None where unknown.
+
+    None for LOCAL_PYTHON_QUEUE, whose messages live in another process (see :func:`count_or_none`).
+    """
+    from fsdf.records.queries import delayed_messages, oldest_message_age
+    if kind is BrokerEnum.LOCAL_PYTHON_QUEUE:
+        return {'waiting': None, 'delayed': None, 'dead_letters': None, 'oldest_age': None}
+    return {'waiting': count_or_none(kind, queue), 'delayed': delayed_messages(queue, kind),
+            'dead_letters': count_or_none(kind, queue + '_dlq'), 'oldest_age': oldest_message_age(queue, kind)}
+
+
 def count_or_none(kind: BrokerEnum, queue: str) -> Optional[int]:
     """Messages waiting in ``queue``; None where the broker cannot count, is away, or is in another process."""
     if kind is BrokerEnum.LOCAL_PYTHON_QUEUE:
@@ -104,20 +116,18 @@ def cmd_queues(args: argparse.Namespace) -> int:
     for row in rows:
         kind = BrokerEnum[row['broker_kind']] if row.get('broker_kind') else None
         if kind is not None and not args.no_count:
-            row['waiting'] = count_or_none(kind, row['name'])
-            row['dead_letters'] = count_or_none(kind, row['name'] + '_dlq')
-            if row['waiting'] is not None and row['rate'] > 0:
+            row.update(broker_numbers(kind, row['name']))
+            if row['waiting'] is not None and row['rate'] > 0 and not row.get('paused'):  # paused: no end in sight
                 row['seconds_left'] = round(row['waiting'] / row['rate'], 1)
-        else:
-            row.setdefault('dead_letters', None)
     if args.json:
         print_json(rows)
         return OK
     print_table(rows, [
         ('queue', lambda r: r['name']), ('broker', lambda r: r.get('broker_kind')),
-        ('waiting', lambda r: r.get('waiting')), ('dead', lambda r: r.get('dead_letters')),
+        ('waiting', lambda r: r.get('waiting')), ('delayed', lambda r: r.get('delayed')),
+        ('dead', lambda r: r.get('dead_letters')), ('oldest', lambda r: show_seconds(r.get('oldest_age'))),
         ('consumers', lambda r: r['consumers_alive']), ('rate/s', lambda r: r['rate']),
-        ('time left', lambda r: show_seconds(r.get('seconds_left'))),
+        ('time left', lambda r: 'paused' if r.get('paused') else show_seconds(r.get('seconds_left'))),
         ('paused', lambda r: 'PAUSED' if r.get('paused') else '')], empty='(no queues registered yet)')
     return OK
 

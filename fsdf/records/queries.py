@@ -180,6 +180,17 @@ def waiting_messages(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optiona
     return count if isinstance(count, int) and count >= 0 else None
 
 
+def delayed_messages(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[int]:
+    """Delayed messages a queue's broker holds, not yet waiting; None where it cannot tell or is away."""
+    from fsdf.brokers import get_broker
+    kind = BrokerEnum[broker_kind] if isinstance(broker_kind, str) else BrokerEnum(broker_kind)
+    try:
+        count = get_broker(kind, queue).count_delayed()
+    except Exception:  # a broker that is away: no number rather than a wrong one
+        return None
+    return count if isinstance(count, int) and count >= 0 else None
+
+
 def oldest_message_age(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[float]:
     """Seconds the oldest waiting message of a queue has waited; None where the broker cannot tell or is away."""
     from fsdf.brokers import get_broker
@@ -194,22 +205,24 @@ def oldest_message_age(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optio
 def list_queues(count_waiting: bool = True, now: Optional[float] = None,
                 store: Optional[RunStore] = None) -> list[dict[str, Any]]:
     """Every registered queue: ``name, broker_kind, paused, consumers_alive, rate`` and, where the broker
-    counts, ``waiting``, ``dead_letters`` (waiting in ``<queue>_dlq``), ``oldest_age`` (seconds the oldest
+    counts, ``waiting``, ``delayed`` (held until due, not yet waiting: Broker.count_delayed; None where the
+    broker cannot tell), ``dead_letters`` (waiting in ``<queue>_dlq``), ``oldest_age`` (seconds the oldest
     waiting message has waited; None where the broker cannot tell) and ``seconds_left`` (waiting / rate; None
-    when the rate is 0)."""
+    when the rate is 0 or the queue is paused: a paused queue's last rate says nothing of when it empties)."""
     store = _or_default(store)
     consumers = list_consumers(include_gone=False, now=now, store=store)
     rows = []
     for queue in store.queues():
         live = [c for c in consumers if c.get('queue') == queue['name']]
         rate = sum(c.get('rates', {}).get('settled', 0.0) for c in live)
-        row = {**queue, 'consumers_alive': len(live), 'rate': round(rate, 3), 'waiting': None, 'dead_letters': None,
-               'oldest_age': None, 'seconds_left': None}
+        row = {**queue, 'consumers_alive': len(live), 'rate': round(rate, 3), 'waiting': None, 'delayed': None,
+               'dead_letters': None, 'oldest_age': None, 'seconds_left': None}
         if count_waiting and queue['broker_kind']:
             row['waiting'] = waiting_messages(queue['name'], queue['broker_kind'])
+            row['delayed'] = delayed_messages(queue['name'], queue['broker_kind'])
             row['dead_letters'] = waiting_messages(f'{queue["name"]}_dlq', queue['broker_kind'])
             row['oldest_age'] = oldest_message_age(queue['name'], queue['broker_kind'])
-            if row['waiting'] is not None and rate > 0:
+            if row['waiting'] is not None and rate > 0 and not queue.get('paused'):
                 row['seconds_left'] = round(row['waiting'] / rate, 1)
         rows.append(row)
     return rows

@@ -64,8 +64,17 @@ CREATE TABLE IF NOT EXISTS tree_counts(node TEXT, kind TEXT, status TEXT, n INTE
 CREATE TABLE IF NOT EXISTS consumers(consumer_id TEXT PRIMARY KEY, queue TEXT, beat_time REAL, info TEXT);
 CREATE TABLE IF NOT EXISTS queues(name TEXT PRIMARY KEY, broker_kind TEXT, first_seen REAL,
     paused INTEGER NOT NULL DEFAULT 0, paused_at REAL);
+CREATE TABLE IF NOT EXISTS flushes(first_id INTEGER PRIMARY KEY, last_id INTEGER, ended_by REAL, ended_from REAL);
+CREATE INDEX IF NOT EXISTS flushes_ended_by ON flushes(ended_by, first_id);
+CREATE INDEX IF NOT EXISTS flushes_ended_from ON flushes(ended_from, first_id);
 """
+"""``flushes``: one row per written batch, the exact bounds a time range turns into an id range (see _id_bounds).
+``ended_by`` is the latest end time of this batch and every earlier one (a running maximum), ``ended_from`` the
+earliest end time of this batch and every later one (a running minimum): both never decrease with ``first_id``,
+so one index probe finds the first batch that can hold a record ending at or after a moment, and the last one
+that can hold a record ending before it."""
 _INSERT = f'INSERT INTO runs({", ".join(COLUMNS)}) VALUES ({", ".join("?" * len(COLUMNS))})'
+_INSERT_WITH_ID = f'INSERT INTO runs(id, {", ".join(COLUMNS)}) VALUES ({", ".join("?" * (len(COLUMNS) + 1))})'
 _FTS_COLUMNS = 'arguments, result, exception_type, exception_message'
 _INDEX_NEW = f'INSERT INTO runs_fts(rowid, {_FTS_COLUMNS}) SELECT id, {_FTS_COLUMNS} FROM runs WHERE id > ?'
 _row_of = operator.itemgetter(*COLUMNS)
@@ -74,7 +83,9 @@ _ROLLUP_UPSERT = ('INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT 
                   'dur_sum = dur_sum + excluded.dur_sum, dur_max = max(dur_max, excluded.dur_max)')
 _TREE_UPSERT = 'INSERT INTO tree_counts VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET n = n + excluded.n'
 _IN_CHUNK = 500  # task ids per IN (...) lookup
-ID_BOUND_SLACK_SECONDS = 60.0
+_END = FIELDS.index('end_time')
+_NO_END = float('inf')  # a batch with no end times: it bounds no time range
+_LEGACY_SPAN = 4096  # ids per flushes row when a store written before that table gets one
 _RUN = ', '.join(f'runs.{column}' for column in (*COLUMNS, 'id'))  # COLUMNS, then the id (zip stops before it)
 PREFIX_FEW = 2000
 """A task id prefix matching fewer records than this is read through the task id index and sorted."""
@@ -146,6 +157,7 @@ class SqliteRunStore(RunStore):
         self._db.execute('PRAGMA synchronous=NORMAL')
         with self._lock:
             self._db.executescript(SCHEMA)
+            _fill_flushes(self._db)
         self._readers = _Readers(path)
 
     def close(self) -> None:
@@ -183,9 +195,7 @@ class SqliteRunStore(RunStore):
         fresh = [*latest.values(), *(r for r in rows if r[_TASK] is None)]
         deltas: dict[tuple[str, str, str], int] = defaultdict(int)
         self._delete_replaced(list(latest), deltas)
-        last_id = db.execute('SELECT coalesce(max(id), 0) FROM runs').fetchone()[0]
-        db.executemany(_INSERT, fresh)
-        db.execute(_INDEX_NEW, (last_id,))  # one statement: one FTS5 segment for the whole batch
+        _insert_after(db, fresh)
         for row in fresh:
             _count_in_tree(deltas, row[_TASK], row[_STATUS], row[_PARENT], row[_ROOT], 1)
         db.executemany(_TREE_UPSERT, [(*key, n) for key, n in deltas.items() if n])
@@ -215,6 +225,7 @@ class SqliteRunStore(RunStore):
                     ids = [row[0] for row in gone]  # every id between these is in the chunk: the same rows
                     db.execute('DELETE FROM runs WHERE id BETWEEN ? AND ? AND expire_at < ?', (min(ids), max(ids), now))
                 db.executemany('DELETE FROM tree_counts WHERE node = ?', [(row[1],) for row in gone if row[1]])
+                db.execute('DELETE FROM flushes WHERE last_id < (SELECT min(id) FROM runs)')
                 for gran, keep in GRANULARITIES:
                     db.execute('DELETE FROM rollups WHERE gran = ? AND bucket < ?', (gran, now - keep))
                 db.execute('DELETE FROM consumers WHERE beat_time < ?', (now - CONSUMERS_KEPT_SECONDS,))
@@ -338,32 +349,102 @@ def _where(run_filter: RunFilter) -> tuple[list[str], list[Any]]:
 
 
 def _id_bounds(db: sqlite3.Connection, run_filter: RunFilter) -> tuple[list[str], list[Any]]:
-    """A time range as a range of ids, so a page walks only the ids of that time.
+    """A time range as a range of ids, so a page walks only the ids of that time: exact, from ``flushes``.
 
-    Ids follow write order, which follows end times to within a flush or two; ID_BOUND_SLACK_SECONDS
-    of slack keeps records written late inside, and the exact end_time test still applies.
+    A record ending at or after ``since`` was written in a batch whose running maximum end time is at or
+    after it, so at or after the first such batch; one ending before ``until`` in a batch whose running
+    minimum is before it, so at or before the last such batch. Records written in any order (clocks
+    apart, late flushes, imports) stay inside; the exact end_time test still applies within.
     """
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
+    if run_filter.since is None and run_filter.until is None:
+        return where, params
+    recorded, stored = _high_water(db, cover=False)[:2]  # ids past ``recorded``: by an fsdf from before flushes
     if run_filter.since is not None:
+        row = db.execute('SELECT first_id FROM flushes WHERE ended_by >= ? ORDER BY ended_by, first_id LIMIT 1',
+                         (run_filter.since,)).fetchone()
         where.append('runs.id >= ?')
-        params.append(_first_id_ending_after(db, run_filter.since - ID_BOUND_SLACK_SECONDS))
+        params.append(min(row[0] if row else recorded + 1, recorded + 1))
     if run_filter.until is not None:
-        where.append('runs.id < ?')
-        params.append(_first_id_ending_after(db, run_filter.until + ID_BOUND_SLACK_SECONDS))
+        row = db.execute('SELECT last_id FROM flushes WHERE ended_from < ? ORDER BY ended_from DESC, first_id DESC '
+                         'LIMIT 1', (run_filter.until,)).fetchone()
+        where.append('runs.id <= ?')
+        params.append(stored if stored > recorded else row[0] if row else 0)
     return where, params
 
 
-def _first_id_ending_after(db: sqlite3.Connection, moment: float) -> int:
-    """The first id whose record ends at or after ``moment`` (past the last id if none): a binary search."""
-    low, high = db.execute('SELECT coalesce(min(id), 0), coalesce(max(id), 0) + 1 FROM runs').fetchone()
-    while low < high:
-        middle = (low + high) // 2
-        row = db.execute('SELECT end_time FROM runs WHERE id >= ? ORDER BY id LIMIT 1', (middle,)).fetchone()
-        if row is None or (row[0] or 0) >= moment:
-            high = middle
-        else:
-            low = middle + 1
-    return low
+def _high_water(db: sqlite3.Connection, cover: bool = True) -> tuple[int, int, tuple[float, float]]:
+    """The last id ever written (a replaced or pruned record's included; 0 on a new store), the last id
+    stored, and the last batch's (``ended_by``, ``ended_from``): the highest of each so far.
+
+    Records past the last batch's row (written by an fsdf from before ``flushes``, sharing the file)
+    get a row first if ``cover`` (the writer), so every stored id stays inside one; a reader (not
+    ``cover``) gets the last row's ``last_id`` first and bounds those ids itself.
+    """
+    row = db.execute('SELECT last_id, ended_by, ended_from FROM flushes ORDER BY first_id DESC LIMIT 1').fetchone()
+    stored = db.execute('SELECT coalesce(max(id), 0) FROM runs').fetchone()[0]
+    recorded, last = (row[0], (row[1], row[2])) if row else (0, (-_NO_END, -_NO_END))
+    if stored > recorded and not cover:
+        return recorded, stored, last
+    if stored > recorded:
+        earliest, latest = db.execute('SELECT min(end_time), max(end_time) FROM runs WHERE id > ?',
+                                      (recorded,)).fetchone()
+        _record_flush(db, recorded + 1, stored, [end for end in (earliest, latest) if end is not None], last)
+        return _high_water(db)
+    return recorded, stored, last
+
+
+def _insert_after(db: sqlite3.Connection, fresh: list[tuple[Any, ...]]) -> None:
+    """Insert rows past every id ever written, so batches' id ranges never overlap; add the batch's bounds.
+
+    SQLite gives max(id) + 1, which falls back when the newest records were just replaced; then the
+    first row goes in with its id said, and the rest follow it.
+    """
+    high, stored, last = _high_water(db)
+    if fresh and stored < high:
+        db.execute(_INSERT_WITH_ID, (high + 1, *fresh[0]))
+        db.executemany(_INSERT, fresh[1:])
+    else:
+        db.executemany(_INSERT, fresh)
+    db.execute(_INDEX_NEW, (high,))  # one statement: one FTS5 segment for the whole batch
+    _record_flush(db, high + 1, high + len(fresh), [row[_END] for row in fresh if row[_END] is not None], last)
+
+
+def _record_flush(db: sqlite3.Connection, first_id: int, last_id: int, ends: list[float],
+                  last: tuple[float, float]) -> None:
+    """Add a batch's row to ``flushes`` (``last``: the previous row's ``ended_by, ended_from``), lowering the
+    running minimum of the earlier rows it undercuts (none when it ends no earlier than the last row's)."""
+    if last_id < first_id:
+        return
+    earliest, latest = (min(ends), max(ends)) if ends else (_NO_END, -_NO_END)
+    if earliest < last[1]:
+        db.execute('UPDATE flushes SET ended_from = ? WHERE ended_from > ?', (earliest, earliest))
+    db.execute('INSERT INTO flushes VALUES (?, ?, ?, ?)', (first_id, last_id, max(latest, last[0]), earliest))
+
+
+def _fill_flushes(db: sqlite3.Connection) -> None:
+    """Give a store written before ``flushes`` existed its rows, _LEGACY_SPAN ids each (one scan, once)."""
+    if _has_rows(db, 'flushes') or not _has_rows(db, 'runs'):
+        return
+    db.execute('BEGIN IMMEDIATE')
+    try:
+        if not _has_rows(db, 'flushes'):  # another process may have just done it
+            spans = db.execute('SELECT min(id), max(id), min(end_time), max(end_time) FROM runs '
+                               f'GROUP BY id / {_LEGACY_SPAN} ORDER BY 1').fetchall()
+            ended_by = -_NO_END
+            for first_id, last_id, earliest, latest in spans:
+                _record_flush(db, first_id, last_id, [end for end in (earliest, latest) if end is not None],
+                              (ended_by, _NO_END))  # (no last row's minimum known: always lower the earlier ones)
+                ended_by = max(ended_by, latest if latest is not None else -_NO_END)
+        db.execute('COMMIT')
+    except BaseException:
+        db.execute('ROLLBACK')
+        raise
+
+
+def _has_rows(db: sqlite3.Connection, table: str) -> bool:
+    return db.execute(f'SELECT 1 FROM {table} LIMIT 1').fetchone() is not None
 
 
 def _few_with_prefix(db: sqlite3.Connection, prefix: Optional[str]) -> bool:

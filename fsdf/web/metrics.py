@@ -7,6 +7,7 @@ Labels are only ``queue`` and ``status``, never a task id or arguments, so the s
 - ``fsdf_task_duration_seconds{queue}``: a histogram of those runs' durations with the one bucket the
   rollups allow (``+Inf``): its ``_sum`` and ``_count`` give the mean over any range.
 - ``fsdf_consumers_alive{queue}``, ``fsdf_queue_messages{queue}`` (waiting, where the broker counts),
+  ``fsdf_queue_delayed{queue}`` (held until due, where the broker can tell),
   ``fsdf_queue_dead_letters{queue}``, ``fsdf_queue_oldest_age_seconds{queue}`` (where the broker can tell),
   ``fsdf_queue_paused{queue}``, ``fsdf_queue_rate{queue}`` (runs per second over live consumers): gauges.
 """
@@ -63,6 +64,7 @@ def _gauges(rows: list[dict[str, Any]], family: Any, lines: list[str]) -> None:
     for metric, field, help_text in (
             ('fsdf_consumers_alive', 'consumers_alive', 'Consumers whose heartbeat is fresh.'),
             ('fsdf_queue_messages', 'waiting', 'Messages waiting, where the broker can count them.'),
+            ('fsdf_queue_delayed', 'delayed', 'Delayed messages not yet waiting, where the broker can tell.'),
             ('fsdf_queue_dead_letters', 'dead_letters', 'Messages in the dead-letter queue, where the broker counts.'),
             ('fsdf_queue_oldest_age_seconds', 'oldest_age',
              'Seconds the oldest waiting message has waited, where the broker can tell.'),

@@ -82,6 +82,18 @@ export function oldestAge(queue) {
     'KOMBU), or it could not be reached');
 }
 
+// A queue's delayed messages (held until due, not yet waiting); a dash with the reason where the broker cannot tell.
+export function delayedCount(queue) {
+  return orDash(queue.delayed === null || queue.delayed === undefined ? null : fmtCount(queue.delayed),
+    'this broker keeps delayed messages where they cannot be counted (RabbitMQ, Kafka, NATS, ZeroMQ, KOMBU), ' +
+    'or it could not be reached');
+}
+
+// A queue's time left at its current rate; 'paused' for a paused queue, whose last rate says nothing.
+export function timeLeft(queue) {
+  return queue.paused ? 'paused' : fmtSeconds(queue.seconds_left);
+}
+
 export function badge(status) {
   return el('span', {class: 'badge', style: `background:${STATUS_COLORS[status] || '#455a64'}`}, status || '?');
 }

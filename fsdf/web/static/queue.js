@@ -1,7 +1,7 @@
 // Queue: its row, its function (with a link to its runs), its charts (60 s to 10 days), its consumers and their
 // options, its recent failures.
-import {api, el, fmtCount, fmtRate, fmtSeconds, fmtTime, historyChart, oldestAge, params, runLink, start,
-  table} from './common.js';
+import {api, delayedCount, el, fmtCount, fmtRate, fmtSeconds, fmtTime, historyChart, oldestAge, params, runLink,
+  start, table, timeLeft} from './common.js';
 
 const main = document.getElementById('main');
 const name = params.get('name') || '';
@@ -33,9 +33,9 @@ start(async () => {
         el('td', {}, `${r.exception_type || ''}: ${r.exception_message || ''}`)))));
   const dl = main.querySelector('dl');
   for (const [k, v] of [['function', fn || '—'], ['broker', q.broker_kind], ['waiting', fmtCount(q.waiting)],
-    ['dead letters', fmtCount(q.dead_letters)],
+    ['delayed', delayedCount(q)], ['dead letters', fmtCount(q.dead_letters)],
     ['oldest waiting', oldestAge(q)], ['consumers alive', fmtCount(q.consumers_alive)], ['runs / s', fmtRate(q.rate)],
-    ['time left', fmtSeconds(q.seconds_left)], ['paused', q.paused ? 'yes' : 'no']]) {
+    ['time left', timeLeft(q)], ['paused', q.paused ? 'yes' : 'no']]) {
     dl.append(el('dt', {}, k), el('dd', {}, v));
   }
   await chart.show('60m');

@@ -1,6 +1,6 @@
-// Queues: broker, waiting, dead letters (a link to them), oldest message age, consumers, rate, time left, paused;
+// Queues: broker, waiting, delayed, dead letters (a link to them), oldest message age, consumers, rate, time left, paused;
 // pause/resume, purge. Refreshes every 10 s.
-import {act, api, el, fmtCount, fmtRate, fmtSeconds, oldestAge, start, table} from './common.js';
+import {act, api, delayedCount, el, fmtCount, fmtRate, oldestAge, start, table, timeLeft} from './common.js';
 
 const main = document.getElementById('main');
 const holder = el('div', {id: 'queues'});
@@ -20,15 +20,16 @@ function actions(q) {
 
 async function refresh() {
   const {queues} = await api('/api/queues');
-  holder.replaceChildren(table(['queue', 'broker', 'waiting', 'dead letters', 'oldest waiting', 'consumers', 'runs/s',
+  holder.replaceChildren(table(['queue', 'broker', 'waiting', 'delayed', 'dead letters', 'oldest waiting', 'consumers', 'runs/s',
     'time left', 'paused', ''], queues.map(q => el('tr', {'data-queue': q.name},
       el('td', {}, el('a', {href: '/queue?name=' + encodeURIComponent(q.name)}, q.name)),
       el('td', {}, q.broker_kind || '?'), el('td', {class: 'waiting'}, fmtCount(q.waiting)),
+      el('td', {class: 'delayed'}, delayedCount(q)),
       el('td', {class: 'dead-letters'}, el('a', {href: '/dlq?queue=' + encodeURIComponent(q.name)},
         fmtCount(q.dead_letters))),
       el('td', {class: 'oldest-age'}, oldestAge(q)),
       el('td', {}, fmtCount(q.consumers_alive)), el('td', {class: 'rate'}, fmtRate(q.rate)),
-      el('td', {}, fmtSeconds(q.seconds_left)),
+      el('td', {class: 'time-left'}, timeLeft(q)),
       el('td', {class: 'paused'}, q.paused ? 'paused' : 'no'), el('td', {}, actions(q))))));
 }
 
