@@ -86,3 +86,35 @@ def test_acks_a_failed_flush_put_back_are_deleted_without_a_new_ack(queue_name, 
         assert wait_until(lambda: rows_in_file(queue_name) == 0, timeout=persist_queue.ACK_RETRY_SECONDS + 5)
     finally:
         broker.close()
+
+
+def test_an_ack_then_a_requeue_of_the_same_message_leaves_it_acked(queue_name) -> None:
+    broker = open_broker(queue_name)
+    try:
+        broker.publish('{"n": 1}')
+        (delivery,) = broker.fetch(1, 5)
+        broker.ack(delivery)  # noted, not yet deleted
+        broker.requeue(delivery)  # its transaction deletes the noted ack first: nothing is left to give back
+        assert broker.count() == 0 and rows_in_file(queue_name) == 0
+    finally:
+        broker.close()
+
+
+def test_a_late_owners_ack_ends_the_message_its_new_holder_runs_again(queue_name) -> None:
+    """At-least-once, not a loss: the late owner ran the message to its end before it acked."""
+    late, alive = open_broker(queue_name), open_broker(queue_name)
+    try:
+        late.publish('{"n": 1}')
+        (taken,) = late.fetch(1, 5)
+        alive.beat()
+        assert alive.recover_abandoned() == 1
+        (again,) = alive.fetch(1, 5)
+        late.ack(taken)
+        late.flush_acks()
+        assert rows_in_file(queue_name) == 0 and holder(queue_name) == []
+        alive.requeue(again)  # its run failed, say: nothing comes back, the message is done
+        assert alive.count() == 0 and rows_in_file(queue_name) == 0
+        alive.ack(again)
+    finally:
+        late.close()
+        alive.close()
