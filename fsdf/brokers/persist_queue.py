@@ -14,6 +14,8 @@ time into a file, so one transaction per ack made processes queue on its write l
 carries a batch of acks and a take. An acked message whose rows are not yet deleted stays taken and
 leased, so a crash before the delete only delivers it again (at-least-once), and a clean stop delivers
 nothing acked again. fsdf's processes take turns writing on a ``flock`` of ``<queue>.sqlite.lock``.
+A requeue gives back only messages this consumer still holds; an ack deletes its message whoever holds
+it now (a consumer taken for dead ran it to its end: the new holder's run is the at-least-once repeat).
 """
 from __future__ import annotations
 
