@@ -14,6 +14,8 @@ time into a file, so one transaction per ack made processes queue on its write l
 carries a batch of acks and a take. An acked message whose rows are not yet deleted stays taken and
 leased, so a crash before the delete only delivers it again (at-least-once), and a clean stop delivers
 nothing acked again. fsdf's processes take turns writing on a ``flock`` of ``<queue>.sqlite.lock``.
+A requeue gives back only messages this consumer still holds; an ack deletes its message whoever holds
+it now (a consumer taken for dead ran it to its end: the new holder's run is the at-least-once repeat).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from persistqueue.sqlackqueue import AckStatus
 
@@ -185,11 +187,31 @@ class PersistQueueBroker(Broker):
                                  'SELECT value, ? FROM json_each(?)', (self.consumer_id, ids))
         if ids == '[]':
             return []
-        with self._read_lock:  # taken and leased to us: nobody else changes these rows now
-            rows = self._reader.execute(f'SELECT _id, CAST(data AS BLOB) FROM {self._table} '
-                                        f'WHERE _id IN (SELECT value FROM json_each(?)) ORDER BY _id',
-                                        (ids,)).fetchall()
+        try:
+            with self._read_lock:  # taken and leased to us: nobody else changes these rows now
+                rows = self._reader.execute(f'SELECT _id, CAST(data AS BLOB) FROM {self._table} '
+                                            f'WHERE _id IN (SELECT value FROM json_each(?)) ORDER BY _id',
+                                            (ids,)).fetchall()
+        except BaseException:  # committed as ours, handed to nobody: back now, not when this consumer dies
+            self._give_back_after_failed_read(ids)
+            raise
         return [Delivery(data, msg_id) for msg_id, data in rows]
+
+    def _give_back_after_failed_read(self, ids: str) -> None:
+        try:
+            with self._writing():
+                self._give_back(ids)
+        except Exception as exc:  # they stay leased to us: close() or our death returns them
+            self.logger.error('could not give back %d messages of %r after a failed read: %s',
+                              len(json.loads(ids)), self.queue_name, redact(exc))
+
+    def _give_back(self, ids: str) -> None:
+        """Make the messages (a JSON array of ids) ready again, in the caller's transaction, if this consumer
+        still holds them: one whose lease was recovered (we looked dead) may be running in another consumer,
+        and putting it back would deliver it a third time and drop that consumer's lease."""
+        ours = 'SELECT msg_id FROM fsdf_leases WHERE consumer = ? AND msg_id IN (SELECT value FROM json_each(?))'
+        self._db.execute(f'UPDATE {self._table} SET status = {_READY} WHERE _id IN ({ours})', (self.consumer_id, ids))
+        self._db.execute(f'DELETE FROM fsdf_leases WHERE msg_id IN ({ours})', (self.consumer_id, ids))
 
     def ack(self, delivery: Delivery) -> None:
         """Note the ack; the next take deletes its rows, or the flusher within ``ACK_FLUSH_SECONDS``."""
@@ -251,12 +273,17 @@ class PersistQueueBroker(Broker):
                     self.logger.error('could not delete %d acked messages of %r (will retry): %s',
                                       len(self._acked), self.queue_name, redact(exc))
                 closed.wait(ACK_RETRY_SECONDS)
+                waiting.set()  # the failed flush put them back: retry them though no new ack comes
 
     def requeue(self, delivery: Delivery) -> None:
+        self.requeue_many([delivery])
+
+    def requeue_many(self, deliveries: Iterable[Delivery]) -> None:
+        """Give back, in one transaction, the messages this consumer still holds (each keeps its id, so its place)."""
         self._check_open()
+        ids = json.dumps([delivery.tag for delivery in deliveries])
         with self._writing():
-            self._db.execute(f'UPDATE {self._table} SET status = {_READY} WHERE _id = ?', (delivery.tag,))
-            self._db.execute('DELETE FROM fsdf_leases WHERE msg_id = ?', (delivery.tag,))
+            self._give_back(ids)
 
     def count(self) -> int:
         self._check_open()
@@ -293,7 +320,7 @@ class PersistQueueBroker(Broker):
             with self._writing():
                 self._db.execute('DELETE FROM fsdf_consumers WHERE consumer = ?', (self.consumer_id,))
         finally:
-            with self._lock:
+            with self._lock, self._read_lock:  # a take reading its bodies finishes first
                 self._file_closed = True
                 self._queue.close()
                 self._processes_lock.close()

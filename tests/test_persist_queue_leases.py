@@ -1,0 +1,120 @@
+"""PERSISTQUEUE's leases and batched acks at their edges: a late owner, a failed body read, a failed ack flush.
+
+Each test runs the real SQLite file; a failure is made with SQLite's own means (a trigger, an authorizer).
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from helpers import wait_until
+
+from fsdf import BrokerEnum
+from fsdf.brokers import broker_class, persist_queue
+from fsdf.config import settings
+
+
+def database(queue_name: str) -> sqlite3.Connection:
+    """A connection of another program to the queue's file."""
+    return sqlite3.connect(settings.path('PERSIST_QUEUE_PATH') / f'{queue_name}.sqlite', isolation_level=None)
+
+
+def rows_in_file(queue_name: str) -> int:
+    with database(queue_name) as db:
+        return db.execute(f'SELECT COUNT(*) FROM "{queue_name}"').fetchone()[0]
+
+
+def holder(queue_name: str) -> list[str]:
+    """The consumers holding leases, one per leased message."""
+    with database(queue_name) as db:
+        return [consumer for (consumer,) in db.execute('SELECT consumer FROM fsdf_leases')]
+
+
+def open_broker(queue_name: str) -> persist_queue.PersistQueueBroker:
+    broker = broker_class(BrokerEnum.PERSISTQUEUE)(queue_name)
+    assert isinstance(broker, persist_queue.PersistQueueBroker)
+    return broker
+
+
+def test_a_late_owner_requeuing_a_recovered_message_does_not_take_it_from_its_new_holder(queue_name) -> None:
+    late, alive = open_broker(queue_name), open_broker(queue_name)
+    try:
+        late.publish('{"n": 1}')
+        (taken,) = late.fetch(1, 5)  # `late` never beats: its message counts as abandoned
+        alive.beat()
+        assert alive.recover_abandoned() == 1
+        (again,) = alive.fetch(1, 5)
+        late.requeue(taken)  # a stop that gives back what it did not start, say, after the recovery
+        assert alive.count() == 0  # not ready for a third consumer while `alive` runs it
+        assert holder(queue_name) == [alive.consumer_id]  # and `alive` still holds it if it dies
+        alive.ack(again)
+    finally:
+        late.close()
+        alive.close()
+    assert rows_in_file(queue_name) == 0
+
+
+def test_a_take_whose_bodies_cannot_be_read_gives_its_messages_back(queue_name) -> None:
+    broker = open_broker(queue_name)
+    try:
+        broker.publish_many(['{"n": 1}', '{"n": 2}'])
+        table = queue_name
+        broker._reader.set_authorizer(
+            lambda action, arg1, *_: sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_READ and arg1 == table
+            else sqlite3.SQLITE_OK)
+        with pytest.raises(sqlite3.DatabaseError):
+            broker.fetch(2, 1)  # the take commits, then its read fails
+        broker._reader.set_authorizer(None)
+        assert broker.count() == 2 and holder(queue_name) == []  # ready again, not held until this process dies
+        assert sorted(d.body for d in broker.fetch(2, 1)) == [b'{"n": 1}', b'{"n": 2}']
+    finally:
+        broker.close()
+
+
+def test_acks_a_failed_flush_put_back_are_deleted_without_a_new_ack(queue_name, fsdf_logs) -> None:
+    broker = open_broker(queue_name)
+    try:
+        broker.publish('{"n": 1}')
+        (delivery,) = broker.fetch(1, 5)
+        with database(queue_name) as db:  # another program's rule that makes the delete fail
+            db.execute(f'CREATE TRIGGER keep BEFORE DELETE ON "{queue_name}" BEGIN SELECT RAISE(ABORT, \'kept\'); END')
+        broker.ack(delivery)
+        assert wait_until(lambda: 'could not delete 1 acked messages' in fsdf_logs.text, timeout=10)
+        with database(queue_name) as db:
+            db.execute('DROP TRIGGER keep')
+        # No take, no new ack, no close: the flusher alone must retry the ack it put back.
+        assert wait_until(lambda: rows_in_file(queue_name) == 0, timeout=persist_queue.ACK_RETRY_SECONDS + 5)
+    finally:
+        broker.close()
+
+
+def test_an_ack_then_a_requeue_of_the_same_message_leaves_it_acked(queue_name) -> None:
+    broker = open_broker(queue_name)
+    try:
+        broker.publish('{"n": 1}')
+        (delivery,) = broker.fetch(1, 5)
+        broker.ack(delivery)  # noted, not yet deleted
+        broker.requeue(delivery)  # its transaction deletes the noted ack first: nothing is left to give back
+        assert broker.count() == 0 and rows_in_file(queue_name) == 0
+    finally:
+        broker.close()
+
+
+def test_a_late_owners_ack_ends_the_message_its_new_holder_runs_again(queue_name) -> None:
+    """At-least-once, not a loss: the late owner ran the message to its end before it acked."""
+    late, alive = open_broker(queue_name), open_broker(queue_name)
+    try:
+        late.publish('{"n": 1}')
+        (taken,) = late.fetch(1, 5)
+        alive.beat()
+        assert alive.recover_abandoned() == 1
+        (again,) = alive.fetch(1, 5)
+        late.ack(taken)
+        late.flush_acks()
+        assert rows_in_file(queue_name) == 0 and holder(queue_name) == []
+        alive.requeue(again)  # its run failed, say: nothing comes back, the message is done
+        assert alive.count() == 0 and rows_in_file(queue_name) == 0
+        alive.ack(again)
+    finally:
+        late.close()
+        alive.close()
