@@ -169,36 +169,31 @@ def queue_rate(queue: str, now: Optional[float] = None, store: Optional[RunStore
                for c in list_consumers(queue, include_gone=False, now=now, store=store))
 
 
-def waiting_messages(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[int]:
-    """Messages waiting in a queue's broker; None where the broker cannot count or is unreachable."""
+def _ask_broker(queue: str, broker_kind: Union[BrokerEnum, str], question: str) -> object:
+    """One of a queue's broker's own figures (``count``, ``count_delayed``, ``oldest_age``); None if it cannot say."""
     from fsdf.brokers import get_broker
     kind = BrokerEnum[broker_kind] if isinstance(broker_kind, str) else BrokerEnum(broker_kind)
     try:
-        count = get_broker(kind, queue).count()
+        return getattr(get_broker(kind, queue), question)()
     except Exception:  # NotImplementedError, a broker that is away: no number rather than a wrong one
         return None
+
+
+def waiting_messages(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[int]:
+    """Messages waiting in a queue's broker; None where the broker cannot count or is unreachable."""
+    count = _ask_broker(queue, broker_kind, 'count')
     return count if isinstance(count, int) and count >= 0 else None
 
 
 def delayed_messages(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[int]:
     """Delayed messages a queue's broker holds, not yet waiting; None where it cannot tell or is away."""
-    from fsdf.brokers import get_broker
-    kind = BrokerEnum[broker_kind] if isinstance(broker_kind, str) else BrokerEnum(broker_kind)
-    try:
-        count = get_broker(kind, queue).count_delayed()
-    except Exception:  # a broker that is away: no number rather than a wrong one
-        return None
+    count = _ask_broker(queue, broker_kind, 'count_delayed')
     return count if isinstance(count, int) and count >= 0 else None
 
 
 def oldest_message_age(queue: str, broker_kind: Union[BrokerEnum, str]) -> Optional[float]:
     """Seconds the oldest waiting message of a queue has waited; None where the broker cannot tell or is away."""
-    from fsdf.brokers import get_broker
-    kind = BrokerEnum[broker_kind] if isinstance(broker_kind, str) else BrokerEnum(broker_kind)
-    try:
-        age = get_broker(kind, queue).oldest_age()
-    except Exception:  # a broker that is away: no number rather than a wrong one
-        return None
+    age = _ask_broker(queue, broker_kind, 'oldest_age')
     return round(age, 3) if isinstance(age, (int, float)) else None
 
 
