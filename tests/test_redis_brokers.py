@@ -15,7 +15,7 @@ import test_delayed
 from fsdf import BrokerEnum, redis_registry, task_deco
 from fsdf.brokers import get_broker, liveness
 from fsdf.redis_connection import redis_client
-from helpers import wait_until
+from helpers import KILLED_CONSUMER_SCRIPT, wait_until
 from servers._server_process import accepts
 
 KINDS = [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM]
@@ -166,21 +166,6 @@ def test_a_consumer_that_stopped_beating_has_its_messages_returned(queue_name: s
     assert silent.consumer_id not in raw.zrange(redis_registry.consumers_key(queue_name), 0, -1)
 
 
-CONSUMER_SCRIPT = '''
-import os, sys, time
-from fsdf import BrokerEnum, task_deco
-
-out = os.open(sys.argv[3], os.O_WRONLY | os.O_APPEND)
-
-@task_deco(sys.argv[1], broker_kind=BrokerEnum[sys.argv[2]], concurrent_num=50)
-def work(x):
-    time.sleep(0.05)
-    os.write(out, f'{x}\\n'.encode())
-
-work.consume()
-'''
-
-
 def test_kill_9_of_a_consumer(queue_name: str, embedded_kind, run_script, tmp_path) -> None:
     """At-least-once kinds: every task runs after a consumer is killed. REDIS: none runs twice."""
     total = 2000
@@ -193,7 +178,7 @@ def test_kill_9_of_a_consumer(queue_name: str, embedded_kind, run_script, tmp_pa
         os.write(out, f'{x}\n'.encode())
 
     work.push_many(range(total))
-    child = run_script(CONSUMER_SCRIPT, queue_name, embedded_kind.name, str(done))
+    child = run_script(KILLED_CONSUMER_SCRIPT, queue_name, str(done), embedded_kind.name)
     try:
         assert wait_until(lambda: len(done.read_text().split()) >= 300, 30)
     finally:
