@@ -65,7 +65,7 @@ class TaskFunction:
 
     def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Publish the call ``f(*args, **kwargs)``; TypeError here if it does not fit the signature."""
-        return self.publisher.publish_bound(self.signature.arguments_of(args, kwargs))
+        return (self._publisher or self.publisher).publish_bound(self.signature.arguments_of(args, kwargs))
 
     def pub(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
             eta: Any = None, priority: Optional[int] = None, **overrides: Unpack[MessageOverrides]) -> AsyncResult:
