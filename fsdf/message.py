@@ -8,7 +8,7 @@ import json
 import os
 import time
 from contextvars import ContextVar
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from fsdf._compat.json_internals import compact_encoder, scanner, whitespace_match
 from fsdf.brokers.base import Body
@@ -121,6 +121,18 @@ class CallSignature:
             elif param.kind is param.VAR_POSITIONAL and name in arguments:
                 raise TypeError(f'{self.name}: *{name} cannot be sent in a message; pass keywords')
         return arguments
+
+    def arguments_of_many(self, calls: Iterable[Any]) -> Iterator[dict[str, Any]]:
+        """``arguments_of`` of each call: a tuple of positional arguments, or any other value as the one argument."""
+        names, fitting = self._positional, range(self._enough_positional, len(self._positional) + 1)
+        single = names[0] if 1 in fitting else None  # push_many(range(n)) of f(i): a dict of one key each
+        for call in calls:
+            if isinstance(call, tuple):
+                yield dict(zip(names, call)) if len(call) in fitting else self.arguments_of(call, {})
+            elif single is not None:
+                yield {single: call}
+            else:
+                yield self.arguments_of((call,), {})
 
     def check_fits(self, arguments: dict[str, Any]) -> None:
         """Raise TypeError if a message's arguments cannot call the function."""

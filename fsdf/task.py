@@ -88,10 +88,7 @@ class TaskFunction:
     def push_many(self, calls: Iterable[Any], *, countdown: Optional[float] = None,
                   eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches; each item is a tuple of positional arguments (or one argument)."""
-        arguments_of = self.signature.arguments_of
-        return self.publisher.publish_bound_many(
-            (arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls),
-            countdown=countdown, eta=eta)
+        return self.publisher.publish_bound_many(self.signature.arguments_of_many(calls), countdown=countdown, eta=eta)
 
     def pub_many(self, msgs: Iterable[dict[str, Any]], *, countdown: Optional[float] = None,
                  eta: Any = None) -> list[AsyncResult]:
