@@ -15,7 +15,8 @@ Ratios are fsdf / loop, the median of the per-repeat ratios [lowest-highest].
 
 ``THREADS`` (Redis, kind REDIS): N pushes from 1 thread and from 50 threads (N/50 each), and the same
 with group commit off (each push its own LPUSH, the behaviour before it) and raw ``LPUSH`` from 1 and
-50 threads; the ratio 50 threads / 1 thread is the group-commit target (>= 3x).
+50 threads; the ratio 50 threads / 1 thread is the group-commit target (>= 3x). ``THREADS_<KIND>``: the
+fsdf rows of the same on another kind.
 
 Servers are started here with tests/servers/ (Redis, RabbitMQ, Tansu for Kafka, nx-27017 for MongoDB,
 nats-server, PostgreSQL) on loopback; SQLITE is SQLACHEMY on a SQLite file; ZEROMQ needs no server
@@ -53,7 +54,11 @@ REDIS_KINDS = ('REDIS', 'REDIS_ACK_ABLE', 'RedisBrpopLpush', 'REDIS_STREAM')
 COUNTS = {'REDIS': (5000, 50000), 'REDIS_ACK_ABLE': (5000, 50000), 'RedisBrpopLpush': (5000, 50000),
           'REDIS_STREAM': (5000, 50000), 'RABBITMQ_AMQPSTORM': (300, 20000), 'RABBITMQ_PIKA': (2000, 20000),
           'KAFKA': (2000, 50000), 'MONGOMQ': (1000, 10000), 'NATS': (3000, 20000), 'SQLITE': (2000, 20000),
-          'POSTGRES': (2000, 20000), 'ZEROMQ': (20000, 50000), 'THREADS': (20000, 0)}
+          'POSTGRES': (2000, 20000), 'ZEROMQ': (20000, 50000), 'THREADS': (20000, 0),
+          # 50 threads against 1 on the other kinds that group publishes (and Kafka, whose producer batches)
+          'THREADS_RABBITMQ_AMQPSTORM': (1000, 0), 'THREADS_RABBITMQ_PIKA': (2000, 0), 'THREADS_KAFKA': (2000, 0),
+          'THREADS_MONGOMQ': (2000, 0), 'THREADS_NATS': (3000, 0), 'THREADS_SQLITE': (2000, 0),
+          'THREADS_POSTGRES': (2000, 0)}
 KINDS = list(COUNTS)
 FSDF_KIND = {'SQLITE': 'SQLACHEMY', 'POSTGRES': 'SQLACHEMY'}  # benchmark name -> BrokerEnum name
 THREADS = 50
@@ -211,20 +216,17 @@ def measure_kind(kind: str, repeat: int, counts: tuple[int, int]) -> dict[str, l
     return results
 
 
-def measure_threads(repeat: int, count: int) -> dict[str, list[float]]:
-    """{row: [msg/s per repeat]}: ``count`` pushes to Redis from 1 and from 50 threads, grouped or not, and raw."""
+def measure_threads(kind: str, repeat: int, count: int) -> dict[str, list[float]]:
+    """{row: [msg/s per repeat]}: ``count`` pushes from 1 and from 50 threads, grouped or not (and raw on Redis)."""
     results: dict[str, list[float]] = {}
-    task = fsdf_task('REDIS', f'bench_pub_threads_{uuid.uuid4().hex[:8]}')
+    kind = kind.removeprefix('THREADS').removeprefix('_') or 'REDIS'
+    task = fsdf_task(kind, f'bench_pub_threads_{uuid.uuid4().hex[:8]}')
     task.push(-1)
-    grouped = task.publisher._send  # bench only: the private switch between group commit and one LPUSH each
-    raw = raw_loop('THREADS', f'bench_pub_threads_raw_{uuid.uuid4().hex[:8]}')
+    grouped = task.publisher._send  # bench only: the private switch between group commit and one publish each
 
     def push_each(calls: Iterable[int]) -> None:
         for i in calls:
             task.push(i)
-
-    def lpush_each(calls: Iterable[int]) -> None:
-        raw.publish_one(bare_body(i) for i in calls)
 
     def run(publish: Callable[[Iterable[int]], None], threads: int) -> float:
         share = count // threads
@@ -236,13 +238,6 @@ def measure_threads(repeat: int, count: int) -> dict[str, list[float]]:
             worker.join()
         return share * threads / (time.perf_counter() - began)
 
-    rows: list[tuple[str, Callable[[], float]]] = [
-        ('fsdf, 1 thread', lambda: run(push_each, 1)),
-        (f'fsdf, {THREADS} threads', lambda: run(push_each, THREADS)),
-        (f'fsdf, {THREADS} threads, group commit off', lambda: ungrouped(lambda: run(push_each, THREADS))),
-        ('raw LPUSH, 1 thread', lambda: run(lpush_each, 1)),
-        (f'raw LPUSH, {THREADS} threads', lambda: run(lpush_each, THREADS))]
-
     def ungrouped(measure: Callable[[], float]) -> float:
         task.publisher._send = task.publisher.broker.publish
         try:
@@ -250,18 +245,30 @@ def measure_threads(repeat: int, count: int) -> dict[str, list[float]]:
         finally:
             task.publisher._send = grouped
 
+    rows: list[tuple[str, Callable[[], float]]] = [
+        ('fsdf, 1 thread', lambda: run(push_each, 1)),
+        (f'fsdf, {THREADS} threads', lambda: run(push_each, THREADS)),
+        (f'fsdf, {THREADS} threads, group commit off', lambda: ungrouped(lambda: run(push_each, THREADS)))]
+    raw = raw_loop(kind, f'bench_pub_threads_raw_{uuid.uuid4().hex[:8]}') if kind == 'REDIS' else None
+    if raw is not None:
+        def lpush_each(calls: Iterable[int]) -> None:
+            raw.publish_one(bare_body(i) for i in calls)
+        rows += [('raw LPUSH, 1 thread', lambda: run(lpush_each, 1)),
+                 (f'raw LPUSH, {THREADS} threads', lambda: run(lpush_each, THREADS))]
     for number in range(repeat):
         for row, measure in (rows if number % 2 == 0 else rows[::-1]):
             results.setdefault(row, []).append(measure())
-        task.clear()
-        raw.redis.delete(raw.queue)
+        purge(kind, task.queue_name)
+        if raw is not None:
+            raw.redis.delete(raw.queue)
     return results
 
 
 def child_main(kind: str, repeat: int, counts: tuple[int, int]) -> None:
     """``--child KIND REPEAT ONE BATCH``: measure one kind, print a RESULT line, exit."""
     check_fsdf_source(put_fsdf_source_first())
-    results = measure_threads(repeat, counts[0]) if kind == 'THREADS' else measure_kind(kind, repeat, counts)
+    results = (measure_threads(kind, repeat, counts[0]) if kind.startswith('THREADS')
+               else measure_kind(kind, repeat, counts))
     os.write(1, f'{RESULT_PREFIX}{json.dumps(results)}\n'.encode())
     os._exit(0)  # ZeroMQ would linger to hand over what it holds; nothing else to wait for
 
@@ -285,6 +292,7 @@ def start_servers(kinds: list[str]) -> list[Any]:
     os.environ.setdefault('FSDF_PERSIST_QUEUE_PATH', f'/tmp/fsdf-bench-publish-{os.getpid()}')
     import brokers_raw
     started = []
+    kinds = [kind.removeprefix('THREADS_') for kind in kinds]
     if any(kind in REDIS_KINDS or kind == 'THREADS' for kind in kinds):
         import redis
         from servers.redis_server import RedisServer
@@ -319,16 +327,18 @@ def report_kind(kind: str, results: dict[str, list[float]], counts: tuple[int, i
             f'ratios, median of per-repeat [lowest-highest]:\n\n{ratios}')
 
 
-def report_threads(results: dict[str, list[float]], count: int) -> str:
+def report_threads(kind: str, results: dict[str, list[float]], count: int) -> str:
     rows = list(results)
     lines = ['| | msg/s (median) |', '|---|---|'] + [f'| {row} | {statistics.median(results[row]):,.0f} |'
                                                    for row in rows]
     one, many = results['fsdf, 1 thread'], results[f'fsdf, {THREADS} threads']
     ratios = sorted(m / o for m, o in zip(many, one))
     off = [m / o for m, o in zip(results[f'fsdf, {THREADS} threads, group commit off'], one)]
-    return (f'THREADS: {count:,} pushes to Redis (kind REDIS)\n\n' + '\n'.join(lines) +
+    target = ' (target >= 3x)' if kind == 'THREADS' else ''
+    where = ' to Redis (kind REDIS)' if kind == 'THREADS' else ''
+    return (f'{kind}: {count:,} pushes{where}\n\n' + '\n'.join(lines) +
             f'\n\nfsdf {THREADS} threads / 1 thread: {statistics.median(ratios):.2f}x '
-            f'[{ratios[0]:.2f}-{ratios[-1]:.2f}] (target >= 3x); group commit off: {statistics.median(off):.2f}x')
+            f'[{ratios[0]:.2f}-{ratios[-1]:.2f}]{target}; group commit off: {statistics.median(off):.2f}x')
 
 
 def compare_line(kind: str, now: dict[str, list[float]], then: dict[str, list[float]]) -> str:
@@ -361,12 +371,12 @@ def main() -> None:
     try:
         for kind in kinds:
             counts = tuple(max(1, int(count * args.scale)) for count in COUNTS[kind])
-            if kind == 'SQLITE':
+            if kind.endswith('SQLITE'):
                 os.environ['FSDF_SQLACHEMY_ENGINE_URL'] = sqlite_url()
-            elif kind == 'POSTGRES':
+            elif kind.endswith('POSTGRES'):
                 os.environ['FSDF_SQLACHEMY_ENGINE_URL'] = os.environ['FSDF_POSTGRES_URL']
             results = run_child(kind, args.repeat, counts, None)  # type: ignore[arg-type]
-            print('\n' + (report_threads(results, counts[0]) if kind == 'THREADS'
+            print('\n' + (report_threads(kind, results, counts[0]) if kind.startswith('THREADS')
                           else report_kind(kind, results, counts)), f'\n\n(load average {load_average()})', flush=True)
             if before:
                 then = run_child(kind, args.repeat, counts, before)  # type: ignore[arg-type]
