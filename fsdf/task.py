@@ -64,7 +64,7 @@ class TaskFunction:
 
     def push(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Publish the call ``f(*args, **kwargs)``; TypeError here if it does not fit the signature."""
-        return self.publisher.publish_bound(self.signature.arguments_of(args, kwargs))
+        return (self._publisher or self.publisher).publish_bound(self.signature.arguments_of(args, kwargs))
 
     def pub(self, msg: dict[str, Any], *, task_id: Optional[str] = None, countdown: Optional[float] = None,
             eta: Any = None, priority: Optional[int] = None, **overrides: Unpack[MessageOverrides]) -> AsyncResult:
@@ -89,10 +89,7 @@ class TaskFunction:
     def push_many(self, calls: Iterable[Any], *, countdown: Optional[float] = None,
                   eta: Any = None) -> list[AsyncResult]:
         """Publish many calls in batches; each item is a tuple of positional arguments (or one argument)."""
-        arguments_of = self.signature.arguments_of
-        return self.publisher.publish_bound_many(
-            (arguments_of(call if isinstance(call, tuple) else (call,), {}) for call in calls),
-            countdown=countdown, eta=eta)
+        return self.publisher.publish_bound_many(self.signature.arguments_of_many(calls), countdown=countdown, eta=eta)
 
     def pub_many(self, msgs: Iterable[dict[str, Any]], *, countdown: Optional[float] = None,
                  eta: Any = None) -> list[AsyncResult]:

@@ -67,6 +67,9 @@ def test_message_format_on_the_broker(queue_name: str, embedded_kind: BrokerEnum
     (lambda f: f.push(1, b=2, c=3), "unexpected keyword argument 'c'"),
     (lambda f: f.pub({'a': 1}), "missing a required argument: 'b'"),
     (lambda f: f.pub([1, 2]), 'must be a dict'),
+    (lambda f: f.pub({'a': 1, 'extra': {'task_id': 'x'}}), "missing a required argument: 'b'"),
+    (lambda f: f.pub({'a': 1, 'b': 2, 'c': 3}), "unexpected keyword argument 'c'"),
+    (lambda f: f.pub_many([{'a': 1}]), "missing a required argument: 'b'"),
     (lambda f: f.push(1, b=object()), 'JSON-serializable'),
     (lambda f: f.push_many([(1,)]), "missing a required argument: 'b'"),
 ])

@@ -115,3 +115,14 @@ def test_apscheduler_submits_each_job_through_do_submit_job() -> None:
     # the claims end to end, this says which hook moved if that fails after an upgrade.
     assert list(inspect.signature(ThreadPoolExecutor._do_submit_job).parameters) == ['self', 'job', 'run_times']
     assert 'self._do_submit_job(job, run_times)' in inspect.getsource(BaseExecutor.submit_job)
+
+
+# -- redis-py: a command through a pooled connection (fsdf/_compat/redis_commands.py) ------------------------
+def test_redis_pools_lend_connections_without_a_command_name_and_connections_send_and_read() -> None:
+    import redis
+
+    for pool_class in (redis.ConnectionPool, redis.BlockingConnectionPool):
+        parameter = inspect.signature(pool_class.get_connection).parameters.get('command_name')
+        assert parameter is None or parameter.default is None, f'{pool_class.__name__}.get_connection needs a name'
+    for name in ('send_command', 'read_response', 'disconnect'):
+        assert callable(getattr(redis.Connection, name, None)), f'redis.Connection.{name} is gone'

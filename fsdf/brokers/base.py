@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Optional, Union
 
+from fsdf.group_commit import GroupCommit
 from fsdf.hosts import HOST
 from fsdf.names import check_queue_name
 from fsdf.secrets import redact
@@ -80,6 +81,10 @@ class Broker(ABC):
     """``purge`` removes delayed messages too; False: they stay and arrive when due."""
     purge_while_consuming: ClassVar[bool] = True
     """``purge`` works while consumers of the queue run; False: it raises then and removes nothing."""
+    groups_publishes: ClassVar[bool] = False
+    """One-message publishes from several threads of a process go out together, many per ``publish_many``
+    (group commit, fsdf/group_commit.py); set where that call costs about one round trip however many it
+    carries. Each publish still returns once its message is on the broker."""
     publishes_after_close: ClassVar[bool] = True
     """After ``close``, publishing, ``count`` and ``purge`` still work (they reconnect), so a publisher
     holding the instance carries on; False: they raise :class:`BrokerClosedError`."""
@@ -98,6 +103,9 @@ class Broker(ABC):
         self._dlq_lock = threading.Lock()
         self._lease_thread: Optional[threading.Thread] = None
         self._closed = threading.Event()
+        # The publishers of this queue in this process share it (the consume side never uses it).
+        self.publish_group = (GroupCommit(self.publish, self.publish_many, self.publish_batch_size)
+                              if self.groups_publishes else None)
 
     # -- the interface -------------------------------------------------------------------
     @abstractmethod

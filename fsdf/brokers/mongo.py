@@ -58,6 +58,7 @@ class MongoBroker(Broker):
     lease_check_seconds = 4.0
     publish_batch_size = 10_000  # one insert_many each (pymongo splits it by the server's message size)
     connection_errors = (pymongo.errors.ConnectionFailure,)  # AutoReconnect, ServerSelectionTimeoutError
+    groups_publishes = True  # one insert_many carries many documents
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:

@@ -124,6 +124,7 @@ class NatsBroker(Broker):
     connection_errors = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.NoServersError,
                          nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
                          nats.errors.StaleConnectionError, nats.js.errors.ServiceUnavailableError, OSError)
+    groups_publishes = True  # many publishes in flight at once cost one hop to the loop thread and one wait
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:

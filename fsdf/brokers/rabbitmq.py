@@ -214,6 +214,7 @@ class RabbitMQBroker(Broker):
     purge_includes_delayed = False  # they wait in delay queues this instance may not know of
     session_class: ClassVar[type[AmqpSession]]
     connection_errors = (ConnectionError,)  # what _with_publisher raises once its own reconnect failed
+    groups_publishes = True  # one transaction of many messages: one commit's wait instead of a confirm each
 
     @classmethod
     def queue_name_problem(cls, name: str) -> Optional[str]:

@@ -104,3 +104,6 @@ class AmqpstormBroker(RabbitMQBroker):
     """RabbitMQ through AMQPStorm (thread-safe client, its own I/O thread)."""
 
     session_class = AmqpstormSession
+    # AMQPStorm waits for a confirm or a commit by polling every 10 ms: 8 pooled sessions confirming side by
+    # side carried 50 threads' pushes faster (641 msg/s) than one transaction at a time (458 msg/s).
+    groups_publishes = False

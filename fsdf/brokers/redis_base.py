@@ -19,6 +19,7 @@ from typing import ClassVar, Iterable, Optional, Sequence, cast
 
 import redis
 
+from fsdf._compat import redis_commands
 from fsdf.brokers.base import Body, Broker, Delivery, waited
 from fsdf.brokers.polling import PROMOTE_EVERY_SECONDS, DueThrottle
 from fsdf.redis_connection import redis_client
@@ -44,6 +45,7 @@ class RedisBroker(Broker):
     # The Lua function promote.lua calls to queue one body (the stream kind adds to a stream instead).
     push_one_lua: ClassVar[str] = "local function push_one(key, body) redis.call('LPUSH', key, body) end\n"
     connection_errors = (redis.ConnectionError, redis.TimeoutError)  # a BusyLoadingError is one
+    groups_publishes = True  # one LPUSH carries any number of values
 
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
@@ -58,16 +60,20 @@ class RedisBroker(Broker):
 
     # -- publishing ----------------------------------------------------------------------
     def publish(self, body: str, priority: Optional[int] = None) -> None:
-        self._redis.lpush(self.queue_name, body)
+        redis_commands.send(self._redis, 'LPUSH', self.queue_name, body)
 
     def publish_many(self, bodies: list[str]) -> None:
+        if len(bodies) <= PUBLISH_CHUNK:  # one command: a pipeline around it only costs (group commit sends few)
+            if bodies:
+                self._push(self._redis, bodies)
+            return
         with self._redis.pipeline(transaction=False) as pipe:
             for start in range(0, len(bodies), PUBLISH_CHUNK):
                 self._push(pipe, bodies[start:start + PUBLISH_CHUNK])
             pipe.execute()
 
-    def _push(self, pipe: redis.client.Pipeline, bodies: list[str]) -> None:
-        """Queue bodies at the publishing end (the back of the line)."""
+    def _push(self, pipe: redis.Redis, bodies: list[str]) -> None:
+        """Queue bodies at the publishing end (the back of the line), through a client or a pipeline."""
         pipe.lpush(self.queue_name, *bodies)
 
     def _push_front(self, pipe: redis.client.Pipeline, bodies: list[str]) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, cast
 
 import redis
 
+from fsdf._compat import redis_commands
 from fsdf.brokers.base import Delivery, waited
 from fsdf.brokers.redis_base import lua
 from fsdf.brokers.redis_lease import RedisLeaseBroker
@@ -52,9 +53,9 @@ class RedisStreamBroker(RedisLeaseBroker):
 
     # -- publishing ----------------------------------------------------------------------
     def publish(self, body: str, priority: Optional[int] = None) -> None:
-        self._redis.xadd(self.queue_name, {'msg': body})
+        redis_commands.send(self._redis, 'XADD', self.queue_name, '*', 'msg', body)
 
-    def _push(self, pipe: redis.client.Pipeline, bodies: list[str]) -> None:
+    def _push(self, pipe: redis.Redis, bodies: list[str]) -> None:
         self._add_many(keys=[self.queue_name], args=bodies, client=pipe)
 
     _push_front = _push  # a stream has one end to add to
