@@ -293,11 +293,7 @@ class Consumer:
             ahead = full and not self._no_chunks and self._send_ahead(wanted)
             with self._slots_lock:
                 self._in_flight += len(deliveries)
-            self._run_batch(deliveries)
-            deliveries = self._receive_ahead() if ahead else []
-            if deliveries and self._stopping.is_set():
-                self.broker.requeue_many(deliveries)
-                return
+            deliveries = self._run_batch(deliveries, self._receive_ahead if ahead else None)
 
     def _send_ahead(self, wanted: int) -> bool:
         """Start the next take now if the broker can and the fetch gates allow all of it; False if not started."""
@@ -318,17 +314,28 @@ class Consumer:
                 self.logger.error('fetching from %r failed (will retry): %s', self.queue_name, redact(exc))
             return []
 
-    def _run_batch(self, deliveries: list[Delivery]) -> None:
-        """Run claimed deliveries in order in this thread; once stopping, give back the rest; release them all."""
+    def _run_batch(self, deliveries: list[Delivery],
+                   read_ahead: Optional[Callable[[], list[Delivery]]] = None) -> list[Delivery]:
+        """Run claimed deliveries in order in this thread; once stopping, give back the rest; release them all.
+
+        ``read_ahead`` reads the reply of a take sent before the batch: its messages are returned to run
+        next, or, once stopping, given back behind the batch's unstarted rest (so they keep their order).
+        """
         started = 0
+        ahead: list[Delivery] = []
         try:
             started = self.runner.process_many(deliveries, self._stopping.is_set)
         finally:
             try:
-                if started < len(deliveries):
-                    self.broker.requeue_many(deliveries[started:])
+                if read_ahead is not None:
+                    ahead = read_ahead()
+                if started < len(deliveries) or self._stopping.is_set():
+                    back, ahead = deliveries[started:] + ahead, []
+                    if back:
+                        self.broker.requeue_many(back)
             finally:  # a broker that fails to take them back redelivers them later; stop() must not wait
                 with self._slots:
                     self._in_flight -= len(deliveries)
                     if self._in_flight <= self._low_water:
                         self._slots.notify_all()
+        return ahead

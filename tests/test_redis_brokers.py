@@ -292,3 +292,34 @@ def test_a_long_call_is_not_redelivered_while_its_consumer_beats(queue_name: str
     busy.close()
     other.close()
     assert other.count() == 0
+
+
+def test_single_thread_gives_back_its_read_ahead_in_order_on_stop(queue_name: str, redis_server, raw) -> None:
+    """SINGLE_THREAD on REDIS_ACK_ABLE sends the next take while a full batch runs: a stop during a call
+    must run nothing after it, give back the batch's rest and the messages taken ahead, in queue order,
+    and leave none held by the stopped consumer."""
+    ran: list[int] = []
+    slow_started, release = threading.Event(), threading.Event()
+    total, stop_at = 2000, 600  # batches of up to 256 by then: the take after 600's batch is out
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.REDIS_ACK_ABLE, concurrent_mode=5)
+    def record(x):
+        ran.append(x)
+        if x == stop_at:
+            slow_started.set()
+            release.wait(10)
+
+    record.push_many(range(total))
+    record.consume()
+    assert slow_started.wait(20)
+    stopper = threading.Thread(target=record.consumer.stop, kwargs={'grace': 10})
+    stopper.start()
+    assert record.consumer._stopping.wait(10)
+    release.set()
+    stopper.join(15)
+    assert ran == list(range(stop_at + 1))
+    assert record.get_message_count() == total - stop_at - 1
+    consumer_id = record.consumer.broker.consumer_id
+    assert wait_until(lambda: held_by(raw, BrokerEnum.REDIS_ACK_ABLE, queue_name, consumer_id) == 0, 5)
+    assert record.drain(timeout=30) == total - stop_at - 1
+    assert ran == list(range(total))  # the given-back messages kept their order: none run twice, none lost
