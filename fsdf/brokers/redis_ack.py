@@ -104,6 +104,14 @@ class RedisAckBroker(RedisLeaseBroker):
         held = cast(dict[bytes, bytes], self._raw.hgetall(self._unacked_key))
         return {int(field): body for field, body in held.items()}
 
+    def _held_tags_in_redis(self) -> set[Any]:
+        return {int(field) for field in cast(list[bytes], self._raw.hkeys(self._unacked_key))}
+
+    def _held_bodies_in_redis(self, tags: set[Any]) -> dict[Any, bytes]:
+        wanted = list(tags)
+        bodies = cast(list[Optional[bytes]], self._raw.hmget(self._unacked_key, wanted))
+        return {tag: body for tag, body in zip(wanted, bodies) if body is not None}
+
     def close(self) -> None:
         super().close()
         client, self._fetch_client = self._fetch_client, None

@@ -83,6 +83,15 @@ class RedisLeaseBroker(RedisBroker):
         """The messages this consumer's bookkeeping holds: tag -> body."""
         raise NotImplementedError
 
+    def _held_tags_in_redis(self) -> set[Any]:
+        """The tags of the messages this consumer's bookkeeping holds (kinds that can, without the bodies)."""
+        return set(self._held_in_redis())
+
+    def _held_bodies_in_redis(self, tags: set[Any]) -> dict[Any, bytes]:
+        """The bodies of those of ``tags`` this consumer's bookkeeping still holds: tag -> body."""
+        held = self._held_in_redis()
+        return {tag: held[tag] for tag in tags if tag in held}
+
     # -- acks ----------------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
         with self._acks_lock:
@@ -245,13 +254,16 @@ class RedisLeaseBroker(RedisBroker):
         """Give back messages our bookkeeping holds that this process does not know of; how many."""
         with self._acks_lock:
             known = self._held.union(self._acks, self._sending, self._ahead[1])
-        held = self._held_in_redis()
-        unknown = held.keys() - known
+        # Every lease check reads the tags alone: the bodies of the few lost ones are read only when there are some.
+        unknown = self._held_tags_in_redis() - known
         lost, self._unknown = unknown & self._unknown, unknown
-        if lost:
-            self._unknown -= lost
-            super()._give_back([Delivery(held[tag], tag) for tag in lost], to_front=True)
-        return len(lost)
+        if not lost:
+            return 0
+        self._unknown -= lost
+        held = self._held_bodies_in_redis(lost)  # one acked or given back meanwhile is no longer there
+        if held:
+            super()._give_back([Delivery(body, tag) for tag, body in held.items()], to_front=True)
+        return len(held)
 
     def close(self) -> None:
         """Send the buffered acks, give back whatever this consumer still holds, leave the registry."""
