@@ -79,6 +79,7 @@ class Consumer:
         self._fetch_errors = EveryNSeconds(10)
         # Paced starts (qps) run one per thread: a chunk would start its messages back to back, a burst.
         self._no_chunks = self.pool.runs_coroutines or bool(options.qps)
+        self._reads_ahead = self._runs_inline and self.broker.reads_ahead and not self._no_chunks
 
     @property
     def controls(self) -> list[Middleware]:
@@ -289,8 +290,10 @@ class Consumer:
         like any fetched ones, and given back unstarted if the consumer is stopping by then.
         """
         while deliveries:
-            full, wanted = len(deliveries) >= wanted, self._wait_for_free_slots()  # none in flight: no wait
-            ahead = full and not self._no_chunks and self._send_ahead(wanted)
+            ahead = False
+            if self._reads_ahead and len(deliveries) >= wanted:  # a full batch: likely more waiting
+                wanted = self._wait_for_free_slots()  # none in flight here: it does not wait
+                ahead = self._send_ahead(wanted)
             with self._slots_lock:
                 self._in_flight += len(deliveries)
             deliveries = self._run_batch(deliveries, self._receive_ahead if ahead else None)

@@ -134,6 +134,9 @@ class Broker(ABC):
         their consumer dies (at-least-once kinds). After ``close``: ``[]`` at once, taking nothing.
         """
 
+    reads_ahead: ClassVar[bool] = False
+    """Whether ``fetch_ahead_send`` can start a take (a consumer skips asking when it cannot)."""
+
     def fetch_ahead_send(self, max_count: int) -> bool:
         """Start a take of up to ``max_count`` waiting messages without waiting for its reply; False if this kind
         cannot (the default) or is closed. A True must be followed by ``fetch_ahead_receive`` in the same thread

@@ -23,6 +23,8 @@ from fsdf.brokers.redis_lease import RedisLeaseBroker
 class RedisAckBroker(RedisLeaseBroker):
     """A Redis list plus an unacked hash per consumer; a dead consumer's messages return."""
 
+    reads_ahead = True
+
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._unacked_key = self._key('unacked')
