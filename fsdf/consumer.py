@@ -79,6 +79,7 @@ class Consumer:
         self._fetch_errors = EveryNSeconds(10)
         # Paced starts (qps) run one per thread: a chunk would start its messages back to back, a burst.
         self._no_chunks = self.pool.runs_coroutines or bool(options.qps)
+        self._reads_ahead = self._runs_inline and self.broker.reads_ahead and not self._no_chunks
 
     @property
     def controls(self) -> list[Middleware]:
@@ -188,7 +189,7 @@ class Consumer:
                 self.broker.requeue_many(deliveries)
                 break
             if self._runs_inline:
-                self._run_inline(deliveries)
+                self._run_inline(deliveries, free)
                 continue
             with self._slots:
                 self._in_flight += len(deliveries)
@@ -280,26 +281,64 @@ class Consumer:
         if claimed:
             self._run_batch(claimed)
 
-    def _run_inline(self, deliveries: list[Delivery]) -> None:
+    def _run_inline(self, deliveries: list[Delivery], wanted: int) -> None:
         """SINGLE_THREAD: run a fetched batch in this thread, in order; once stopping, give back the rest.
 
         The per-message claim and release of the pools are taken once per batch: nothing else runs them.
+        While batches come full, the next take is sent before a batch runs and its reply read after
+        (``Broker.fetch_ahead_send``), so its round trip overlaps the calls; the messages it took are held
+        like any fetched ones, and given back unstarted if the consumer is stopping by then.
         """
-        with self._slots_lock:
-            self._in_flight += len(deliveries)
-        self._run_batch(deliveries)
+        while deliveries:
+            ahead = False
+            if self._reads_ahead and len(deliveries) >= wanted:  # a full batch: likely more waiting
+                wanted = self._wait_for_free_slots()  # none in flight here: it does not wait
+                ahead = self._send_ahead(wanted)
+            with self._slots_lock:
+                self._in_flight += len(deliveries)
+            deliveries = self._run_batch(deliveries, self._receive_ahead if ahead else None)
 
-    def _run_batch(self, deliveries: list[Delivery]) -> None:
-        """Run claimed deliveries in order in this thread; once stopping, give back the rest; release them all."""
+    def _send_ahead(self, wanted: int) -> bool:
+        """Start the next take now if the broker can and the fetch gates allow all of it; False if not started."""
+        for gate in self._fetch_gates:
+            if gate.before_fetch(wanted) < wanted:  # paused or held back: the plain fetch loop waits for it
+                return False
+        try:
+            return self.broker.fetch_ahead_send(wanted)
+        except Exception as exc:  # broker away: the fetch loop's next fetch retries and logs it
+            self.logger.debug('read-ahead take from %r failed: %s', self.queue_name, redact(exc))
+            return False
+
+    def _receive_ahead(self) -> list[Delivery]:
+        try:
+            return self.broker.fetch_ahead_receive()
+        except Exception as exc:  # what it took, if anything, the broker's lease check returns
+            if self._fetch_errors.ready(time.monotonic()):
+                self.logger.error('fetching from %r failed (will retry): %s', self.queue_name, redact(exc))
+            return []
+
+    def _run_batch(self, deliveries: list[Delivery],
+                   read_ahead: Optional[Callable[[], list[Delivery]]] = None) -> list[Delivery]:
+        """Run claimed deliveries in order in this thread; once stopping, give back the rest; release them all.
+
+        ``read_ahead`` reads the reply of a take sent before the batch: its messages are returned to run
+        next, or, once stopping, given back behind the batch's unstarted rest (so they keep their order).
+        """
         started = 0
+        ahead: list[Delivery] = []
         try:
             started = self.runner.process_many(deliveries, self._stopping.is_set)
         finally:
             try:
-                if started < len(deliveries):
-                    self.broker.requeue_many(deliveries[started:])
+                if read_ahead is not None:
+                    ahead = read_ahead()
+                if started < len(deliveries) or self._stopping.is_set():
+                    back, ahead = deliveries[started:] + ahead, []
+                    if back:
+                        self.broker.requeue_many(back)
             finally:  # a broker that fails to take them back redelivers them later; stop() must not wait
                 with self._slots:
                     self._in_flight -= len(deliveries)
                     if self._in_flight <= self._low_water:
                         self._slots.notify_all()
+        return ahead

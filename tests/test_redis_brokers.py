@@ -277,3 +277,48 @@ def test_a_long_call_is_not_redelivered_while_its_consumer_beats(queue_name: str
     busy.close()
     other.close()
     assert other.count() == 0
+
+
+def test_single_thread_gives_back_its_read_ahead_in_order_on_stop(queue_name: str, redis_server, raw) -> None:
+    """SINGLE_THREAD on REDIS_ACK_ABLE sends the next take while a full batch runs: a stop during a call
+    must run nothing after it, give back the batch's rest and the messages taken ahead, in queue order,
+    and leave none held by the stopped consumer."""
+    ran: list[int] = []
+    slow_started, release = threading.Event(), threading.Event()
+    total, stop_at = 2000, 600  # batches of up to 256 by then: the take after 600's batch is out
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.REDIS_ACK_ABLE, concurrent_mode=5)
+    def record(x):
+        ran.append(x)
+        if x == stop_at:
+            slow_started.set()
+            release.wait(10)
+
+    record.push_many(range(total))
+    record.consume()
+    assert slow_started.wait(20)
+    stopper = threading.Thread(target=record.consumer.stop, kwargs={'grace': 10})
+    stopper.start()
+    assert record.consumer._stopping.wait(10)
+    release.set()
+    stopper.join(15)
+    assert ran == list(range(stop_at + 1))
+    assert record.get_message_count() == total - stop_at - 1
+    consumer_id = record.consumer.broker.consumer_id
+    assert wait_until(lambda: held_by(raw, BrokerEnum.REDIS_ACK_ABLE, queue_name, consumer_id) == 0, 5)
+    assert record.drain(timeout=30) == total - stop_at - 1
+    assert ran == list(range(total))  # the given-back messages kept their order: none run twice, none lost
+
+
+def test_a_take_whose_reply_was_lost_is_given_back_by_the_lease_check(queue_name: str, lease_kind, raw) -> None:
+    """Messages a consumer's bookkeeping holds that the consumer does not know of (the reply to its take
+    was lost) go back to the queue once two lease checks in a row have seen them; known ones stay."""
+    broker = get_broker(lease_kind, queue_name)
+    broker.publish_many([json.dumps({'x': n}) for n in range(5)])
+    known = broker.fetch(2, 1)  # held and known
+    assert len(broker._take_and_ack(3, [])) == 3  # taken into the bookkeeping, the reply dropped
+    assert broker.recover_abandoned() == 0  # seen once: maybe a take whose reply is on its way
+    assert broker.recover_abandoned() == 3
+    assert held_by(raw, lease_kind, queue_name, broker.consumer_id) == 2
+    assert sorted(json.loads(d.body)['x'] for d in broker.fetch(5, 1)) == [2, 3, 4]
+    broker.ack_many(known)

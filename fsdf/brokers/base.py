@@ -142,6 +142,20 @@ class Broker(ABC):
         their consumer dies (at-least-once kinds). After ``close``: ``[]`` at once, taking nothing.
         """
 
+    reads_ahead: ClassVar[bool] = False
+    """Whether ``fetch_ahead_send`` can start a take (a consumer skips asking when it cannot)."""
+
+    def fetch_ahead_send(self, max_count: int) -> bool:
+        """Start a take of up to ``max_count`` waiting messages without waiting for its reply; False if this kind
+        cannot (the default) or is closed. A True must be followed by ``fetch_ahead_receive`` in the same thread
+        before any other fetch: a single-thread consumer runs its batch meanwhile, so the round trip overlaps it.
+        """
+        return False
+
+    def fetch_ahead_receive(self) -> list[Delivery]:
+        """The messages the take ``fetch_ahead_send`` started got (taken as by ``fetch``, never waiting for one)."""
+        raise NotImplementedError(f'{type(self).__name__} does not read ahead')
+
     @abstractmethod
     def ack(self, delivery: Delivery) -> None:
         """The message is settled: remove it for good (a few kinds send acks in batches, within 0.1 s)."""

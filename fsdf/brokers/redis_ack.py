@@ -23,6 +23,8 @@ from fsdf.brokers.redis_lease import RedisLeaseBroker
 class RedisAckBroker(RedisLeaseBroker):
     """A Redis list plus an unacked hash per consumer; a dead consumer's messages return."""
 
+    reads_ahead = True
+
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         self._unacked_key = self._key('unacked')
@@ -31,6 +33,7 @@ class RedisAckBroker(RedisLeaseBroker):
         self._take_script = self._redis.register_script(lua('chunked.lua', 'redis_ack_take.lua'))
         self._return_script = self._redis.register_script(lua('chunked.lua', 'redis_ack_return.lua'))
         self._fetch_client: Optional[redis.Redis] = None
+        self._ahead_connection: Optional[redis.connection.AbstractConnection] = None  # a take sent, reply unread
 
     @property
     def _fetcher(self) -> redis.Redis:
@@ -48,8 +51,37 @@ class RedisAckBroker(RedisLeaseBroker):
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
         # The acks go as one argument and the bodies come back joined: redis-py packs and parses each
         # element of a command and its reply in Python, which was a fifth of a no-op task's cost.
-        first, lengths, joined = self._take_script(keys=self._take_keys, args=[max_count, ' '.join(map(str, acks))],
-                                                   client=self._fetcher)
+        reply = self._take_script(keys=self._take_keys, args=[max_count, ' '.join(map(str, acks))],
+                                  client=self._fetcher)
+        return self._deliveries(reply)
+
+    def _send_take(self, max_count: int, acks: list[Any]) -> bool:
+        # The same EVALSHA on the fetch connection, its reply read by _receive_take after the batch has run.
+        connection = self._fetcher.connection
+        if connection is None:
+            return False
+        try:
+            connection.send_command('EVALSHA', self._take_script.sha, len(self._take_keys), *self._take_keys,
+                                    max_count, ' '.join(map(str, acks)))
+        except BaseException:  # part of a command may have gone: the connection must not be reused as it is
+            connection.disconnect()
+            raise
+        self._ahead_connection = connection  # close() may drop the client meanwhile: then the read fails
+        return True
+
+    def _receive_take(self, max_count: int, acks: list[Any]) -> list[Delivery]:
+        connection, self._ahead_connection = self._ahead_connection, None
+        if connection is None:
+            raise RuntimeError('no read-ahead take was sent')
+        try:
+            reply = connection.read_response()  # disconnects itself on an error other than Redis's own reply
+        except redis.exceptions.NoScriptError:  # the script was never loaded (or Redis restarted): it ran nothing
+            return self._take_and_ack(max_count, acks)
+        return self._deliveries(reply)
+
+    def _deliveries(self, reply: list[Any]) -> list[Delivery]:
+        """The deliveries of a take script's reply: the first number, the lengths, the bodies joined."""
+        first, lengths, joined = reply
         if not lengths:
             return []
         deliveries, end = [], 0
@@ -73,6 +105,14 @@ class RedisAckBroker(RedisLeaseBroker):
     def _held_in_redis(self) -> dict[Any, bytes]:
         held = cast(dict[bytes, bytes], self._raw.hgetall(self._unacked_key))
         return {int(field): body for field, body in held.items()}
+
+    def _held_tags_in_redis(self) -> set[Any]:
+        return {int(field) for field in cast(list[bytes], self._raw.hkeys(self._unacked_key))}
+
+    def _held_bodies_in_redis(self, tags: set[Any]) -> dict[Any, bytes]:
+        wanted = list(tags)
+        bodies = cast(list[Optional[bytes]], self._raw.hmget(self._unacked_key, wanted))
+        return {tag: body for tag, body in zip(wanted, bodies) if body is not None}
 
     def close(self) -> None:
         super().close()

@@ -56,10 +56,19 @@ class RedisLeaseBroker(RedisBroker):
         self._held: set[Any] = set()      # tags handed out by fetch and not yet settled (guarded by _acks_lock)
         self._sending: list[Any] = []     # acks on their way to Redis
         self._unknown: set[Any] = set()   # tags in our bookkeeping we did not know of at the last check
+        self._ahead: tuple[int, list[Any]] = (0, [])  # a read-ahead take under way: its count and the acks it sent
 
     # -- what each kind implements -------------------------------------------------------
     def _take_and_ack(self, max_count: int, acks: list[Any]) -> list[Delivery]:
         """Send ``acks`` and take up to ``max_count`` messages into this consumer's keeping, in one round trip."""
+        raise NotImplementedError
+
+    def _send_take(self, max_count: int, acks: list[Any]) -> bool:
+        """Send what ``_take_and_ack`` sends without reading the reply; False if this kind cannot."""
+        return False
+
+    def _receive_take(self, max_count: int, acks: list[Any]) -> list[Delivery]:
+        """Read the reply to ``_send_take``'s command (the same ``max_count`` and ``acks``)."""
         raise NotImplementedError
 
     def _send_acks(self, tags: list[Any]) -> None:
@@ -73,6 +82,15 @@ class RedisLeaseBroker(RedisBroker):
     def _held_in_redis(self) -> dict[Any, bytes]:
         """The messages this consumer's bookkeeping holds: tag -> body."""
         raise NotImplementedError
+
+    def _held_tags_in_redis(self) -> set[Any]:
+        """The tags of the messages this consumer's bookkeeping holds (kinds that can, without the bodies)."""
+        return set(self._held_in_redis())
+
+    def _held_bodies_in_redis(self, tags: set[Any]) -> dict[Any, bytes]:
+        """The bodies of those of ``tags`` this consumer's bookkeeping still holds: tag -> body."""
+        held = self._held_in_redis()
+        return {tag: held[tag] for tag in tags if tag in held}
 
     # -- acks ----------------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
@@ -159,6 +177,35 @@ class RedisLeaseBroker(RedisBroker):
                 self._held.update([delivery.tag for delivery in taken])
         return taken
 
+    def fetch_ahead_send(self, max_count: int) -> bool:
+        # A closed broker, one that must beat first or never started its leases: the plain fetch handles those.
+        if max_count < 1 or self._closed.is_set() or self._lease_thread is None or time.monotonic() > self._beat_by:
+            return False
+        self._promote_due()
+        acks = self._take_acks()
+        try:
+            sent = self._send_take(max_count, acks)
+        except BaseException:
+            self._keep_acks(acks)
+            raise
+        if not sent:
+            self._keep_acks(acks)
+            return False
+        self._ahead = (max_count, acks)
+        return True
+
+    def fetch_ahead_receive(self) -> list[Delivery]:
+        (max_count, acks), self._ahead = self._ahead, (0, [])
+        try:
+            taken = self._receive_take(max_count, acks)
+        except BaseException:  # sent again with the next take (an ack sent twice is harmless)
+            self._keep_acks(acks)
+            raise
+        if taken:
+            with self._acks_lock:
+                self._held.update([delivery.tag for delivery in taken])
+        return taken
+
     def _give_back(self, deliveries: list[Delivery], to_front: bool) -> None:
         self._forget(deliveries)  # if this fails, the check of our own bookkeeping returns them
         super()._give_back(deliveries, to_front)
@@ -206,14 +253,17 @@ class RedisLeaseBroker(RedisBroker):
     def _return_lost(self) -> int:
         """Give back messages our bookkeeping holds that this process does not know of; how many."""
         with self._acks_lock:
-            known = self._held.union(self._acks, self._sending)
-        held = self._held_in_redis()
-        unknown = held.keys() - known
+            known = self._held.union(self._acks, self._sending, self._ahead[1])
+        # Every lease check reads the tags alone: the bodies of the few lost ones are read only when there are some.
+        unknown = self._held_tags_in_redis() - known
         lost, self._unknown = unknown & self._unknown, unknown
-        if lost:
-            self._unknown -= lost
-            super()._give_back([Delivery(held[tag], tag) for tag in lost], to_front=True)
-        return len(lost)
+        if not lost:
+            return 0
+        self._unknown -= lost
+        held = self._held_bodies_in_redis(lost)  # one acked or given back meanwhile is no longer there
+        if held:
+            super()._give_back([Delivery(body, tag) for tag, body in held.items()], to_front=True)
+        return len(held)
 
     def close(self) -> None:
         """Send the buffered acks, give back whatever this consumer still holds, leave the registry."""
