@@ -1,6 +1,6 @@
 """The broker contract: the consume-path tests every broker passes, run again by each broker's tests.
 
-A broker's test module defines an ``embedded_kind`` fixture that yields its own kinds (and starts
+A broker's test module defines an ``broker_kind`` fixture that yields its own kinds (and starts
 its server), then imports these names, so pytest runs them on that broker unchanged.
 """
 from test_consume import (test_every_pushed_call_runs_once, test_last_failure_goes_to_the_dead_letter_queue,

@@ -65,8 +65,8 @@ def run_script(tmp_path: Path):
 
 @pytest.fixture(params=[fsdf.BrokerEnum.LOCAL_PYTHON_QUEUE, fsdf.BrokerEnum.PERSISTQUEUE],
                 ids=['local', 'persist'])
-def embedded_kind(request: pytest.FixtureRequest) -> fsdf.BrokerEnum:
-    """Each broker that needs no server."""
+def broker_kind(request: pytest.FixtureRequest) -> fsdf.BrokerEnum:
+    """Each broker that needs no server; a server broker's test module overrides it with its own kinds."""
     return request.param
 
 

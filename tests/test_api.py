@@ -23,8 +23,8 @@ def test_enums_keep_the_seed_values() -> None:
     assert [m.value for m in ConcurrentModeEnum] == [1, 2, 3, 4, 5]
 
 
-def test_decorated_function_is_still_a_plain_call(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_decorated_function_is_still_a_plain_call(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def add(a, b=10):
         """Adds."""
         return a + b
@@ -34,8 +34,8 @@ def test_decorated_function_is_still_a_plain_call(queue_name: str, embedded_kind
     assert add.get_message_count() == 0  # calling it published nothing
 
 
-def test_push_pub_and_counts(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_push_pub_and_counts(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def add(a, b):
         return a + b
 
@@ -49,8 +49,8 @@ def test_push_pub_and_counts(queue_name: str, embedded_kind: BrokerEnum) -> None
     assert add.get_message_count() == 0
 
 
-def test_message_format_on_the_broker(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_message_format_on_the_broker(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def add(a, b):
         return a + b
 

@@ -10,10 +10,10 @@ from fsdf import BrokerEnum, ConcurrentModeEnum, task_deco
 ASYNC = ConcurrentModeEnum.ASYNC
 
 
-def test_async_calls_share_one_loop_and_stay_bounded(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_async_calls_share_one_loop_and_stay_bounded(queue_name: str, broker_kind: BrokerEnum) -> None:
     loops, running, peak = set(), 0, 0
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=ASYNC, concurrent_num=100)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_mode=ASYNC, concurrent_num=100)
     async def wait(i):
         nonlocal running, peak
         loops.add(id(asyncio.get_running_loop()))
@@ -28,10 +28,10 @@ def test_async_calls_share_one_loop_and_stay_bounded(queue_name: str, embedded_k
     assert 50 <= peak <= 100  # many at once, never above the bound
 
 
-def test_async_retries_dead_letters_and_timeouts(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_async_retries_dead_letters_and_timeouts(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts: dict[int, int] = {}
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=ASYNC, max_retry_times=1,
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_mode=ASYNC, max_retry_times=1,
                function_timeout=0.2, is_using_rpc_mode=True, is_print_detail_exception=False)
     async def work(i):
         attempts[i] = attempts.get(i, 0) + 1

@@ -24,11 +24,11 @@ def dead_letters(kind: BrokerEnum, queue_name: str) -> list[dict]:
     return out
 
 
-def test_every_pushed_call_runs_once(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_every_pushed_call_runs_once(queue_name: str, broker_kind: BrokerEnum) -> None:
     seen: list[int] = []
     lock = threading.Lock()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=8)
     def record(x):
         with lock:
             seen.append(x)
@@ -40,22 +40,22 @@ def test_every_pushed_call_runs_once(queue_name: str, embedded_kind: BrokerEnum)
     assert record.get_message_count() == 0
 
 
-def test_message_without_extra_from_another_program(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_message_without_extra_from_another_program(queue_name: str, broker_kind: BrokerEnum) -> None:
     seen = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def add(a, b):
         seen.append(a + b)
 
-    get_broker(embedded_kind, queue_name).publish('{"a": 3, "b": 6}')
+    get_broker(broker_kind, queue_name).publish('{"a": 3, "b": 6}')
     assert add.drain(timeout=10) == 1
     assert seen == [9]
 
 
-def test_retries_then_success(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_retries_then_success(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=3)
+    @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=3)
     def flaky(x):
         attempts.append(x)
         if len(attempts) == 1:
@@ -68,13 +68,13 @@ def test_retries_then_success(queue_name: str, embedded_kind: BrokerEnum) -> Non
     assert attempts == [7, 7, 7]
     counters = flaky.consumer.counters
     assert (counters.retried, counters.succeeded, counters.dead_lettered) == (2, 1, 0)
-    assert dead_letters(embedded_kind, queue_name) == []
+    assert dead_letters(broker_kind, queue_name) == []
 
 
-def test_last_failure_goes_to_the_dead_letter_queue(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_last_failure_goes_to_the_dead_letter_queue(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=2, is_print_detail_exception=False)
+    @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=2, is_print_detail_exception=False)
     def broken(x, y=1):
         attempts.append(x)
         raise KeyError('no such thing')
@@ -82,7 +82,7 @@ def test_last_failure_goes_to_the_dead_letter_queue(queue_name: str, embedded_ki
     result = broken.push(5, y=2)
     assert broken.drain(timeout=10) == 1
     assert attempts == [5, 5, 5]
-    [letter] = dead_letters(embedded_kind, queue_name)
+    [letter] = dead_letters(broker_kind, queue_name)
     assert letter['x'] == 5 and letter['y'] == 2
     assert letter['extra']['task_id'] == result.task_id
     reason = letter['extra']['dead_letter']
@@ -99,20 +99,20 @@ def test_last_failure_goes_to_the_dead_letter_queue(queue_name: str, embedded_ki
     ('{"a": 1, "b": 2, "c": 3}', "unexpected keyword argument 'c'"),
     ('{"a": 1, "b": 2, "extra": 5}', "'extra' is not an object"),
 ])
-def test_malformed_messages_go_to_the_dlq_with_the_reason(queue_name: str, embedded_kind: BrokerEnum,
+def test_malformed_messages_go_to_the_dlq_with_the_reason(queue_name: str, broker_kind: BrokerEnum,
                                                           body: str, why: str) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def add(a, b):
         ran.append((a, b))
 
-    broker = get_broker(embedded_kind, queue_name)
+    broker = get_broker(broker_kind, queue_name)
     broker.publish(body)
     add.push(1, 2)  # the consumer keeps going after the bad one
     assert add.drain(timeout=10) == 2
     assert ran == [(1, 2)]
-    [letter] = dead_letters(embedded_kind, queue_name)
+    [letter] = dead_letters(broker_kind, queue_name)
     assert letter['extra']['dead_letter']['reason'] == 'malformed'
     assert why in letter['extra']['dead_letter']['error']
     if 'argument' in why:
@@ -141,11 +141,11 @@ def test_bodies_decode_as_json_loads_reads_them(body) -> None:
     assert message.decode(body) == (expected, {})
 
 
-def test_calls_failing_at_once_all_reach_the_dlq(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_calls_failing_at_once_all_reach_the_dlq(queue_name: str, broker_kind: BrokerEnum) -> None:
     """The first dead letters open <queue>_dlq from several threads at the same moment."""
     together = threading.Barrier(8)
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8, max_retry_times=0,
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=8, max_retry_times=0,
                is_print_detail_exception=False)
     def fail(x):
         together.wait(10)
@@ -153,13 +153,13 @@ def test_calls_failing_at_once_all_reach_the_dlq(queue_name: str, embedded_kind:
 
     fail.push_many(range(8))
     assert fail.drain(timeout=20) == 8
-    assert sorted(letter['x'] for letter in dead_letters(embedded_kind, queue_name)) == list(range(8))
+    assert sorted(letter['x'] for letter in dead_letters(broker_kind, queue_name)) == list(range(8))
 
 
-def test_requeue_gives_the_message_back(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_requeue_gives_the_message_back(queue_name: str, broker_kind: BrokerEnum) -> None:
     runs = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=0)
+    @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=0)
     def picky(x):
         runs.append(x)
         if len(runs) < 3:
@@ -169,15 +169,15 @@ def test_requeue_gives_the_message_back(queue_name: str, embedded_kind: BrokerEn
     picky.drain(timeout=10)
     assert runs == [1, 1, 1]
     assert picky.consumer.counters.requeued == 2 and picky.consumer.counters.succeeded == 1
-    assert dead_letters(embedded_kind, queue_name) == []
+    assert dead_letters(broker_kind, queue_name) == []
 
 
-def test_calls_published_inside_a_task_name_their_parent(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(f'{queue_name}_child', broker_kind=embedded_kind)
+def test_calls_published_inside_a_task_name_their_parent(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(f'{queue_name}_child', broker_kind=broker_kind)
     def child(n):
         pass
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def parent(n):
         child.push(n)
 
@@ -199,10 +199,10 @@ def test_single_dict_parameter_mode(queue_name: str) -> None:
     assert seen == [{'anything': 1, 'goes': [2]}]
 
 
-def test_single_thread_mode(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_single_thread_mode(queue_name: str, broker_kind: BrokerEnum) -> None:
     threads = set()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_mode=5)
     def where(x):
         threads.add(threading.current_thread().name)
 
@@ -211,13 +211,13 @@ def test_single_thread_mode(queue_name: str, embedded_kind: BrokerEnum) -> None:
     assert threads == {f'fsdf-fetch-{queue_name}'}
 
 
-def test_single_thread_stop_gives_back_the_rest_of_its_batch(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_single_thread_stop_gives_back_the_rest_of_its_batch(queue_name: str, broker_kind: BrokerEnum) -> None:
     """SINGLE_THREAD runs a fetched batch of up to 256 in the fetch thread: a stop during one call
     must run nothing after it and leave the rest of the batch on the queue, none lost, none run twice."""
     ran: list[int] = []
     slow_started, release = threading.Event(), threading.Event()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_mode=5)
     def record(x):
         ran.append(x)
         if x == 5:
@@ -238,12 +238,12 @@ def test_single_thread_stop_gives_back_the_rest_of_its_batch(queue_name: str, em
     assert sorted(ran) == list(range(50))
 
 
-def test_single_thread_holds_only_what_starts_within_a_short_while(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_single_thread_holds_only_what_starts_within_a_short_while(queue_name: str, broker_kind: BrokerEnum) -> None:
     """Calls of 20 ms: beyond the running call a SINGLE_THREAD consumer may hold what starts within
     SHORT_CALL_SECONDS (two more), not its whole margin of 255, which other consumers could be running."""
     held: list[int] = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_mode=5)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_mode=5)
     def slow(x):
         held.append(slow.consumer._in_flight)
         time.sleep(0.02)  # the work itself

@@ -59,10 +59,10 @@ class StartRecorder:
 
 
 # -- qps ---------------------------------------------------------------------------------
-def test_qps_paces_starts(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_qps_paces_starts(queue_name: str, broker_kind: BrokerEnum) -> None:
     recorder = StartRecorder()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, qps=25)
+    @task_deco(queue_name, broker_kind=broker_kind, qps=25)
     def tick(x):
         recorder.mark()
 
@@ -74,11 +74,11 @@ def test_qps_paces_starts(queue_name: str, embedded_kind: BrokerEnum) -> None:
     assert min(gaps) > 0.02  # paced one by one, no bursts
 
 
-def test_qps_holds_while_calls_are_slower_than_the_interval(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_qps_holds_while_calls_are_slower_than_the_interval(queue_name: str, broker_kind: BrokerEnum) -> None:
     recorder = StartRecorder()
     peak_threads = 0
 
-    @task_deco(queue_name, broker_kind=embedded_kind, qps=10, concurrent_num=20)
+    @task_deco(queue_name, broker_kind=broker_kind, qps=10, concurrent_num=20)
     def slow(x):
         nonlocal peak_threads
         recorder.mark()
@@ -147,11 +147,11 @@ def test_unreachable_qps_is_reported_once(queue_name: str, fsdf_logs) -> None:
 
 
 # -- function_timeout ----------------------------------------------------------------------
-def test_timeout_stops_the_call_retries_then_dead_letters(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_timeout_stops_the_call_retries_then_dead_letters(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts = []
     iterations = [0]
 
-    @task_deco(queue_name, broker_kind=embedded_kind, function_timeout=0.3, max_retry_times=2)
+    @task_deco(queue_name, broker_kind=broker_kind, function_timeout=0.3, max_retry_times=2)
     def spin(x):
         attempts.append(time.monotonic())
         while True:
@@ -165,17 +165,17 @@ def test_timeout_stops_the_call_retries_then_dead_letters(queue_name: str, embed
     assert time.monotonic() - began < 3
     counters = spin.consumer.counters
     assert (counters.failed, counters.retried, counters.dead_lettered) == (1, 2, 1)
-    [letter] = dead_letters(embedded_kind, queue_name)
+    [letter] = dead_letters(broker_kind, queue_name)
     assert letter['x'] == 1
     assert letter['extra']['dead_letter']['exception_type'] == 'FunctionTimeoutError'
     stopped_at = iterations[0]
     assert not wait_until(lambda: iterations[0] != stopped_at, timeout=0.3)  # no runaway loop left
 
 
-def test_per_message_timeout_wins_over_the_task(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_per_message_timeout_wins_over_the_task(queue_name: str, broker_kind: BrokerEnum) -> None:
     done = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=0, concurrent_num=2)
+    @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=0, concurrent_num=2)
     def nap(x):
         for _ in range(40):  # 0.4 s in short sleeps, so the interrupt lands at once
             time.sleep(0.01)
@@ -185,7 +185,7 @@ def test_per_message_timeout_wins_over_the_task(queue_name: str, embedded_kind: 
     nap.pub({'x': 2})
     assert nap.drain(timeout=10) == 2
     assert done == [2]
-    assert [m['x'] for m in dead_letters(embedded_kind, queue_name)] == [1]
+    assert [m['x'] for m in dead_letters(broker_kind, queue_name)] == [1]
 
 
 def test_call_blocked_in_c_is_abandoned_at_its_deadline() -> None:
@@ -242,15 +242,15 @@ def test_timeouts_at_the_edge_never_leak_into_the_next_call(queue_name: str, fsd
 
 # -- msg_expire_seconds --------------------------------------------------------------------
 def test_expired_messages_are_acked_counted_and_logged_sparingly(
-        queue_name: str, embedded_kind: BrokerEnum, fsdf_logs) -> None:
+        queue_name: str, broker_kind: BrokerEnum, fsdf_logs) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, msg_expire_seconds=30)
+    @task_deco(queue_name, broker_kind=broker_kind, msg_expire_seconds=30)
     def f(x):
         ran.append(x)
 
     for x in range(300):
-        publish_raw(embedded_kind, queue_name, {'x': x}, publish_time=time.time() - 60)
+        publish_raw(broker_kind, queue_name, {'x': x}, publish_time=time.time() - 60)
     f.push(1000)
     assert f.drain(timeout=20) == 301
     assert ran == [1000]
@@ -260,25 +260,25 @@ def test_expired_messages_are_acked_counted_and_logged_sparingly(
     assert 1 <= len(lines) <= 2
 
 
-def test_message_expiry_overrides_the_task(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_message_expiry_overrides_the_task(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind)  # no expiry on the task
+    @task_deco(queue_name, broker_kind=broker_kind)  # no expiry on the task
     def f(x):
         ran.append(x)
 
-    publish_raw(embedded_kind, queue_name, {'x': 1}, publish_time=time.time() - 10, msg_expire_seconds=5)
-    publish_raw(embedded_kind, queue_name, {'x': 2}, publish_time=time.time() - 10)
-    publish_raw(embedded_kind, queue_name, {'x': 3}, publish_time=time.time() - 10, msg_expire_seconds=60)
+    publish_raw(broker_kind, queue_name, {'x': 1}, publish_time=time.time() - 10, msg_expire_seconds=5)
+    publish_raw(broker_kind, queue_name, {'x': 2}, publish_time=time.time() - 10)
+    publish_raw(broker_kind, queue_name, {'x': 3}, publish_time=time.time() - 10, msg_expire_seconds=60)
     assert f.drain(timeout=10) == 3
     assert sorted(ran) == [2, 3]
     assert f.consumer.counters.expired == 1
 
 
-def test_expiry_is_judged_once_retries_run_on(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_expiry_is_judged_once_retries_run_on(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, msg_expire_seconds=1.0, max_retry_times=3)
+    @task_deco(queue_name, broker_kind=broker_kind, msg_expire_seconds=1.0, max_retry_times=3)
     def flaky(x):
         attempts.append(x)
         if len(attempts) < 3:
@@ -293,10 +293,10 @@ def test_expiry_is_judged_once_retries_run_on(queue_name: str, embedded_kind: Br
 
 
 # -- do_task_filtering ---------------------------------------------------------------------
-def test_filter_skips_calls_that_already_succeeded(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_filter_skips_calls_that_already_succeeded(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, do_task_filtering=True, concurrent_num=1)
+    @task_deco(queue_name, broker_kind=broker_kind, do_task_filtering=True, concurrent_num=1)
     def f(a, b):
         ran.append((a, b))
 
@@ -315,10 +315,10 @@ def test_filter_skips_calls_that_already_succeeded(queue_name: str, embedded_kin
     assert ran[-1] == (1, 2)
 
 
-def test_filter_records_only_after_success(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_filter_records_only_after_success(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, do_task_filtering=True, max_retry_times=1,
+    @task_deco(queue_name, broker_kind=broker_kind, do_task_filtering=True, max_retry_times=1,
                concurrent_num=1, is_print_detail_exception=False)
     def f(x):
         attempts.append(x)
@@ -335,13 +335,13 @@ def test_filter_records_only_after_success(queue_name: str, embedded_kind: Broke
     assert attempts.count('ok') == 2  # recorded after its retry succeeded: the twin was filtered
     assert attempts.count('bad') == 4  # dead-lettered twice: a failure filters nothing
     assert f.consumer.counters.filtered == 1
-    assert len(dead_letters(embedded_kind, queue_name)) == 2
+    assert len(dead_letters(broker_kind, queue_name)) == 2
 
 
-def test_filter_entries_expire(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_filter_entries_expire(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, do_task_filtering=True, task_filtering_expire_seconds=0.3)
+    @task_deco(queue_name, broker_kind=broker_kind, do_task_filtering=True, task_filtering_expire_seconds=0.3)
     def f(x):
         ran.append(x)
 
@@ -378,13 +378,13 @@ def test_window_contains_spans_midnight() -> None:
     assert night.seconds_left(dt.datetime(2024, 1, 1, 23, 0)) == 7 * 3600
 
 
-def test_window_keeps_messages_in_the_broker(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_window_keeps_messages_in_the_broker(queue_name: str, broker_kind: BrokerEnum) -> None:
     now = dt.datetime.now()
     end = (now + dt.timedelta(seconds=2)).replace(microsecond=0)  # between 1 and 2 s from now
     window = ((now - dt.timedelta(hours=1)).strftime('%H:%M:%S'), end.strftime('%H:%M:%S'))
     started = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, is_do_not_run_by_specify_time_effect=True,
+    @task_deco(queue_name, broker_kind=broker_kind, is_do_not_run_by_specify_time_effect=True,
                do_not_run_by_specify_time=window)
     def f(x):
         started.append(dt.datetime.now())
@@ -418,10 +418,10 @@ def test_stop_is_prompt_inside_the_window(queue_name: str) -> None:
 
 
 # -- per-message overrides and counters ----------------------------------------------------
-def test_message_max_retry_times_wins(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_message_max_retry_times_wins(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=0, is_print_detail_exception=False)
+    @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=0, is_print_detail_exception=False)
     def fail(x):
         attempts.append(x)
         raise ValueError('always')

@@ -14,10 +14,10 @@ from fsdf.brokers import get_broker
 from helpers import wait_until
 
 
-def test_delayed_calls_run_on_time(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_delayed_calls_run_on_time(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran: dict[int, float] = {}
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def later(n):
         ran[n] = time.time()
 
@@ -36,8 +36,8 @@ def test_delayed_calls_run_on_time(queue_name: str, embedded_kind: BrokerEnum) -
     assert due_2 <= ran[2] < due_2 + 1.0
 
 
-def test_push_many_with_countdown(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_push_many_with_countdown(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def later(n):
         pass
 
@@ -47,15 +47,15 @@ def test_push_many_with_countdown(queue_name: str, embedded_kind: BrokerEnum) ->
 
 
 def test_a_raw_message_with_a_future_eta_is_delayed_by_the_consumer(queue_name: str,
-                                                                    embedded_kind: BrokerEnum) -> None:
+                                                                    broker_kind: BrokerEnum) -> None:
     ran = threading.Event()
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def later(n):
         ran.set()
 
     due = time.time() + 1.0
-    get_broker(embedded_kind, queue_name).publish(json.dumps({'n': 1, 'extra': {'eta': due}}))
+    get_broker(broker_kind, queue_name).publish(json.dumps({'n': 1, 'extra': {'eta': due}}))
     later.consume()
     try:
         assert ran.wait(5)

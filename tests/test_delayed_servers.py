@@ -26,7 +26,7 @@ SERVER_OF = {
 
 
 @pytest.fixture(params=list(SERVER_OF), ids=['amqpstorm', 'pika', 'mongo', 'kafka'])
-def embedded_kind(request: pytest.FixtureRequest) -> BrokerEnum:
+def broker_kind(request: pytest.FixtureRequest) -> BrokerEnum:
     """Each server broker, with its server started; named like conftest's fixture so the delayed tests run on them."""
     request.getfixturevalue(SERVER_OF[request.param])
     return request.param
@@ -50,9 +50,9 @@ def timed_task(queue_name: str, kind: BrokerEnum, ran: dict[str, float]):
     return later
 
 
-def test_delayed_calls_run_on_time(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_delayed_calls_run_on_time(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran: dict[str, float] = {}
-    later = timed_task(queue_name, embedded_kind, ran)
+    later = timed_task(queue_name, broker_kind, ran)
     try:
         published = time.time()
         later.pub({'name': 'countdown'}, countdown=1.0)
@@ -66,21 +66,21 @@ def test_delayed_calls_run_on_time(queue_name: str, embedded_kind: BrokerEnum) -
     assert due_eta <= ran['eta'] < due_eta + 1.0
 
 
-def test_a_raw_message_with_a_future_eta_waits_on_the_broker(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_a_raw_message_with_a_future_eta_waits_on_the_broker(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran: dict[str, float] = {}
-    later = timed_task(queue_name, embedded_kind, ran)
+    later = timed_task(queue_name, broker_kind, ran)
     try:
         due = time.time() + 1.0
-        get_broker(embedded_kind, queue_name).publish(json.dumps({'name': 'raw', 'extra': {'eta': due}}))
+        get_broker(broker_kind, queue_name).publish(json.dumps({'name': 'raw', 'extra': {'eta': due}}))
         assert wait_until(lambda: 'raw' in ran, 5)
     finally:
         later.stop(grace=5)
     assert due <= ran['raw'] < due + 1.0
 
 
-def test_a_shorter_delay_is_not_held_back_by_a_longer_one(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_a_shorter_delay_is_not_held_back_by_a_longer_one(queue_name: str, broker_kind: BrokerEnum) -> None:
     ran: dict[str, float] = {}
-    later = timed_task(queue_name, embedded_kind, ran)
+    later = timed_task(queue_name, broker_kind, ran)
     try:
         long_published = time.time()
         later.pub({'name': 'long'}, countdown=3.0)

@@ -67,11 +67,11 @@ def silent_server() -> Iterator[tuple[str, int]]:
 
 
 def test_sleep_past_the_timeout_is_dead_lettered_at_once_and_the_pool_keeps_its_concurrency(
-        queue_name: str, embedded_kind: BrokerEnum) -> None:
+        queue_name: str, broker_kind: BrokerEnum) -> None:
     peak = Peak()
     settled_at: list[float] = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, function_timeout=1, max_retry_times=0, concurrent_num=4,
+    @task_deco(queue_name, broker_kind=broker_kind, function_timeout=1, max_retry_times=0, concurrent_num=4,
                is_print_detail_exception=False)
     def work(seconds: float) -> None:
         if seconds > 5:
@@ -92,7 +92,7 @@ def test_sleep_past_the_timeout_is_dead_lettered_at_once_and_the_pool_keeps_its_
         work.stop(grace=2)
     assert settled_at[0] < 2.5
     assert peak.peak == 4  # the abandoned sleeper holds no slot
-    [letter] = dead_letters(embedded_kind, queue_name)
+    [letter] = dead_letters(broker_kind, queue_name)
     assert letter['extra']['dead_letter']['exception_type'] == 'FunctionTimeoutError'
 
 

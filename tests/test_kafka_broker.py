@@ -23,7 +23,7 @@ from servers.kafka_server import KafkaServer
 
 
 @pytest.fixture(params=[BrokerEnum.KAFKA, BrokerEnum.CONFLUENT_KAFKA], ids=['kafka', 'confluent'])
-def embedded_kind(request: pytest.FixtureRequest, kafka_server) -> BrokerEnum:
+def broker_kind(request: pytest.FixtureRequest, kafka_server) -> BrokerEnum:
     """Both Kafka kinds; named like conftest's fixture so the shared consume-path tests run on them."""
     return request.param
 

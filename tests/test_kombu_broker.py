@@ -36,7 +36,7 @@ def kombu_transport(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
-def embedded_kind(kombu_transport: str) -> BrokerEnum:
+def broker_kind(kombu_transport: str) -> BrokerEnum:
     """KOMBU on each transport; named like conftest's fixture so the shared consume-path tests run on it."""
     return KOMBU
 

@@ -49,10 +49,10 @@ class Recorder(Middleware):
         extra['stamp'] = 'seen'
 
 
-def test_a_middleware_sees_every_hook(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_a_middleware_sees_every_hook(queue_name: str, broker_kind: BrokerEnum) -> None:
     recorder = Recorder()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, middleware=[recorder], max_retry_times=1)
+    @task_deco(queue_name, broker_kind=broker_kind, middleware=[recorder], max_retry_times=1)
     def work(x):
         if x == 13:
             raise ValueError('unlucky')
@@ -62,7 +62,7 @@ def test_a_middleware_sees_every_hook(queue_name: str, embedded_kind: BrokerEnum
     assert recorder.published == [queue_name] * 4
     assert work.drain(timeout=30) == 4
     [context] = recorder.contexts
-    assert (context.queue_name, context.broker_kind) == (queue_name, embedded_kind)
+    assert (context.queue_name, context.broker_kind) == (queue_name, broker_kind)
     assert context.consumer_id == work.consumer.broker.consumer_id and context.stopping.is_set()
     assert recorder.stopped.is_set() and recorder.fetches >= 1
     by_x = {o.arguments['x']: o for o in recorder.outcomes}
@@ -117,18 +117,18 @@ def test_middleware_option_rejects_what_is_not_middleware(queue_name: str) -> No
         fsdf.add_middleware(print)  # type: ignore[arg-type]
 
 
-def test_parent_and_root_ids_across_three_levels(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_parent_and_root_ids_across_three_levels(queue_name: str, broker_kind: BrokerEnum) -> None:
     seen_by_child = Recorder()
 
-    @task_deco(f'{queue_name}_3', broker_kind=embedded_kind)
+    @task_deco(f'{queue_name}_3', broker_kind=broker_kind)
     def grandchild(n):
         pass
 
-    @task_deco(f'{queue_name}_2', broker_kind=embedded_kind, middleware=[seen_by_child])
+    @task_deco(f'{queue_name}_2', broker_kind=broker_kind, middleware=[seen_by_child])
     def child(n):
         grandchild.push(n)
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def root(n):
         child.push(n)
 
@@ -136,7 +136,7 @@ def test_parent_and_root_ids_across_three_levels(queue_name: str, embedded_kind:
     root.drain(timeout=10)
     child.drain(timeout=10)
     [child_outcome] = seen_by_child.outcomes
-    [delivery] = get_broker(embedded_kind, f'{queue_name}_3').fetch(1, 1)
+    [delivery] = get_broker(broker_kind, f'{queue_name}_3').fetch(1, 1)
     child_extra, grandchild_extra = child_outcome.extra, json.loads(delivery.body)['extra']
     assert (child_extra['parent_task_id'], child_extra['root_task_id']) == (root_id, root_id)
     assert grandchild_extra['parent_task_id'] == child_outcome.task_id != root_id
@@ -162,11 +162,11 @@ def test_a_foreign_message_is_a_root(queue_name: str) -> None:
                                                                                     (None, None)]
 
 
-def test_delayed_retry_frees_the_worker_and_keeps_its_count(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_delayed_retry_frees_the_worker_and_keeps_its_count(queue_name: str, broker_kind: BrokerEnum) -> None:
     attempts: list[tuple[int, float]] = []
     others: list[float] = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=1, max_retry_times=3, retry_delay=0.3)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=1, max_retry_times=3, retry_delay=0.3)
     def flaky(x):
         if x == 'other':
             others.append(time.monotonic())
@@ -219,10 +219,10 @@ def test_backoff_is_capped(queue_name: str) -> None:
     assert [work.consumer.runner.retry_delay(n) for n in (1, 2, 3, 4, 10)] == [1, 2, 4, 5, 5]
 
 
-def test_the_runner_runs_one_message_in_the_test_thread(queue_name: str, embedded_kind: BrokerEnum) -> None:
+def test_the_runner_runs_one_message_in_the_test_thread(queue_name: str, broker_kind: BrokerEnum) -> None:
     threads = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def work(x):
         threads.append(threading.current_thread())
         return x + 1

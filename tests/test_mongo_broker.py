@@ -17,7 +17,7 @@ from helpers import every_call_runs_across_a_restart, wait_until
 
 
 @pytest.fixture
-def embedded_kind(mongo_server) -> BrokerEnum:
+def broker_kind(mongo_server) -> BrokerEnum:
     """MONGOMQ; named like conftest's fixture so the shared consume-path tests run on it."""
     return BrokerEnum.MONGOMQ
 

@@ -14,7 +14,7 @@ NATS = BrokerEnum.NATS
 
 
 @pytest.fixture
-def embedded_kind(nats_server) -> BrokerEnum:
+def broker_kind(nats_server) -> BrokerEnum:
     """NATS; named like conftest's fixture so the shared consume-path tests run on it."""
     return NATS
 

@@ -172,17 +172,17 @@ class _JudgesBadly(Middleware):
         return None
 
 
-def test_a_middleware_that_cannot_judge_a_message_dead_letters_it(queue_name: str, embedded_kind) -> None:
+def test_a_middleware_that_cannot_judge_a_message_dead_letters_it(queue_name: str, broker_kind) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, middleware=[_JudgesBadly()])
+    @task_deco(queue_name, broker_kind=broker_kind, middleware=[_JudgesBadly()])
     def work(x):
         ran.append(x)
 
     work.push_many([0, 1, 2])
     assert work.drain(timeout=10) == 3
     assert sorted(ran) == [1, 2]
-    [letter] = dead_letters(embedded_kind, queue_name)
+    [letter] = dead_letters(broker_kind, queue_name)
     assert letter['x'] == 0
     assert letter['extra']['dead_letter']['reason'] == 'skip_check_failed'
     assert "KeyError: 'cannot judge'" in letter['extra']['dead_letter']['error']

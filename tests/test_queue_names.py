@@ -45,12 +45,12 @@ def _exists(path: Path) -> bool:
 
 @pytest.mark.parametrize('entry', ENTRY_POINTS.values(), ids=ENTRY_POINTS.keys())
 @pytest.mark.parametrize('name', BAD_NAMES.values(), ids=BAD_NAMES.keys())
-def test_a_bad_name_is_refused_before_anything_is_written(name: str, entry, embedded_kind) -> None:
+def test_a_bad_name_is_refused_before_anything_is_written(name: str, entry, broker_kind) -> None:
     # Where the name would have put the queue's SQLite file and its log file ('../..' leaves the folders).
     would_write = [settings.path('PERSIST_QUEUE_PATH') / f'{name}.sqlite', settings.path('LOG_PATH') / f'{name}.log']
     existed = [_exists(path) for path in would_write]  # fsdf's own fsdf_schedule.sqlite may, legitimately
     with pytest.raises(ValueError, match='queue name .* a queue name is 1 to 200 bytes'):
-        entry(name, embedded_kind)
+        entry(name, broker_kind)
     assert [_exists(path) for path in would_write] == existed
 
 

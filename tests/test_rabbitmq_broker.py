@@ -17,7 +17,7 @@ KINDS = [BrokerEnum.RABBITMQ_AMQPSTORM, BrokerEnum.RABBITMQ_PIKA]
 
 
 @pytest.fixture(params=KINDS, ids=['amqpstorm', 'pika'])
-def embedded_kind(request: pytest.FixtureRequest, rabbitmq_server) -> BrokerEnum:
+def broker_kind(request: pytest.FixtureRequest, rabbitmq_server) -> BrokerEnum:
     """Both RabbitMQ kinds; named like conftest's fixture so the shared consume-path tests run on them."""
     return request.param
 
@@ -31,10 +31,10 @@ def raw_channel(url: str) -> tuple[amqpstorm.Connection, amqpstorm.Channel]:
     return connection, connection.channel()
 
 
-def test_plain_amqp_publish_from_another_program(queue_name: str, embedded_kind, rabbitmq_server) -> None:
+def test_plain_amqp_publish_from_another_program(queue_name: str, broker_kind, rabbitmq_server) -> None:
     seen = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind)
+    @task_deco(queue_name, broker_kind=broker_kind)
     def add(a, b):
         seen.append(a + b)
 
@@ -45,8 +45,8 @@ def test_plain_amqp_publish_from_another_program(queue_name: str, embedded_kind,
     assert add.drain(timeout=10) == 1 and seen == [7]
 
 
-def test_queue_is_durable_and_messages_persistent(queue_name: str, embedded_kind, rabbitmq_server) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_queue_is_durable_and_messages_persistent(queue_name: str, broker_kind, rabbitmq_server) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def f(x):
         pass
 
@@ -62,8 +62,8 @@ def test_queue_is_durable_and_messages_persistent(queue_name: str, embedded_kind
     connection.close()
 
 
-def test_count_and_purge(queue_name: str, embedded_kind) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_count_and_purge(queue_name: str, broker_kind) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def f(x):
         pass
 
@@ -71,13 +71,13 @@ def test_count_and_purge(queue_name: str, embedded_kind) -> None:
     assert f.get_message_count() == 25
     f.clear()
     assert f.get_message_count() == 0
-    assert get_broker(embedded_kind, f'{queue_name}_dlq').count() == 0  # the DLQ is an ordinary queue
+    assert get_broker(broker_kind, f'{queue_name}_dlq').count() == 0  # the DLQ is an ordinary queue
 
 
-def test_higher_priority_runs_first(queue_name: str, embedded_kind) -> None:
+def test_higher_priority_runs_first(queue_name: str, broker_kind) -> None:
     order = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=1)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=1)
     def f(x):
         order.append(x)
 
@@ -88,11 +88,11 @@ def test_higher_priority_runs_first(queue_name: str, embedded_kind) -> None:
     assert order == [3, 2, 1, 4]
 
 
-def test_prefetch_is_bounded_by_concurrency(queue_name: str, embedded_kind) -> None:
+def test_prefetch_is_bounded_by_concurrency(queue_name: str, broker_kind) -> None:
     release = threading.Event()
     running = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=3)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=3)
     def slow(x):
         running.append(x)
         release.wait(10)
@@ -109,8 +109,8 @@ def test_prefetch_is_bounded_by_concurrency(queue_name: str, embedded_kind) -> N
     slow.consumer.stop()
 
 
-def test_many_threads_publish_at_once(queue_name: str, embedded_kind) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8)
+def test_many_threads_publish_at_once(queue_name: str, broker_kind) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=8)
     def f(x):
         pass
 
@@ -142,17 +142,17 @@ work.consume()
 '''
 
 
-def test_kill_9_of_a_consumer_loses_nothing(queue_name: str, embedded_kind, run_script, tmp_path) -> None:
+def test_kill_9_of_a_consumer_loses_nothing(queue_name: str, broker_kind, run_script, tmp_path) -> None:
     done = tmp_path / 'done.txt'
     done.touch()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=4)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=4)
     def work(x):
         with open(done, 'a') as out:
             out.write(f'{x}\n')
 
     work.push_many(range(200))
-    child = run_script(CONSUMER_SCRIPT, queue_name, embedded_kind.name, str(done))
+    child = run_script(CONSUMER_SCRIPT, queue_name, broker_kind.name, str(done))
     assert wait_until(lambda: len(done.read_text().split()) >= 20, 20)
     child.send_signal(signal.SIGKILL)
     child.wait(10)
@@ -161,6 +161,6 @@ def test_kill_9_of_a_consumer_loses_nothing(queue_name: str, embedded_kind, run_
     assert set(map(int, done.read_text().split())) == set(range(200))
 
 
-def test_rabbitmq_restart_mid_run(queue_name: str, embedded_kind, rabbitmq_server) -> None:
-    every_call_runs_across_a_restart(queue_name, embedded_kind, rabbitmq_server.restart,
-                                     lambda: get_broker(embedded_kind, queue_name).count() == 0)
+def test_rabbitmq_restart_mid_run(queue_name: str, broker_kind, rabbitmq_server) -> None:
+    every_call_runs_across_a_restart(queue_name, broker_kind, rabbitmq_server.restart,
+                                     lambda: get_broker(broker_kind, queue_name).count() == 0)

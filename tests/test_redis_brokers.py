@@ -24,7 +24,7 @@ AT_LEAST_ONCE = KINDS[1:]
 
 
 @pytest.fixture(params=KINDS, ids=IDS)
-def embedded_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
+def broker_kind(request: pytest.FixtureRequest, redis_server) -> BrokerEnum:
     """Each Redis kind; named like conftest's fixture so the shared consume-path tests run on them."""
     return request.param
 
@@ -65,16 +65,16 @@ def raw_publish(raw: redis.Redis, kind: BrokerEnum, queue_name: str, body: str) 
         raw.lpush(queue_name, body)
 
 
-def test_a_raw_client_publishes_with_the_queue_name_alone(queue_name: str, embedded_kind, raw) -> None:
+def test_a_raw_client_publishes_with_the_queue_name_alone(queue_name: str, broker_kind, raw) -> None:
     seen = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=1)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=1)
     def add(a, b):
         seen.append(a + b)
 
     for a in range(5):
-        raw_publish(raw, embedded_kind, queue_name, json.dumps({'a': a, 'b': 10}))
-    assert raw.type(queue_name) == ('stream' if embedded_kind == BrokerEnum.REDIS_STREAM else 'list')
+        raw_publish(raw, broker_kind, queue_name, json.dumps({'a': a, 'b': 10}))
+    assert raw.type(queue_name) == ('stream' if broker_kind == BrokerEnum.REDIS_STREAM else 'list')
     assert add.get_message_count() == 5
     assert add.drain(timeout=10) == 5
     assert seen == [10, 11, 12, 13, 14]  # first in, first out
@@ -93,8 +93,8 @@ def test_a_stream_entry_without_msg_is_dead_lettered_whole(queue_name: str, redi
     assert '{"a": "1", "b": "2"}' in letter['raw_body']
 
 
-def test_count_purge_and_the_dlq_queue(queue_name: str, embedded_kind, raw) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind, max_retry_times=0, is_print_detail_exception=False)
+def test_count_purge_and_the_dlq_queue(queue_name: str, broker_kind, raw) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=0, is_print_detail_exception=False)
     def f(x):
         raise ValueError('always')
 
@@ -106,13 +106,13 @@ def test_count_purge_and_the_dlq_queue(queue_name: str, embedded_kind, raw) -> N
     assert raw.zcard(f'fsdf:delayed:{queue_name}') == 0
     f.push_many(range(3))
     assert f.drain(timeout=10) == 3
-    assert get_broker(embedded_kind, f'{queue_name}_dlq').count() == 3  # an ordinary queue of the same kind
-    length = raw.xlen if embedded_kind == BrokerEnum.REDIS_STREAM else raw.llen
+    assert get_broker(broker_kind, f'{queue_name}_dlq').count() == 3  # an ordinary queue of the same kind
+    length = raw.xlen if broker_kind == BrokerEnum.REDIS_STREAM else raw.llen
     assert length(f'{queue_name}_dlq') == 3
 
 
-def test_delayed_messages_wait_in_a_sorted_set(queue_name: str, embedded_kind, raw) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind)
+def test_delayed_messages_wait_in_a_sorted_set(queue_name: str, broker_kind, raw) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind)
     def later(n):
         pass
 
@@ -166,19 +166,19 @@ def test_a_consumer_that_stopped_beating_has_its_messages_returned(queue_name: s
     assert silent.consumer_id not in raw.zrange(redis_registry.consumers_key(queue_name), 0, -1)
 
 
-def test_kill_9_of_a_consumer(queue_name: str, embedded_kind, run_script, tmp_path) -> None:
+def test_kill_9_of_a_consumer(queue_name: str, broker_kind, run_script, tmp_path) -> None:
     """At-least-once kinds: every task runs after a consumer is killed. REDIS: none runs twice."""
     total = 2000
     done = tmp_path / 'done.txt'
     done.touch()
     out = os.open(done, os.O_WRONLY | os.O_APPEND)
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=50)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=50)
     def work(x):
         os.write(out, f'{x}\n'.encode())
 
     work.push_many(range(total))
-    child = run_script(KILLED_CONSUMER_SCRIPT, queue_name, str(done), embedded_kind.name)
+    child = run_script(KILLED_CONSUMER_SCRIPT, queue_name, str(done), broker_kind.name)
     try:
         assert wait_until(lambda: len(done.read_text().split()) >= 300, 30)
     finally:
@@ -189,9 +189,9 @@ def test_kill_9_of_a_consumer(queue_name: str, embedded_kind, run_script, tmp_pa
     os.close(out)
     runs = list(map(int, done.read_text().split()))
     duplicates, missing = len(runs) - len(set(runs)), total - len(set(runs))
-    print(f'{embedded_kind.name}: {missing} lost, {duplicates} ran twice after kill -9, '
+    print(f'{broker_kind.name}: {missing} lost, {duplicates} ran twice after kill -9, '
           f'drained in {time.monotonic() - started:.1f} s')
-    if embedded_kind == BrokerEnum.REDIS:
+    if broker_kind == BrokerEnum.REDIS:
         assert duplicates == 0
         assert missing <= 50  # at most what the dead consumer held: its concurrency
     else:
@@ -208,12 +208,12 @@ def redis_answers(client: redis.Redis) -> bool:
         return False
 
 
-def test_redis_restart_mid_run(queue_name: str, embedded_kind, redis_server) -> None:
+def test_redis_restart_mid_run(queue_name: str, broker_kind, redis_server) -> None:
     """At-least-once kinds: every call runs. REDIS: none runs twice; a batch taken as Redis went down may be lost."""
     seen: list[int] = []
     lock = threading.Lock()
 
-    @task_deco(queue_name, broker_kind=embedded_kind, concurrent_num=8)
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=8)
     def work(x):
         time.sleep(0.01)
         with lock:
@@ -221,7 +221,7 @@ def test_redis_restart_mid_run(queue_name: str, embedded_kind, redis_server) -> 
 
     work.push_many(range(300))
     work.consume()
-    at_least_once = embedded_kind != BrokerEnum.REDIS
+    at_least_once = broker_kind != BrokerEnum.REDIS
     try:
         assert wait_until(lambda: len(seen) >= 30, 20)
         redis_server.restart(down_seconds=1.0)
@@ -232,10 +232,10 @@ def test_redis_restart_mid_run(queue_name: str, embedded_kind, redis_server) -> 
     finally:
         work.consumer.stop()
     missing, duplicates = 350 - len(set(seen)), len(seen) - len(set(seen))
-    print(f'{embedded_kind.name}: {missing} lost, {duplicates} ran twice across a Redis restart')
+    print(f'{broker_kind.name}: {missing} lost, {duplicates} ran twice across a Redis restart')
     if at_least_once:
         assert missing == 0
-        assert wait_until(lambda: held_by(redis_client(), embedded_kind, queue_name,
+        assert wait_until(lambda: held_by(redis_client(), broker_kind, queue_name,
                                           work.consumer.broker.consumer_id) == 0, 5)
     else:
         assert duplicates == 0 and missing <= 8  # at most one batch: the consumer's concurrency

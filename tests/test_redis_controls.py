@@ -32,7 +32,7 @@ REDIS_KINDS = [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpo
 
 
 @pytest.fixture(params=REDIS_KINDS, ids=['list', 'ack_able', 'brpoplpush', 'stream'])
-def embedded_kind(request: pytest.FixtureRequest) -> BrokerEnum:
+def broker_kind(request: pytest.FixtureRequest) -> BrokerEnum:
     """The Redis kinds; named like conftest's fixture so the shared filter and RPC tests run with Redis behind them."""
     return request.param
 
@@ -191,8 +191,8 @@ def test_server_brokers_filter_in_redis_and_embedded_ones_never_do(queue_name: s
         assert type(filter_store(kind, queue_name)) is expected, kind.name
 
 
-def test_filter_entries_are_redis_keys_of_their_own(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind, do_task_filtering=True, task_filtering_expire_seconds=60)
+def test_filter_entries_are_redis_keys_of_their_own(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind, do_task_filtering=True, task_filtering_expire_seconds=60)
     def f(x):
         pass
 
@@ -246,15 +246,15 @@ assert f.drain(timeout=15) == 1
 '''
 
 
-def test_redis_filter_is_shared_by_processes(queue_name: str, embedded_kind: BrokerEnum, run_script) -> None:
+def test_redis_filter_is_shared_by_processes(queue_name: str, broker_kind: BrokerEnum, run_script) -> None:
     ran = []
 
-    @task_deco(queue_name, broker_kind=embedded_kind, do_task_filtering=True)
+    @task_deco(queue_name, broker_kind=broker_kind, do_task_filtering=True)
     def f(x):
         ran.append(x)
 
     f.clear_filter()
-    proc = run_script(FILTERED_CONSUMER, queue_name, str(int(embedded_kind)), stdout=subprocess.PIPE, text=True)
+    proc = run_script(FILTERED_CONSUMER, queue_name, str(int(broker_kind)), stdout=subprocess.PIPE, text=True)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and 'ran 1' in out
     f.push(1)
@@ -297,8 +297,8 @@ def test_heartbeat_reports_the_consumer_and_its_counters(queue_name: str) -> Non
 
 
 # -- RPC over Redis --------------------------------------------------------------------------
-def test_rpc_results_and_errors_live_in_redis_for_a_while(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind, is_using_rpc_mode=True, max_retry_times=0,
+def test_rpc_results_and_errors_live_in_redis_for_a_while(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind, is_using_rpc_mode=True, max_retry_times=0,
                is_print_detail_exception=False)
     def double(x):
         if x < 0:
@@ -313,7 +313,7 @@ def test_rpc_results_and_errors_live_in_redis_for_a_while(queue_name: str, embed
             bad.get(timeout=15)
     finally:
         double.stop(grace=5)
-    assert AsyncResult(ok.task_id, embedded_kind).result == 42  # a fresh handle, as another process has
+    assert AsyncResult(ok.task_id, broker_kind).result == 42  # a fresh handle, as another process has
     client = redis_client()
     assert 0 < client.ttl(result_key(ok.task_id)) <= RESULT_TTL_SECONDS
     stored = json.loads(client.lindex(result_key(bad.task_id), 0))
@@ -336,8 +336,8 @@ def test_rpc_wait_spans_several_blocking_calls(queue_name: str, monkeypatch: pyt
         slow.stop(grace=5)
 
 
-def test_rpc_get_times_out_clearly(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind, is_using_rpc_mode=True)
+def test_rpc_get_times_out_clearly(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind, is_using_rpc_mode=True)
     def f(x):
         return x
 

@@ -10,8 +10,8 @@ from fsdf import BrokerEnum, task_deco
 from fsdf.result import TaskFailedError
 
 
-def test_results_and_failures_come_back(queue_name: str, embedded_kind: BrokerEnum) -> None:
-    @task_deco(queue_name, broker_kind=embedded_kind, is_using_rpc_mode=True, max_retry_times=1,
+def test_results_and_failures_come_back(queue_name: str, broker_kind: BrokerEnum) -> None:
+    @task_deco(queue_name, broker_kind=broker_kind, is_using_rpc_mode=True, max_retry_times=1,
                is_print_detail_exception=False)
     def divide(a, b):
         return {'quotient': a / b, 'pair': (a, b)}

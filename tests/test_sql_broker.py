@@ -32,7 +32,7 @@ def sql_database(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def embedded_kind(sql_database: str) -> BrokerEnum:
+def broker_kind(sql_database: str) -> BrokerEnum:
     """SQLACHEMY on each database; named like conftest's fixture so the shared consume-path tests run on it."""
     return SQL
 

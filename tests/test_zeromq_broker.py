@@ -19,7 +19,7 @@ ZEROMQ = BrokerEnum.ZEROMQ
 
 
 @pytest.fixture
-def embedded_kind(runtime) -> BrokerEnum:
+def broker_kind(runtime) -> BrokerEnum:
     """ZEROMQ; named like conftest's fixture so the shared consume-path tests run on it (a fresh runtime
     each: a test's consumer process binds the queue's socket, the next test binds its own)."""
     return ZEROMQ
