@@ -98,8 +98,6 @@ class Consumer:
         """Start consuming in a background thread and return at once (blocks with schedule_tasks_on_main_thread)."""
         if self._thread is not None and self._thread.is_alive():
             return
-        for name in self.options.not_built_in_use():
-            self.logger.warning('option %s is not built in this version of fsdf and has no effect yet', name)
         self._stopping.clear()
         self.broker.start_leases()
         for middleware in self.middleware:

@@ -115,11 +115,6 @@ class TaskOptions:
         _check(isinstance(window, (tuple, list)) and len(window) == 2,
                f'do_not_run_by_specify_time must be (start, end), got {window!r}')
 
-    def not_built_in_use(self) -> list[str]:
-        """Names of options set away from their default that have no effect yet."""
-        defaults = TaskOptions()
-        return [name for name in NOT_BUILT_YET if getattr(self, name) != getattr(defaults, name)]
-
     def merged(self, **changes: Any) -> 'TaskOptions':
         """A copy with some options changed, validated like the original."""
         return replace(self, **normalize_option_names(changes))
@@ -156,9 +151,6 @@ class TaskOptionsKwargs(TypedDict, total=False):
     retry_backoff_max: float
     middleware: Sequence[Middleware]
 
-
-# Options accepted for compatibility whose behaviour later issues build.
-NOT_BUILT_YET: tuple[str, ...] = ()
 
 _OLD_SPELLINGS = {
     'msg_expire_senconds': 'msg_expire_seconds',

@@ -57,12 +57,3 @@ def test_integers_become_enum_members() -> None:
     assert options.concurrent_mode is ConcurrentModeEnum.SINGLE_THREAD
 
 
-def test_options_not_built_yet_warn_when_consuming(queue_name: str, fsdf_logs: pytest.LogCaptureFixture) -> None:
-    from fsdf.options import NOT_BUILT_YET, FunctionResultStatusPersistanceConfig
-    if not NOT_BUILT_YET:
-        pytest.skip('every option is built')
-    name = NOT_BUILT_YET[-1]
-    value = FunctionResultStatusPersistanceConfig(True, True, 60) if name.startswith('function_result') else 1
-    f = task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, **{name: value})(lambda x: x)
-    f.drain(timeout=5)
-    assert f'option {name} is not built' in fsdf_logs.text
