@@ -41,3 +41,20 @@ class AckBatch:
                 raise
             finally:
                 self._lock.release()
+
+
+def run_ack_flusher(waiting: threading.Event, closed: threading.Event, flush: Callable[[], bool],
+                    delay: float, retry_after: float) -> None:
+    """The body of a broker's ack-flusher thread, until ``closed`` is set.
+
+    Acks usually leave with the next fetch; this sends those no fetch carried: ``delay`` seconds after
+    ``waiting`` is set (so acks wait a little for company), and ``retry_after`` seconds after a ``flush()``
+    that returned False (the backend away: the acks are kept and the next try sends them).
+    """
+    while not closed.is_set():
+        if not waiting.wait(1.0):
+            continue
+        closed.wait(delay)
+        waiting.clear()  # before the flush: an ack after it sets it again
+        if not flush():
+            closed.wait(retry_after)

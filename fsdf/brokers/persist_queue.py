@@ -33,6 +33,7 @@ from persistqueue.sqlackqueue import AckStatus
 
 from fsdf._compat.persistqueue_internals import QueueTable, reader, table_name, write_lock, writer
 from fsdf.brokers import liveness
+from fsdf.brokers.ack_batch import run_ack_flusher
 from fsdf.brokers.base import Broker, BrokerClosedError, Delivery, waited
 from fsdf.brokers.file_lock import FileLock
 from fsdf.brokers.polling import DueThrottle, poll
@@ -260,20 +261,20 @@ class PersistQueueBroker(Broker):
 
     def _flush_loop(self) -> None:
         """Delete acks no take carried within ``ACK_FLUSH_SECONDS`` (a consumer full of long calls takes nothing)."""
-        waiting, closed = self._acks_waiting, self._closed
-        while not closed.is_set():
-            if not waiting.wait(1.0):
-                continue
-            closed.wait(ACK_FLUSH_SECONDS)
-            waiting.clear()  # before the flush: an ack after it sets it again
-            try:
-                self.flush_acks()
-            except Exception as exc:  # the file stayed locked past the busy timeout: keep them, try again
-                if self._flush_errors.ready(time.monotonic()):
-                    self.logger.error('could not delete %d acked messages of %r (will retry): %s',
-                                      len(self._acked), self.queue_name, redact(exc))
-                closed.wait(ACK_RETRY_SECONDS)
-                waiting.set()  # the failed flush put them back: retry them though no new ack comes
+        run_ack_flusher(self._acks_waiting, self._closed, self._flush_in_background, ACK_FLUSH_SECONDS,
+                        ACK_RETRY_SECONDS)
+
+    def _flush_in_background(self) -> bool:
+        """``flush_acks`` for the flusher thread: False if the file stayed locked past the busy timeout."""
+        try:
+            self.flush_acks()
+        except Exception as exc:  # keep them, try again
+            if self._flush_errors.ready(time.monotonic()):
+                self.logger.error('could not delete %d acked messages of %r (will retry): %s',
+                                  len(self._acked), self.queue_name, redact(exc))
+            self._acks_waiting.set()  # the failed flush put them back: retry them though no new ack comes
+            return False
+        return True
 
     def requeue(self, delivery: Delivery) -> None:
         self.requeue_many([delivery])

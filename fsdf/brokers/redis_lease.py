@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from fsdf import redis_registry
 from fsdf.brokers import liveness
+from fsdf.brokers.ack_batch import run_ack_flusher
 from fsdf.brokers.base import Delivery
 from fsdf.brokers.redis_base import RedisBroker
 from fsdf.log import EveryNSeconds
@@ -142,14 +143,7 @@ class RedisLeaseBroker(RedisBroker):
         return True
 
     def _flush_loop(self) -> None:
-        waiting, closed = self._acks_waiting, self._closed
-        while not closed.is_set():
-            if not waiting.wait(1.0):
-                continue
-            closed.wait(ACK_FLUSH_SECONDS)
-            waiting.clear()
-            if not self.flush_acks():
-                closed.wait(ACK_RETRY_SECONDS)
+        run_ack_flusher(self._acks_waiting, self._closed, self.flush_acks, ACK_FLUSH_SECONDS, ACK_RETRY_SECONDS)
 
     # -- consuming -----------------------------------------------------------------------
     def _key(self, what: str, consumer_id: Optional[str] = None) -> str:
