@@ -66,6 +66,16 @@ def _waiting_in_line(group: GroupCommit, count: int) -> bool:
     return len(group._line) == count
 
 
+def _line_up_behind_a_held_send(broker: Recording, group: GroupCommit, count: int,
+                                outcomes: dict[str, Any]) -> list[threading.Thread]:
+    """Publish 'first' and hold its send, then ``count`` more ('b0'...) that wait in line: all their threads."""
+    first = _publish_in_thread(group, 'first', outcomes)
+    assert broker.sending.wait(10)
+    others = [_publish_in_thread(group, f'b{i}', outcomes) for i in range(count)]
+    assert wait_until(lambda: _waiting_in_line(group, count), 10)
+    return [first, *others]
+
+
 def test_a_lone_publish_is_sent_at_once_and_alone() -> None:
     broker = Recording()
     group = GroupCommit(broker.one, broker.many, 100)
@@ -79,13 +89,10 @@ def test_publishes_arriving_during_a_round_trip_go_together_and_return_only_once
     broker.hold = threading.Event()
     group = GroupCommit(broker.one, broker.many, 100)
     outcomes: dict[str, Any] = {}
-    first = _publish_in_thread(group, 'first', outcomes)
-    assert broker.sending.wait(10)
-    others = [_publish_in_thread(group, f'b{i}', outcomes) for i in range(5)]
-    assert wait_until(lambda: _waiting_in_line(group, 5), 10)
+    threads = _line_up_behind_a_held_send(broker, group, 5, outcomes)
     assert outcomes == {}  # nobody returns while the round trip carrying nothing of theirs is held
     broker.hold.set()
-    for thread in [first, *others]:
+    for thread in threads:
         thread.join(10)
     assert broker.sent[0] == ['first']
     assert sorted(broker.sent[1]) == [f'b{i}' for i in range(5)] and len(broker.sent) == 2
@@ -97,13 +104,10 @@ def test_every_caller_of_a_failed_batch_gets_the_error_and_the_group_goes_on() -
     broker.hold = threading.Event()
     group = GroupCommit(broker.one, broker.many, 100)
     outcomes: dict[str, Any] = {}
-    first = _publish_in_thread(group, 'first', outcomes)
-    assert broker.sending.wait(10)
-    others = [_publish_in_thread(group, f'b{i}', outcomes) for i in range(4)]
-    assert wait_until(lambda: _waiting_in_line(group, 4), 10)
+    threads = _line_up_behind_a_held_send(broker, group, 4, outcomes)
     broker.error = ConnectionError('server gone')
     broker.hold.set()
-    for thread in [first, *others]:
+    for thread in threads:
         thread.join(10)
     assert len(outcomes) == 5
     assert all(isinstance(outcome, ConnectionError) for outcome in outcomes.values())
@@ -117,12 +121,9 @@ def test_a_line_longer_than_the_batch_limit_is_sent_in_several_batches() -> None
     broker.hold = threading.Event()
     group = GroupCommit(broker.one, broker.many, 3)
     outcomes: dict[str, Any] = {}
-    first = _publish_in_thread(group, 'first', outcomes)
-    assert broker.sending.wait(10)
-    others = [_publish_in_thread(group, f'b{i}', outcomes) for i in range(7)]
-    assert wait_until(lambda: _waiting_in_line(group, 7), 10)
+    threads = _line_up_behind_a_held_send(broker, group, 7, outcomes)
     broker.hold.set()
-    for thread in [first, *others]:
+    for thread in threads:
         thread.join(10)
     assert [len(batch) for batch in broker.sent] == [1, 3, 3, 1]
     assert sorted(sum(broker.sent[1:], [])) == [f'b{i}' for i in range(7)]
