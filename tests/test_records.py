@@ -448,6 +448,7 @@ def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(store: RunSt
 
     def counters() -> dict[str, Any]:
         found = queries.list_consumers(queue_name, include_gone=False, store=store)
+        assert len(found) <= 1, found  # one consumer: each beat replaces its entry
         return found[0]['counters'] if found else {}
 
     work.push_many(range(5))

@@ -69,7 +69,9 @@ class MongoRunStore(RunStore):
                  '$set': {'gran': gran, 'bucket': bucket, 'queue': queue, 'status': status}}, upsert=True)
                 for (queue, status, gran, bucket), (n, dur_sum, dur_max) in batch.rollups.items()], ordered=False)
         if batch.consumers:
-            self._consumers.bulk_write([ops.ReplaceOne({'_id': cid}, info, upsert=True)
+            # The id goes in the replacement too: some MongoDB-compatible servers give an upserted
+            # replacement a fresh ObjectId, so each beat would add a consumer instead of replacing it.
+            self._consumers.bulk_write([ops.ReplaceOne({'_id': cid}, {**info, '_id': cid}, upsert=True)
                                         for cid, info in batch.consumers.items()], ordered=False)
         if batch.queues:
             now = dt.datetime.now(dt.timezone.utc).timestamp()

@@ -65,6 +65,7 @@ class RecordWriter:
         self._warn_drops = EveryNSeconds(DROP_WARNING_SECONDS)
         self._next_prune = time.monotonic() + 1.0
         self._closed = False
+        self._failing = False  # the last write attempt failed
         self._start_thread()
 
     def _start_thread(self) -> None:
@@ -118,12 +119,21 @@ class RecordWriter:
 
     # -- flushing ------------------------------------------------------------------------
     def flush(self, timeout: float = EXIT_FLUSH_SECONDS) -> bool:
-        """Write everything buffered now, trying for up to ``timeout`` s; True if the buffer emptied."""
+        """Write everything buffered now, trying for up to ``timeout`` s; True if the buffer emptied.
+
+        A store that fails is retried until the deadline, unless it was already failing when the flush
+        began: then one attempt is made, so a stop or an exit does not wait out a store that is away.
+        A writer-thread attempt under way is waited for only until the deadline. One attempt against a
+        store whose host is away lasts the client's own timeout (~2 s for MongoDB), so the flush can end
+        that much past ``timeout``.
+        """
         deadline = time.monotonic() + timeout
+        was_failing = self._failing
         while True:
-            if self._flush_once() and not self._buffer and not self._beats and not self._queues:
+            if self._flush_once(max(0.0, deadline - time.monotonic())) and not self._buffer and not self._beats \
+                    and not self._queues:
                 return True
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (was_failing and self._failing):
                 return False
             time.sleep(0.05 if self._buffer else 0.2)
 
@@ -142,9 +152,15 @@ class RecordWriter:
             except Exception:  # a bug must not end the thread: records would pile up unseen
                 logger.exception('the run records writer failed; it goes on with the next batch')
 
-    def _flush_once(self) -> bool:
-        """Write one batch; False (entries put back, or dropped when there is no room) if the store failed."""
-        with self._flush_lock:
+    def _flush_once(self, wait: float = -1) -> bool:
+        """Write one batch; False (entries put back, or dropped when there is no room) if the store failed.
+
+        ``wait``: how long to wait (s) for an attempt under way in another thread (-1: as long as it
+        takes); False when that runs out.
+        """
+        if not self._flush_lock.acquire(timeout=max(0.0, wait) if wait >= 0 else -1):
+            return False
+        try:
             entries = self._take(MAX_BATCH)
             beats, self._beats = self._beats, {}
             queues, self._queues = self._queues, {}
@@ -154,10 +170,14 @@ class RecordWriter:
             try:
                 self.store().write(batch)
             except Exception as exc:  # store away or slow: keep what fits, newest first
+                self._failing = True
                 self._put_back(entries, beats, queues, exc)
                 return False
+            self._failing = False
             self.written += len(entries)
             return True
+        finally:
+            self._flush_lock.release()
 
     def _take(self, most: int) -> list[Entry]:
         buffer, taken = self._buffer, []
