@@ -15,8 +15,12 @@ and the consumers' CPU per message, which other work on the machine does not cha
 ``--compare-commit REV`` adds a PERSISTQUEUE one-process row running fsdf as it was at REV. Cases run in
 alternating order from run to run; tables show medians and per-run ratios (spread in brackets).
 
+``--probe`` (bench/consumer_probe.py) adds, per message, the consumers' CPU by thread kind (fetch thread, pool
+workers, ack flusher, run records, other) and, for PERSISTQUEUE, the time its threads waited for the
+processes' write lock (the ``flock``) and held it, and the share of the timed window the lock was held.
+
 Usage: python bench/processes.py [--tasks 20000,200000] [--repeat 3] [--threads 50]
-                                 [--brokers PERSISTQUEUE,REDIS_ACK_ABLE] [--compare-commit 71138ab]
+                                 [--brokers PERSISTQUEUE,REDIS_ACK_ABLE] [--compare-commit 71138ab] [--probe]
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import psutil
+import consumer_probe
 from benchlib import (REPO, Measurements, export_commit, fsdf_environment, load_average, machine_description,
                       short_rev, temp_dir)
 
@@ -64,6 +69,7 @@ class RunResult:
     consumers_cpu: float
     parent_cpu: float
     redis_cpu: float
+    probe: dict[str, float]
 
 
 class Target:
@@ -127,9 +133,10 @@ def cpu_seconds(process: psutil.Process) -> float:
         return 0.0
 
 
-def start_consumers(case: Case, queue: str, threads: int, folder: Path, redis_url: str) -> subprocess.Popen:
+def start_consumers(case: Case, queue: str, threads: int, folder: Path, redis_url: str,
+                    probe_folder: str = '') -> subprocess.Popen:
     """``multi_process_consume(case.processes)`` of the trivial task, in a new process."""
-    env = {**os.environ, **fsdf_environment(case.source), 'FSDF_CONFIG_FILE': '0',
+    env = {'FSDF_BENCH_PROBE': probe_folder, **os.environ, **fsdf_environment(case.source), 'FSDF_CONFIG_FILE': '0',
            'FSDF_PERSIST_QUEUE_PATH': str(folder), 'FSDF_REDIS_URL': redis_url, 'FSDF_BENCH_QUEUE': queue,
            'FSDF_BENCH_CONCURRENCY': str(threads), 'FSDF_BENCH_BROKER': case.broker}
     env['PYTHONPATH'] = f'{case.source}{os.pathsep}{BENCH_DIR}'
@@ -147,10 +154,26 @@ def wait_registered(target: Target, queue: str, parent: subprocess.Popen, count:
         time.sleep(0.05)
 
 
-def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Optional[int]) -> RunResult:
+def probe_figures(probe_folder: str, consumers: list[psutil.Process]) -> dict[str, float]:
+    """The consumers' probe figures, summed over processes: lock seconds and count, CPU seconds per thread kind."""
+    total: dict[str, float] = {}
+    for process in consumers:
+        found = consumer_probe.read(probe_folder, process.pid)
+        for key in ('lock_taken', 'lock_waited', 'lock_held', 'lock_held_cpu'):
+            total[key] = total.get(key, 0.0) + found.get(key, 0.0)
+        for kind, seconds in found.get('threads', {}).items():
+            total[f'cpu {kind}'] = total.get(f'cpu {kind}', 0.0) + seconds
+    return total
+
+
+def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Optional[int],
+             probe: bool = False) -> RunResult:
     """One timed run of ``case`` on ``tasks`` messages."""
     queue = f'bench_procs_{uuid.uuid4().hex[:8]}'
-    parent = start_consumers(case, queue, threads, target.folder, target.redis_url)
+    probe_folder = str(target.folder / f'probe-{queue}') if probe else ''
+    if probe:
+        os.mkdir(probe_folder)
+    parent = start_consumers(case, queue, threads, target.folder, target.redis_url, probe_folder)
     try:
         wait_registered(target, queue, parent, case.processes)
         top = psutil.Process(parent.pid)
@@ -158,6 +181,7 @@ def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Op
         redis_process = psutil.Process(redis_pid) if redis_pid else None
         bodies = [json.dumps({'i': i}) for i in range(tasks)]
         cpu_before = [cpu_seconds(p) for p in (top, *consumers)] + [cpu_seconds(redis_process) if redis_process else 0]
+        probe_before = probe_figures(probe_folder, consumers) if probe else {}
         began = target.publish_at_once(queue, bodies)
         while not target.all_acked(queue):
             if time.perf_counter() - began > RUN_TIMEOUT:
@@ -166,12 +190,34 @@ def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Op
         elapsed = time.perf_counter() - began
         cpu_after = [cpu_seconds(p) for p in (top, *consumers)] + [cpu_seconds(redis_process) if redis_process else 0]
         used = [after - before for before, after in zip(cpu_before, cpu_after)]
-        return RunResult(elapsed, sum(used[1:-1]), used[0], used[-1])
+        probed: dict[str, float] = {}
+        if probe:
+            time.sleep(consumer_probe.WRITE_EVERY_SECONDS * 3)  # the figures of the window's end
+            probed = {key: value - probe_before.get(key, 0.0)
+                      for key, value in probe_figures(probe_folder, consumers).items()}
+        return RunResult(elapsed, sum(used[1:-1]), used[0], used[-1], probed)
     finally:
         parent.terminate()
         parent.wait(60)
         if target.broker == 'REDIS_ACK_ABLE':
             target._redis.delete(queue)
+
+
+PROBE_KINDS = ('fetch', 'workers', 'acks', 'records', 'other')
+
+
+def add_probe_figures(results: Measurements, case: Case, tasks: int, found: RunResult) -> None:
+    """Per message µs of each thread kind's CPU and of lock waiting and holding; the share of time the lock was held."""
+    if not found.probe:
+        return
+    for kind in PROBE_KINDS:
+        results.add(case.row, f'{tasks:,} {kind} µs', found.probe.get(f'cpu {kind}', 0.0) / tasks * 1e6)
+    if found.probe.get('lock_taken'):
+        results.add(case.row, f'{tasks:,} lock wait µs', found.probe['lock_waited'] / tasks * 1e6)
+        results.add(case.row, f'{tasks:,} lock held µs', found.probe['lock_held'] / tasks * 1e6)
+        results.add(case.row, f'{tasks:,} held CPU µs', found.probe['lock_held_cpu'] / tasks * 1e6)
+        results.add(case.row, f'{tasks:,} lock held share', found.probe['lock_held'] / found.seconds)
+        results.add(case.row, f'{tasks:,} msgs a lock', tasks / found.probe['lock_taken'])
 
 
 def plan(args: argparse.Namespace) -> list[Case]:
@@ -192,7 +238,8 @@ def measure(args: argparse.Namespace, cases: list[Case], folder: Path, redis_url
         began = time.monotonic()
         for tasks in args.tasks:
             for case in (cases if run % 2 == 0 else cases[::-1]):
-                found = run_once(case, tasks, args.threads, targets[case.broker], redis_pid)
+                found = run_once(case, tasks, args.threads, targets[case.broker], redis_pid, args.probe)
+                add_probe_figures(results, case, tasks, found)
                 results.add(case.row, f'{tasks:,} msg/s', tasks / found.seconds)
                 for what, seconds in (('consumers', found.consumers_cpu), ('parent', found.parent_cpu),
                                       ('redis-server', found.redis_cpu)):
@@ -224,6 +271,21 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
     print('\nconsumer processes\' CPU per message, µs, median (the same in 1 and 2 processes: none spent waiting '
           'busily; a machine busy with other work lowers msg/s but not this)\n')
     print(results.table(rows, [f'{tasks:,} µs/msg' for tasks in args.tasks], {}, digits=1, with_ratio=False))
+    if args.probe:
+        report_probe(args, rows, results)
+
+
+def report_probe(args: argparse.Namespace, rows: list[str], results: Measurements) -> None:
+    """The --probe tables: CPU per message by thread kind; the process lock per message (PERSISTQUEUE)."""
+    for tasks in args.tasks:
+        print(f'\n{tasks:,} tasks: consumers\' CPU per message by thread, µs, median (summed over processes)\n')
+        print(results.table(rows, [f'{tasks:,} {kind} µs' for kind in PROBE_KINDS], {}, digits=2, with_ratio=False))
+    lock_rows = [row for row in rows if row.startswith('PERSISTQUEUE')]
+    columns = [f'{tasks:,} {what}' for tasks in args.tasks
+               for what in ('lock wait µs', 'lock held µs', 'held CPU µs', 'lock held share', 'msgs a lock')]
+    print('\nthe processes\' write lock (flock): µs per message waited, held, and the holder\'s CPU while holding '
+          '(summed over threads and processes), share of the window it was held, messages per hold; median\n')
+    print(results.table(lock_rows, columns, {}, digits=2, with_ratio=False))
 
 
 def parse_args() -> argparse.Namespace:
@@ -233,6 +295,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=50, help='THREADING threads per process')
     parser.add_argument('--brokers', default='PERSISTQUEUE,REDIS_ACK_ABLE')
     parser.add_argument('--compare-commit', default='', help='also run PERSISTQUEUE, 1 process, at this commit')
+    parser.add_argument('--probe', action='store_true', help='CPU per thread kind and the write lock\'s times')
     args = parser.parse_args()
     args.tasks = [int(n) for n in args.tasks.split(',')]
     args.brokers = args.brokers.split(',')
