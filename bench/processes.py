@@ -12,7 +12,8 @@ hash and inbox empty), polled every 10 ms.
 Besides msg/s, each run records CPU time over the timed window, as a share of one core: the consumer
 processes together, the ``multi_process_consume`` parent, and redis-server (from /proc/<pid>/stat);
 and the consumers' CPU per message, which other work on the machine does not change as it does msg/s.
-``--compare-commit REV`` adds a PERSISTQUEUE one-process row running fsdf as it was at REV. Cases run in
+``--compare-commit REV`` adds PERSISTQUEUE rows, 1 and 2 processes, running fsdf as it was at REV (``--compare-one``:
+the one-process row only), so the 2/1 ratio of REV is measured in the same run as this tree's. Cases run in
 alternating order from run to run; tables show medians and per-run ratios (spread in brackets).
 
 ``--probe`` (bench/consumer_probe.py) adds, per message, the consumers' CPU by thread kind (fetch thread, pool
@@ -225,7 +226,8 @@ def plan(args: argparse.Namespace) -> list[Case]:
     cases = [Case(broker, n) for broker in args.brokers for n in (1, 2)]
     if args.compare_commit and 'PERSISTQUEUE' in args.brokers:
         rev = short_rev(args.compare_commit)
-        cases.append(Case('PERSISTQUEUE', 1, f'at {rev}', export_commit(args.compare_commit)))
+        source = export_commit(args.compare_commit)
+        cases += [Case('PERSISTQUEUE', n, f'at {rev}', source) for n in ((1,) if args.compare_one else (1, 2))]
     return cases
 
 
@@ -260,9 +262,12 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
     for broker in args.brokers:
         one, two = Case(broker, 1).row, Case(broker, 2).row
         pairs.append((f'{broker}: 2 processes / 1', two, one))
-    if cases[-1].label != 'this tree':
-        pairs.append(('PERSISTQUEUE 1 process: this tree / ' + cases[-1].label, Case('PERSISTQUEUE', 1).row,
-                      cases[-1].row))
+    compared = [case for case in cases if case.label != 'this tree']
+    for case in compared:
+        pairs.append((f'PERSISTQUEUE {case.processes} proc: this tree / {case.label}',
+                      Case('PERSISTQUEUE', case.processes).row, case.row))
+    if len(compared) == 2:
+        pairs.append((f'PERSISTQUEUE {compared[0].label}: 2 processes / 1', compared[1].row, compared[0].row))
     print('\nratios, median of per-run ratios [lowest-highest]\n')
     print(results.ratio_table(pairs, rates))
     cpu_columns = [f'{tasks:,} {what} CPU' for tasks in args.tasks for what in ('consumers', 'parent', 'redis-server')]
@@ -294,7 +299,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=50, help='THREADING threads per process')
     parser.add_argument('--brokers', default='PERSISTQUEUE,REDIS_ACK_ABLE')
-    parser.add_argument('--compare-commit', default='', help='also run PERSISTQUEUE, 1 process, at this commit')
+    parser.add_argument('--compare-commit', default='', help='also run PERSISTQUEUE, 1 and 2 processes, at this commit')
+    parser.add_argument('--compare-one', action='store_true', help='at --compare-commit, the one-process row only')
     parser.add_argument('--probe', action='store_true', help='CPU per thread kind and the write lock\'s times')
     args = parser.parse_args()
     args.tasks = [int(n) for n in args.tasks.split(',')]
