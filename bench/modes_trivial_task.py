@@ -16,6 +16,9 @@ from fsdf import BrokerEnum, task_deco
 if os.environ.get('BENCH_FSDF_SOURCE'):
     from benchlib import check_fsdf_source
     check_fsdf_source(os.environ['BENCH_FSDF_SOURCE'])
+if os.environ.get('FSDF_BENCH_PROBE'):  # bench/processes.py --probe: lock and thread CPU figures
+    from consumer_probe import install
+    install(os.environ['FSDF_BENCH_PROBE'])
 
 
 @task_deco(os.environ.get('FSDF_BENCH_QUEUE', 'bench_processes'),

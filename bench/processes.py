@@ -12,11 +12,16 @@ hash and inbox empty), polled every 10 ms.
 Besides msg/s, each run records CPU time over the timed window, as a share of one core: the consumer
 processes together, the ``multi_process_consume`` parent, and redis-server (from /proc/<pid>/stat);
 and the consumers' CPU per message, which other work on the machine does not change as it does msg/s.
-``--compare-commit REV`` adds a PERSISTQUEUE one-process row running fsdf as it was at REV. Cases run in
+``--compare-commit REV`` adds PERSISTQUEUE rows, 1 and 2 processes, running fsdf as it was at REV (``--compare-one``:
+the one-process row only), so the 2/1 ratio of REV is measured in the same run as this tree's. Cases run in
 alternating order from run to run; tables show medians and per-run ratios (spread in brackets).
 
+``--probe`` (bench/consumer_probe.py) adds, per message, the consumers' CPU by thread kind (fetch thread, pool
+workers, ack flusher, run records, other) and, for PERSISTQUEUE, the time its threads waited for the
+processes' write lock (the ``flock``) and held it, and the share of the timed window the lock was held.
+
 Usage: python bench/processes.py [--tasks 20000,200000] [--repeat 3] [--threads 50]
-                                 [--brokers PERSISTQUEUE,REDIS_ACK_ABLE] [--compare-commit 71138ab]
+                                 [--brokers PERSISTQUEUE,REDIS_ACK_ABLE] [--compare-commit 71138ab] [--probe]
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import psutil
+import consumer_probe
 from benchlib import (REPO, Measurements, export_commit, fsdf_environment, load_average, machine_description,
                       short_rev, temp_dir)
 
@@ -64,6 +70,7 @@ class RunResult:
     consumers_cpu: float
     parent_cpu: float
     redis_cpu: float
+    probe: dict[str, float]
 
 
 class Target:
@@ -127,9 +134,10 @@ def cpu_seconds(process: psutil.Process) -> float:
         return 0.0
 
 
-def start_consumers(case: Case, queue: str, threads: int, folder: Path, redis_url: str) -> subprocess.Popen:
+def start_consumers(case: Case, queue: str, threads: int, folder: Path, redis_url: str,
+                    probe_folder: str = '') -> subprocess.Popen:
     """``multi_process_consume(case.processes)`` of the trivial task, in a new process."""
-    env = {**os.environ, **fsdf_environment(case.source), 'FSDF_CONFIG_FILE': '0',
+    env = {'FSDF_BENCH_PROBE': probe_folder, **os.environ, **fsdf_environment(case.source), 'FSDF_CONFIG_FILE': '0',
            'FSDF_PERSIST_QUEUE_PATH': str(folder), 'FSDF_REDIS_URL': redis_url, 'FSDF_BENCH_QUEUE': queue,
            'FSDF_BENCH_CONCURRENCY': str(threads), 'FSDF_BENCH_BROKER': case.broker}
     env['PYTHONPATH'] = f'{case.source}{os.pathsep}{BENCH_DIR}'
@@ -147,10 +155,26 @@ def wait_registered(target: Target, queue: str, parent: subprocess.Popen, count:
         time.sleep(0.05)
 
 
-def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Optional[int]) -> RunResult:
+def probe_figures(probe_folder: str, consumers: list[psutil.Process]) -> dict[str, float]:
+    """The consumers' probe figures, summed over processes: lock seconds and count, CPU seconds per thread kind."""
+    total: dict[str, float] = {}
+    for process in consumers:
+        found = consumer_probe.read(probe_folder, process.pid)
+        for key in ('lock_taken', 'lock_waited', 'lock_held', 'lock_held_cpu'):
+            total[key] = total.get(key, 0.0) + found.get(key, 0.0)
+        for kind, seconds in found.get('threads', {}).items():
+            total[f'cpu {kind}'] = total.get(f'cpu {kind}', 0.0) + seconds
+    return total
+
+
+def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Optional[int],
+             probe: bool = False) -> RunResult:
     """One timed run of ``case`` on ``tasks`` messages."""
     queue = f'bench_procs_{uuid.uuid4().hex[:8]}'
-    parent = start_consumers(case, queue, threads, target.folder, target.redis_url)
+    probe_folder = str(target.folder / f'probe-{queue}') if probe else ''
+    if probe:
+        os.mkdir(probe_folder)
+    parent = start_consumers(case, queue, threads, target.folder, target.redis_url, probe_folder)
     try:
         wait_registered(target, queue, parent, case.processes)
         top = psutil.Process(parent.pid)
@@ -158,6 +182,7 @@ def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Op
         redis_process = psutil.Process(redis_pid) if redis_pid else None
         bodies = [json.dumps({'i': i}) for i in range(tasks)]
         cpu_before = [cpu_seconds(p) for p in (top, *consumers)] + [cpu_seconds(redis_process) if redis_process else 0]
+        probe_before = probe_figures(probe_folder, consumers) if probe else {}
         began = target.publish_at_once(queue, bodies)
         while not target.all_acked(queue):
             if time.perf_counter() - began > RUN_TIMEOUT:
@@ -166,7 +191,12 @@ def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Op
         elapsed = time.perf_counter() - began
         cpu_after = [cpu_seconds(p) for p in (top, *consumers)] + [cpu_seconds(redis_process) if redis_process else 0]
         used = [after - before for before, after in zip(cpu_before, cpu_after)]
-        return RunResult(elapsed, sum(used[1:-1]), used[0], used[-1])
+        probed: dict[str, float] = {}
+        if probe:
+            time.sleep(consumer_probe.WRITE_EVERY_SECONDS * 3)  # the figures of the window's end
+            probed = {key: value - probe_before.get(key, 0.0)
+                      for key, value in probe_figures(probe_folder, consumers).items()}
+        return RunResult(elapsed, sum(used[1:-1]), used[0], used[-1], probed)
     finally:
         parent.terminate()
         parent.wait(60)
@@ -174,12 +204,30 @@ def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Op
             target._redis.delete(queue)
 
 
+PROBE_KINDS = ('fetch', 'workers', 'acks', 'records', 'other')
+
+
+def add_probe_figures(results: Measurements, case: Case, tasks: int, found: RunResult) -> None:
+    """Per message µs of each thread kind's CPU and of lock waiting and holding; the share of time the lock was held."""
+    if not found.probe:
+        return
+    for kind in PROBE_KINDS:
+        results.add(case.row, f'{tasks:,} {kind} µs', found.probe.get(f'cpu {kind}', 0.0) / tasks * 1e6)
+    if found.probe.get('lock_taken'):
+        results.add(case.row, f'{tasks:,} lock wait µs', found.probe['lock_waited'] / tasks * 1e6)
+        results.add(case.row, f'{tasks:,} lock held µs', found.probe['lock_held'] / tasks * 1e6)
+        results.add(case.row, f'{tasks:,} held CPU µs', found.probe['lock_held_cpu'] / tasks * 1e6)
+        results.add(case.row, f'{tasks:,} lock held share', found.probe['lock_held'] / found.seconds)
+        results.add(case.row, f'{tasks:,} msgs a lock', tasks / found.probe['lock_taken'])
+
+
 def plan(args: argparse.Namespace) -> list[Case]:
     """The cases of one run, in their first run's order."""
     cases = [Case(broker, n) for broker in args.brokers for n in (1, 2)]
     if args.compare_commit and 'PERSISTQUEUE' in args.brokers:
         rev = short_rev(args.compare_commit)
-        cases.append(Case('PERSISTQUEUE', 1, f'at {rev}', export_commit(args.compare_commit)))
+        source = export_commit(args.compare_commit)
+        cases += [Case('PERSISTQUEUE', n, f'at {rev}', source) for n in ((1,) if args.compare_one else (1, 2))]
     return cases
 
 
@@ -192,7 +240,8 @@ def measure(args: argparse.Namespace, cases: list[Case], folder: Path, redis_url
         began = time.monotonic()
         for tasks in args.tasks:
             for case in (cases if run % 2 == 0 else cases[::-1]):
-                found = run_once(case, tasks, args.threads, targets[case.broker], redis_pid)
+                found = run_once(case, tasks, args.threads, targets[case.broker], redis_pid, args.probe)
+                add_probe_figures(results, case, tasks, found)
                 results.add(case.row, f'{tasks:,} msg/s', tasks / found.seconds)
                 for what, seconds in (('consumers', found.consumers_cpu), ('parent', found.parent_cpu),
                                       ('redis-server', found.redis_cpu)):
@@ -213,9 +262,12 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
     for broker in args.brokers:
         one, two = Case(broker, 1).row, Case(broker, 2).row
         pairs.append((f'{broker}: 2 processes / 1', two, one))
-    if cases[-1].label != 'this tree':
-        pairs.append(('PERSISTQUEUE 1 process: this tree / ' + cases[-1].label, Case('PERSISTQUEUE', 1).row,
-                      cases[-1].row))
+    compared = [case for case in cases if case.label != 'this tree']
+    for case in compared:
+        pairs.append((f'PERSISTQUEUE {case.processes} proc: this tree / {case.label}',
+                      Case('PERSISTQUEUE', case.processes).row, case.row))
+    if len(compared) == 2:
+        pairs.append((f'PERSISTQUEUE {compared[0].label}: 2 processes / 1', compared[1].row, compared[0].row))
     print('\nratios, median of per-run ratios [lowest-highest]\n')
     print(results.ratio_table(pairs, rates))
     cpu_columns = [f'{tasks:,} {what} CPU' for tasks in args.tasks for what in ('consumers', 'parent', 'redis-server')]
@@ -224,6 +276,21 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
     print('\nconsumer processes\' CPU per message, µs, median (the same in 1 and 2 processes: none spent waiting '
           'busily; a machine busy with other work lowers msg/s but not this)\n')
     print(results.table(rows, [f'{tasks:,} µs/msg' for tasks in args.tasks], {}, digits=1, with_ratio=False))
+    if args.probe:
+        report_probe(args, rows, results)
+
+
+def report_probe(args: argparse.Namespace, rows: list[str], results: Measurements) -> None:
+    """The --probe tables: CPU per message by thread kind; the process lock per message (PERSISTQUEUE)."""
+    for tasks in args.tasks:
+        print(f'\n{tasks:,} tasks: consumers\' CPU per message by thread, µs, median (summed over processes)\n')
+        print(results.table(rows, [f'{tasks:,} {kind} µs' for kind in PROBE_KINDS], {}, digits=2, with_ratio=False))
+    lock_rows = [row for row in rows if row.startswith('PERSISTQUEUE')]
+    columns = [f'{tasks:,} {what}' for tasks in args.tasks
+               for what in ('lock wait µs', 'lock held µs', 'held CPU µs', 'lock held share', 'msgs a lock')]
+    print('\nthe processes\' write lock (flock): µs per message waited, held, and the holder\'s CPU while holding '
+          '(summed over threads and processes), share of the window it was held, messages per hold; median\n')
+    print(results.table(lock_rows, columns, {}, digits=2, with_ratio=False))
 
 
 def parse_args() -> argparse.Namespace:
@@ -232,7 +299,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=50, help='THREADING threads per process')
     parser.add_argument('--brokers', default='PERSISTQUEUE,REDIS_ACK_ABLE')
-    parser.add_argument('--compare-commit', default='', help='also run PERSISTQUEUE, 1 process, at this commit')
+    parser.add_argument('--compare-commit', default='', help='also run PERSISTQUEUE, 1 and 2 processes, at this commit')
+    parser.add_argument('--compare-one', action='store_true', help='at --compare-commit, the one-process row only')
+    parser.add_argument('--probe', action='store_true', help='CPU per thread kind and the write lock\'s times')
     args = parser.parse_args()
     args.tasks = [int(n) for n in args.tasks.split(',')]
     args.brokers = args.brokers.split(',')

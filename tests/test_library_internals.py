@@ -41,7 +41,7 @@ def test_scanner_returns_the_value_and_where_it_ends() -> None:
         scan(' {}', 0)  # leading whitespace is not a value; fsdf then calls json.loads
 
 
-# -- persist-queue: the table name hook, its two connections and the write lock -------------------------------
+# -- persist-queue: the table name hook, its writing connection and the write lock -------------------------------
 def test_persist_queue_table_connection_and_lock(tmp_path: Path) -> None:
     from fsdf.brokers.persist_queue import _PassThrough  # stores fsdf's JSON text as it is, as the broker does
     queue = persistqueue_internals.QueueTable(str(tmp_path), name='orders "eu"', multithreading=True,
@@ -55,9 +55,6 @@ def test_persist_queue_table_connection_and_lock(tmp_path: Path) -> None:
     with lock, connection:  # a row written on persist-queue's connection, in its schema, is a queue item
         connection.execute(f'INSERT INTO {table} (data, timestamp, status) VALUES (?, 0, 0)', ('written by fsdf',))
     assert connection.execute(f'SELECT count(*) FROM {table}').fetchone() == (2,)
-    other = persistqueue_internals.reader(queue)  # a second connection to the same file
-    assert isinstance(other, sqlite3.Connection) and other is not connection
-    assert other.execute(f'SELECT count(*) FROM {table}').fetchone() == (2,)
     assert {queue.get(block=False), queue.get(block=False)} == {'published by persist-queue', 'written by fsdf'}
     assert not lock.locked()  # persist-queue released it after its writes
 

@@ -93,6 +93,17 @@ def test_a_stream_entry_without_msg_is_dead_lettered_whole(queue_name: str, redi
     assert '{"a": "1", "b": "2"}' in letter['raw_body']
 
 
+def test_a_consumer_loads_its_scripts_before_its_first_fetch(queue_name: str, broker_kind, raw) -> None:
+    """Start-up (issue 19): the scripts are in Redis once leases start, so the first fetch runs each with one
+    EVALSHA, not EVALSHA, NOSCRIPT, SCRIPT LOAD and EVALSHA again before the first task."""
+    broker = get_broker(broker_kind, queue_name)
+    scripts = [value for value in vars(broker).values() if isinstance(value, redis.commands.core.Script)]
+    assert scripts  # every Redis kind runs at least the delayed messages' promote script
+    raw.script_flush()
+    broker.start_leases()
+    assert raw.script_exists(*[script.sha for script in scripts]) == [True] * len(scripts)
+
+
 def test_count_purge_and_the_dlq_queue(queue_name: str, broker_kind, raw) -> None:
     @task_deco(queue_name, broker_kind=broker_kind, max_retry_times=0, is_print_detail_exception=False)
     def f(x):

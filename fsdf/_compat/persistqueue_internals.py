@@ -3,8 +3,8 @@
 fsdf keeps its queue in persist-queue's schema so other programs can use it, and adds its own tables
 (leases, consumers, delayed messages) in the same database, written in the same transactions; that
 needs the connection persist-queue writes with (``_putter``) and the lock it holds around writes
-(``tran_lock``); bodies are read with its other connection (``_getter``), outside that lock. The table
-is named after the queue by overriding ``_table_name``.
+(``tran_lock``); fsdf reads message bodies with that connection too. The table is named after the queue by
+overriding ``_table_name``.
 """
 from __future__ import annotations
 
@@ -26,11 +26,6 @@ class QueueTable(SQLiteAckQueue):
 def writer(queue: SQLiteAckQueue) -> sqlite3.Connection:
     """The connection persist-queue writes with (with ``multithreading=True``, shared by all threads)."""
     return cast(sqlite3.Connection, queue._putter)  # persist-queue declares it None until its _init() opens it
-
-
-def reader(queue: SQLiteAckQueue) -> sqlite3.Connection:
-    """The other connection persist-queue opens (``_getter``, its ``get`` reads with it); fsdf reads bodies with it."""
-    return cast(sqlite3.Connection, queue._getter)
 
 
 def write_lock(queue: SQLiteAckQueue) -> threading.Lock:
