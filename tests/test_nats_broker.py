@@ -89,3 +89,70 @@ def test_nats_restart_mid_run(queue_name: str, nats_server) -> None:
     """The server goes away for 2 s and comes back on the same JetStream store: every call runs, none left."""
     every_call_runs_across_a_restart(queue_name, NATS, lambda: nats_server.restart(down_seconds=2.0),
                                      lambda: stream_state(nats_server, queue_name)['messages'] == 0)
+
+
+def test_a_thread_that_pushes_often_has_each_push_stored_when_it_returns(queue_name: str, nats_server) -> None:
+    """From the second push on, a thread publishes through its own client: each push is still on the
+    stream when it returns, and the thread's client closes with the runtime."""
+    from fsdf.brokers.nats_jetstream import _ThreadConnections
+    from fsdf.runtime import default_runtime
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    for number in range(1, 21):
+        add.push(number, 1)
+        assert stream_state(nats_server, queue_name)['messages'] == number
+    threads = _ThreadConnections.of(nats_server.url)
+    [own] = threads.open
+    assert own.client.is_connected
+    default_runtime().close_shared(lambda key: key == ('nats', nats_server.url, 'threads'))
+    assert own.client.is_closed and threads.open == []
+
+
+def test_pushes_from_a_thread_carry_on_across_a_server_restart(queue_name: str, nats_server) -> None:
+    """A thread's own client broken by a restart is dropped at once (not after the request timeout) and
+    the push retried: every push is stored."""
+    import time
+
+    from fsdf.brokers.nats_jetstream import REQUEST_SECONDS
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    for number in range(3):
+        add.push(number, 1)
+    nats_server.restart()
+    began = time.monotonic()
+    for number in range(3, 6):
+        add.push(number, 1)
+    assert time.monotonic() - began < REQUEST_SECONDS / 2
+    assert stream_state(nats_server, queue_name)['messages'] == 6
+
+
+def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_name: str, nats_server) -> None:
+    """Threads that end leave no connection open past the next thread that opens its own."""
+    import threading
+
+    from fsdf.brokers.nats_jetstream import _ThreadConnections
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    def push_twice() -> None:
+        add.push(1, 1)
+        add.push(2, 1)
+
+    first = threading.Thread(target=push_twice)
+    first.start()
+    first.join()
+    threads = _ThreadConnections.of(nats_server.url)
+    dead = [own for own in threads.open if own.thread is first]
+    assert len(dead) == 1
+    second = threading.Thread(target=push_twice)
+    second.start()
+    second.join()
+    assert dead[0].client.is_closed and dead[0] not in threads.open
