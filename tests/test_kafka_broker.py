@@ -202,6 +202,27 @@ def restartable_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
         yield server
 
 
+def test_a_message_the_broker_never_acknowledges_fails_its_publish(queue_name: str, kafka_server) -> None:
+    """The producer reports failed deliveries only, through one callback: the publish whose message
+    failed raises, and a publish to another topic is not blamed for it."""
+    from confluent_kafka import KafkaException
+
+    broker = KafkaBroker(queue_name)
+    shared = broker._producer
+    # Nothing listens on port 9: every delivery fails once its half-second message timeout passes.
+    dead = broker._producer = kafka_module._SharedProducer('127.0.0.1:9', {'message.timeout.ms': 500})
+    try:
+        seen = dead.failures.count
+        with pytest.raises(KafkaException):
+            broker.publish_many(['{"a": 1}', '{"a": 2}'])
+        dead.flush(seen, ['another_topic'])  # the failures were this queue's, not another topic's
+        with pytest.raises(KafkaException):
+            broker.publish('{"a": 3}')
+    finally:
+        broker._producer = shared
+        broker.close()
+
+
 def test_kafka_restart_mid_run(queue_name: str, restartable_kafka_server) -> None:
     """The server goes away for 2 s and comes back on the same data: consumers and publishers carry on
     and every call runs."""
