@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import amqpstorm
 from pamqp.base import Frame
@@ -18,7 +18,7 @@ IDLE_POLL_SECONDS = 0.01
 FLOWING_SECONDS = 0.1  # messages arrived this recently: poll the inbound frames at the busy rate
 PERSISTENT = {'delivery_mode': 2, 'content_type': 'application/json'}
 # What basic.publish sends for PERSISTENT and a str body (it adds the encoding), made once for every batch.
-BATCH_PROPERTIES = Basic.Properties(**PERSISTENT, content_encoding='utf-8')
+BATCH_PROPERTIES = Basic.Properties(delivery_mode=2, content_type='application/json', content_encoding='utf-8')
 FRAME_OVERHEAD = 8  # bytes of an AMQP frame around its payload: a body frame carries frame_max - 8
 WRITE_MESSAGES = 1000  # messages of a batch per socket write
 
@@ -56,7 +56,7 @@ class AmqpstormSession(AmqpSession):
         # checks and Properties(**dict) were most of a batch's cost, and it wrote each message on its own.
         method, largest = Basic.Publish(exchange='', routing_key=queue), self.connection.max_frame_size - FRAME_OVERHEAD
         for start in range(0, len(bodies), WRITE_MESSAGES):
-            frames: list[Frame] = []
+            frames: list[Any] = []  # method, header and body frames (amqpstorm's publish types them so too)
             for body in bodies[start:start + WRITE_MESSAGES]:
                 data = body.encode()
                 frames += (method, ContentHeader(body_size=len(data), properties=BATCH_PROPERTIES))
