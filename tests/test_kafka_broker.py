@@ -272,3 +272,23 @@ def test_second_consumer_joins_and_nothing_is_lost(queue_name: str, evicting_kaf
         work.consumer.broker.close()
         if child.poll() is None:
             child.kill()
+
+
+def test_pushes_from_many_threads_each_land_once(queue_name: str, kafka_server) -> None:
+    """Grouped pushes (a flush waits for all the producer holds): every push returned is in the topic, once."""
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
+    def f(x):
+        with lock:
+            seen.append(x)
+
+    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(20)]) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert f.get_message_count() == 400
+    assert f.drain(timeout=60) == 400
+    assert sorted(seen) == sorted(i * 100 + n for i in range(20) for n in range(20))

@@ -156,3 +156,20 @@ def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_nam
     second.start()
     second.join()
     assert dead[0].client.is_closed and dead[0] not in threads.open
+
+
+def test_pushes_from_many_threads_each_land_once(queue_name: str, nats_server) -> None:
+    """Threads with their own clients and grouped pushes through the shared one: every push returned is
+    on the stream, once."""
+    import threading
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def f(x):
+        pass
+
+    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(20)]) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stream_state(nats_server, queue_name)['messages'] == 400

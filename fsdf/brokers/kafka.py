@@ -144,6 +144,9 @@ class KafkaBroker(Broker):
 
     guarantee = 'at-least-once, manual commits of settled offsets'
     publish_batch_size = 10_000  # one flush each: a flush waits for the slowest partition
+    # A flush waits for every message the shared producer holds, so pushes from many threads each flushing
+    # wait for one another's; grouped, the ones waiting go out with one produce each and one flush.
+    groups_publishes = True
     fifo = False  # in order within a partition only
     requeue_many_to_front = False  # Kafka cannot put a message back: it is produced again at the end
     count_includes_taken = True  # the group's lag runs to the oldest offset not yet committed
