@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import re
 import threading
 import time
@@ -202,6 +203,7 @@ class _ThreadConnections:
         self.lock = threading.Lock()
         self.open: list[_OwnConnection] = []
         self.closed = False
+        self.pid = os.getpid()  # a forked child shares these sockets with its parent: it must not touch them
 
     @classmethod
     def of(cls, url: str) -> '_ThreadConnections':
@@ -227,6 +229,8 @@ class _ThreadConnections:
 
     def _own(self) -> Optional[_OwnConnection]:
         """This thread's client, opened if it publishes often enough; None: use the shared client."""
+        if self.pid != os.getpid():
+            return None  # a forked child
         local, now = self.local, time.monotonic()
         own: Optional[_OwnConnection] = getattr(local, 'own', None)
         if own is not None and not own.closed and not own.idle(now):
@@ -269,6 +273,8 @@ class _ThreadConnections:
         """Close every thread's client (one in a call is waited for, up to ``REQUEST_SECONDS``)."""
         with self.lock:
             self.closed, doomed, self.open = True, self.open, []
+        if self.pid != os.getpid():
+            return  # a forked child: closing would write to its parent's connections
         for own in doomed:
             own.close()
 
