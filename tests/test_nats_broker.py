@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -134,8 +135,6 @@ def test_pushes_from_a_thread_carry_on_across_a_server_restart(queue_name: str, 
 
 def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_name: str, nats_server) -> None:
     """Threads that end leave no connection open past the next thread that opens its own."""
-    import threading
-
     from fsdf.brokers.nats_jetstream import _ThreadConnections
 
     @task_deco(queue_name, broker_kind=NATS)
@@ -161,8 +160,6 @@ def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_nam
 def test_pushes_from_many_threads_each_land_once(queue_name: str, nats_server) -> None:
     """Threads with their own clients and grouped pushes through the shared one: every push returned is
     on the stream, once."""
-    import threading
-
     @task_deco(queue_name, broker_kind=NATS)
     def f(x):
         pass
@@ -173,3 +170,28 @@ def test_pushes_from_many_threads_each_land_once(queue_name: str, nats_server) -
     for thread in threads:
         thread.join()
     assert stream_state(nats_server, queue_name)['messages'] == 400
+
+
+def test_a_thread_client_left_idle_is_closed_and_not_used(queue_name: str, nats_server, monkeypatch) -> None:
+    """A thread's client unused for OWN_IDLE_SECONDS is closed at the thread's next push (its server may have
+    dropped it meanwhile), which goes through the shared client; the push after opens a new one."""
+    import time
+
+    from fsdf.brokers import nats_jetstream
+
+    monkeypatch.setattr(nats_jetstream, 'OWN_IDLE_SECONDS', 0.3)
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    add.push(1, 1)
+    add.push(2, 1)
+    threads = nats_jetstream._ThreadConnections.of(nats_server.url)
+    [first] = [own for own in threads.open if own.thread is threading.current_thread()]
+    time.sleep(0.4)  # the idleness itself is what is tested
+    add.push(3, 1)
+    assert first.closed and first not in threads.open
+    add.push(4, 1)
+    assert [own for own in threads.open if own.thread is threading.current_thread()] != []
+    assert stream_state(nats_server, queue_name)['messages'] == 4
