@@ -58,7 +58,7 @@ class AmqpstormSession(AmqpSession):
         for start in range(0, len(bodies), WRITE_MESSAGES):
             frames: list[Any] = []  # method, header and body frames (amqpstorm's publish types them so too)
             for body in bodies[start:start + WRITE_MESSAGES]:
-                data = body.encode()
+                data = body.encode() if isinstance(body, str) else body  # a redelivered body may be bytes
                 frames += (method, ContentHeader(body_size=len(data), properties=BATCH_PROPERTIES))
                 if len(data) <= largest:
                     frames.append(ContentBody(data))
