@@ -33,7 +33,7 @@ blocking call there waiting on the same loop would never return).
 
 A one-message publish from a thread that publishes again within ``OWN_IDLE_SECONDS`` goes through that
 thread's own client, on a loop the thread runs itself for the call (:class:`_ThreadConnections`): the
-hop to the loop thread and back cost more CPU than the JetStream round trip (~140 µs against ~240 µs).
+hop to the loop thread and back cost ~70 µs of CPU per push (303 against 233 µs, docs/benchmarks.md).
 It waits for the stream's ack as before. At most ``MAX_OWN_CONNECTIONS`` threads per URL have one; a
 thread's first publish, publishes from a thread running an event loop, batches and everything else go
 through the shared client.
