@@ -202,6 +202,27 @@ def restartable_kafka_server(kafka_server, monkeypatch: pytest.MonkeyPatch):
         yield server
 
 
+def test_a_message_the_broker_never_acknowledges_fails_its_publish(queue_name: str, kafka_server) -> None:
+    """The producer reports failed deliveries only, through one callback: the publish whose message
+    failed raises, and a publish to another topic is not blamed for it."""
+    from confluent_kafka import KafkaException
+
+    broker = KafkaBroker(queue_name)
+    shared = broker._producer
+    # Nothing listens on port 9: every delivery fails once its half-second message timeout passes.
+    dead = broker._producer = kafka_module._SharedProducer('127.0.0.1:9', {'message.timeout.ms': 500})
+    try:
+        seen = dead.failures.count
+        with pytest.raises(KafkaException):
+            broker.publish_many(['{"a": 1}', '{"a": 2}'])
+        dead.flush(seen, ['another_topic'])  # the failures were this queue's, not another topic's
+        with pytest.raises(KafkaException):
+            broker.publish('{"a": 3}')
+    finally:
+        broker._producer = shared
+        broker.close()
+
+
 def test_kafka_restart_mid_run(queue_name: str, restartable_kafka_server) -> None:
     """The server goes away for 2 s and comes back on the same data: consumers and publishers carry on
     and every call runs."""
@@ -251,3 +272,23 @@ def test_second_consumer_joins_and_nothing_is_lost(queue_name: str, evicting_kaf
         work.consumer.broker.close()
         if child.poll() is None:
             child.kill()
+
+
+def test_pushes_from_many_threads_each_land_once(queue_name: str, kafka_server) -> None:
+    """Grouped pushes (a flush waits for all the producer holds): every push returned is in the topic, once."""
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.KAFKA)
+    def f(x):
+        with lock:
+            seen.append(x)
+
+    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(20)]) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert f.get_message_count() == 400
+    assert f.drain(timeout=60) == 400
+    assert sorted(seen) == sorted(i * 100 + n for i in range(20) for n in range(20))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -89,3 +90,108 @@ def test_nats_restart_mid_run(queue_name: str, nats_server) -> None:
     """The server goes away for 2 s and comes back on the same JetStream store: every call runs, none left."""
     every_call_runs_across_a_restart(queue_name, NATS, lambda: nats_server.restart(down_seconds=2.0),
                                      lambda: stream_state(nats_server, queue_name)['messages'] == 0)
+
+
+def test_a_thread_that_pushes_often_has_each_push_stored_when_it_returns(queue_name: str, nats_server) -> None:
+    """From the second push on, a thread publishes through its own client: each push is still on the
+    stream when it returns, and the thread's client closes with the runtime."""
+    from fsdf.brokers.nats_jetstream import _ThreadConnections
+    from fsdf.runtime import default_runtime
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    for number in range(1, 21):
+        add.push(number, 1)
+        assert stream_state(nats_server, queue_name)['messages'] == number
+    threads = _ThreadConnections.of(nats_server.url)
+    [own] = threads.open
+    assert own.client.is_connected
+    default_runtime().close_shared(lambda key: key == ('nats', nats_server.url, 'threads'))
+    assert own.client.is_closed and threads.open == []
+
+
+def test_pushes_from_a_thread_carry_on_across_a_server_restart(queue_name: str, nats_server) -> None:
+    """A thread's own client broken by a restart is dropped at once (not after the request timeout) and
+    the push retried: every push is stored."""
+    import time
+
+    from fsdf.brokers.nats_jetstream import REQUEST_SECONDS
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    for number in range(3):
+        add.push(number, 1)
+    nats_server.restart()
+    began = time.monotonic()
+    for number in range(3, 6):
+        add.push(number, 1)
+    assert time.monotonic() - began < REQUEST_SECONDS / 2
+    assert stream_state(nats_server, queue_name)['messages'] == 6
+
+
+def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_name: str, nats_server) -> None:
+    """Threads that end leave no connection open past the next thread that opens its own."""
+    from fsdf.brokers.nats_jetstream import _ThreadConnections
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    def push_twice() -> None:
+        add.push(1, 1)
+        add.push(2, 1)
+
+    first = threading.Thread(target=push_twice)
+    first.start()
+    first.join()
+    threads = _ThreadConnections.of(nats_server.url)
+    dead = [own for own in threads.open if own.thread is first]
+    assert len(dead) == 1
+    second = threading.Thread(target=push_twice)
+    second.start()
+    second.join()
+    assert dead[0].client.is_closed and dead[0] not in threads.open
+
+
+def test_pushes_from_many_threads_each_land_once(queue_name: str, nats_server) -> None:
+    """Threads with their own clients and grouped pushes through the shared one: every push returned is
+    on the stream, once."""
+    @task_deco(queue_name, broker_kind=NATS)
+    def f(x):
+        pass
+
+    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(20)]) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stream_state(nats_server, queue_name)['messages'] == 400
+
+
+def test_a_thread_client_left_idle_is_closed_and_not_used(queue_name: str, nats_server, monkeypatch) -> None:
+    """A thread's client unused for OWN_IDLE_SECONDS is closed at the thread's next push (its server may have
+    dropped it meanwhile), which goes through the shared client; the push after opens a new one."""
+    import time
+
+    from fsdf.brokers import nats_jetstream
+
+    monkeypatch.setattr(nats_jetstream, 'OWN_IDLE_SECONDS', 0.3)
+
+    @task_deco(queue_name, broker_kind=NATS)
+    def add(a, b):
+        return a + b
+
+    add.push(1, 1)
+    add.push(2, 1)
+    threads = nats_jetstream._ThreadConnections.of(nats_server.url)
+    [first] = [own for own in threads.open if own.thread is threading.current_thread()]
+    time.sleep(0.4)  # the idleness itself is what is tested
+    add.push(3, 1)
+    assert first.closed and first not in threads.open
+    add.push(4, 1)
+    assert [own for own in threads.open if own.thread is threading.current_thread()] != []
+    assert stream_state(nats_server, queue_name)['messages'] == 4

@@ -62,6 +62,23 @@ def test_queue_is_durable_and_messages_persistent(queue_name: str, broker_kind, 
     connection.close()
 
 
+def test_a_batch_arrives_whole_and_persistent(queue_name: str, broker_kind, rabbitmq_server) -> None:
+    """push_many's messages, one of them bigger than an AMQP frame, arrive in order, intact and
+    persistent, as one-by-one publishes would have sent them."""
+    @task_deco(queue_name, broker_kind=broker_kind)
+    def f(x):
+        pass
+
+    big = 'é' * 200_000  # 400,000 bytes of UTF-8: split over several frames of 131,072
+    f.push_many(['a', big, 'b'])
+    connection, channel = raw_channel(rabbitmq_server.url)
+    messages = [channel.basic.get(queue_name, no_ack=True) for _ in range(3)]
+    connection.close()
+    assert [json.loads(message.body)['x'] for message in messages] == ['a', big, 'b']
+    assert {message.properties['delivery_mode'] for message in messages} == {2}
+    assert {message.properties['content_type'] for message in messages} == {'application/json'}
+
+
 def test_count_and_purge(queue_name: str, broker_kind) -> None:
     @task_deco(queue_name, broker_kind=broker_kind)
     def f(x):

@@ -101,25 +101,29 @@ class ZeroMQBroker(Broker):
 
     # -- publishing ------------------------------------------------------------------------
     def publish(self, body: str, priority: Optional[int] = None) -> None:
-        self._send([(b'', body.encode())])
+        self._send(b'', (body,))
 
     def publish_many(self, bodies: list[str]) -> None:
-        self._send([(b'', body.encode()) for body in bodies])
+        self._send(b'', bodies)
 
     def publish_delayed_many(self, bodies: list[str], due: float) -> None:
-        due_frame = repr(float(due)).encode()
-        self._send([(due_frame, body.encode()) for body in bodies])
+        self._send(repr(float(due)).encode(), bodies)
 
-    def _send(self, messages: list[tuple[bytes, bytes]]) -> None:
+    def _send(self, due: bytes, bodies: Iterable[str]) -> None:
+        """Send each body as the two frames ``[due, body]`` (due empty: at once)."""
         with self._push_lock:
-            socket = self._push_socket()
-            for due, body in messages:
-                try:
-                    socket.send_multipart((due, body))
-                except zmq.Again:
-                    raise TimeoutError(f'no consumer of ZeroMQ queue {self.queue_name!r} ({self.address}) took '
-                                       f'messages for {SEND_TIMEOUT_SECONDS:.0f} s; this process holds '
-                                       f'{SEND_HWM} unsent') from None
+            send, more = self._push_socket().send, zmq.SNDMORE
+            try:
+                for body in bodies:
+                    # Two sends, as send_multipart makes them, without its checks of each frame: those were
+                    # ~1.5 µs of a ~3 µs send_multipart. ZeroMQ checks the high-water mark at a message's
+                    # first frame only, so the second cannot fail on it: a message goes whole or not at all.
+                    send(due, more)
+                    send(body.encode())
+            except zmq.Again:
+                raise TimeoutError(f'no consumer of ZeroMQ queue {self.queue_name!r} ({self.address}) took '
+                                   f'messages for {SEND_TIMEOUT_SECONDS:.0f} s; this process holds '
+                                   f'{SEND_HWM} unsent') from None
 
     def _push_socket(self) -> zmq.Socket:
         if self._closed.is_set():
