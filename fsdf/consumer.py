@@ -1,7 +1,8 @@
 """The fetch loop and slot accounting: fetch a batch -> pool -> :class:`fsdf.runner.MessageRunner` -> release.
 
 A consumer never holds more unsettled messages than its pool can run at once (plus, while calls are
-short, what the pool starts within SHORT_CALL_SECONDS, up to its prefetch margin), so a crash or a
+short, what the pool starts within SHORT_CALL_SECONDS, up to its prefetch margin, or CHUNKED_MARGIN
+while calls are so short that they are handed over in chunks), so a crash or a
 stop leaves little in flight, and prefetched messages that have not started are given back. What
 happens to one message (decode, retries, settle) is the runner's job.
 """
@@ -35,6 +36,10 @@ SHORT_CALL_SECONDS = 0.05
 # for the ones before it in its chunk (an outlier call delays the rest of its chunk; the mean then adapts).
 CHUNK_BELOW_SECONDS = 0.001
 CHUNK_SECONDS = 0.0005
+# While calls are chunked, a pool with a prefetch margin may hold up to this many beyond its workers (still no
+# more than start within SHORT_CALL_SECONDS): half of 50 threads made a fetch of ~40 messages per round trip,
+# and the take, its hand-over and the GIL switches around it cost more than the no-op calls (issue 19).
+CHUNKED_MARGIN = 255
 
 
 class Consumer:
@@ -211,10 +216,12 @@ class Consumer:
             # Short calls: hold up to the margin beyond the workers, but no more than the workers start
             # within SHORT_CALL_SECONDS, and fetch once three quarters of it are used (in a batch); what is
             # left keeps every thread busy during the round trip.
-            margin = min(self._margin, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
+            very_short = mean_call < CHUNK_BELOW_SECONDS
+            most = max(self._margin, CHUNKED_MARGIN) if very_short and not self._no_chunks else self._margin
+            margin = min(most, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
             limit = workers + margin
             low_water = wait_from = workers + margin // 4
-            if mean_call < CHUNK_BELOW_SECONDS:  # chunked calls: fetch half the limit at a time, not a few
+            if very_short:  # chunked calls: fetch half the limit at a time, not a few
                 low_water = wait_from = limit // 2
         else:  # long calls: fetch whenever a worker is free; once full, wait for the pool's low water mark
             limit = wait_from = workers
