@@ -163,7 +163,8 @@ class MessageRunner:
             self.signature.check_fits(arguments)
         except Exception as exc:  # MalformedMessageError, TypeError (does not fit), or whatever a foreign body causes
             return self._reject(delivery, 'malformed', exc)
-        outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', started=time.time())
+        # (task_id, arguments, extra, status, result, exception, retries, started): positional, a fifth cheaper
+        outcome = RunOutcome(extra.get('task_id'), arguments, extra, 'running', None, None, 0, time.time())
         eta = extra.get('eta')
         if eta and eta > outcome.started:  # never early: back to the broker until due (decode checked its type)
             # Published with a future eta by a client that did not delay it on the broker.
