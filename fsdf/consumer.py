@@ -209,6 +209,7 @@ class Consumer:
         (each chunk waits, is claimed and is released as one), else one by one."""
         mean_call = self.runner.mean_call
         units: list[Any]
+        run: Callable[[Any], Any]
         if mean_call is None or mean_call >= CHUNK_BELOW_SECONDS or len(deliveries) < 2 or self._no_chunks:
             units, run = deliveries, self._run
         else:
