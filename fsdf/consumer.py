@@ -1,7 +1,8 @@
 """The fetch loop and slot accounting: fetch a batch -> pool -> :class:`fsdf.runner.MessageRunner` -> release.
 
 A consumer never holds more unsettled messages than its pool can run at once (plus, while calls are
-short, what the pool starts within SHORT_CALL_SECONDS, up to its prefetch margin), so a crash or a
+short, what the pool starts within SHORT_CALL_SECONDS, up to its prefetch margin, or CHUNKED_MARGIN
+while calls are so short that they are handed over in chunks), so a crash or a
 stop leaves little in flight, and prefetched messages that have not started are given back. What
 happens to one message (decode, retries, settle) is the runner's job.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 from fsdf import message, shutdown
 from fsdf.brokers import Delivery, get_broker
@@ -35,6 +37,17 @@ SHORT_CALL_SECONDS = 0.05
 # for the ones before it in its chunk (an outlier call delays the rest of its chunk; the mean then adapts).
 CHUNK_BELOW_SECONDS = 0.001
 CHUNK_SECONDS = 0.0005
+# While calls are chunked, a pool with a prefetch margin may hold up to this many beyond its workers (still no
+# more than start within SHORT_CALL_SECONDS): half of 50 threads made a fetch of ~40 messages per round trip,
+# and the take, its hand-over and the GIL switches around it cost more than the no-op calls (issue 19).
+CHUNKED_MARGIN = 255
+
+
+@dataclass(slots=True, eq=False)
+class _Chunk:
+    """Deliveries handed to the pool as one call, run in order: one entry of the waiting set, not one each."""
+
+    deliveries: list[Delivery]
 
 
 class Consumer:
@@ -72,7 +85,7 @@ class Consumer:
         self._in_flight = 0           # fetched and not yet settled
         self._low_water = self.pool.resume_at  # a full consumer's fetch loop sleeps until in-flight falls to it
         self._margin = self.pool.prefetch_margin
-        self._waiting: set[Delivery] = set()  # handed to the pool, not started
+        self._waiting: set[Union[Delivery, _Chunk]] = set()  # handed to the pool, not started
         self._stop_when_idle = False
         self._started = False
         self._thread: Optional[threading.Thread] = None
@@ -189,19 +202,24 @@ class Consumer:
             if self._runs_inline:
                 self._run_inline(deliveries, free)
                 continue
-            with self._slots:
-                self._in_flight += len(deliveries)
-                self._waiting.update(deliveries)
             self._hand_over(deliveries)
 
     def _hand_over(self, deliveries: list[Delivery]) -> None:
-        """Submit fetched deliveries to the pool: in chunks while calls are very short, else one by one."""
+        """Hold fetched deliveries as waiting and submit them to the pool: in chunks while calls are very short
+        (each chunk waits, is claimed and is released as one), else one by one."""
         mean_call = self.runner.mean_call
+        units: list[Any]
+        run: Callable[[Any], Any]
         if mean_call is None or mean_call >= CHUNK_BELOW_SECONDS or len(deliveries) < 2 or self._no_chunks:
-            self.pool.submit_many(self._run, deliveries)
-            return
-        size = max(1, int(CHUNK_SECONDS / max(mean_call, 1e-7)))
-        self.pool.submit_many(self._run_chunk, [deliveries[i:i + size] for i in range(0, len(deliveries), size)])
+            units, run = deliveries, self._run
+        else:
+            count = max(1, int(-(-len(deliveries) * mean_call // CHUNK_SECONDS)))  # about CHUNK_SECONDS each,
+            size = -(-len(deliveries) // count)                                    # of even sizes
+            units, run = [_Chunk(deliveries[i:i + size]) for i in range(0, len(deliveries), size)], self._run_chunk
+        with self._slots:
+            self._in_flight += len(deliveries)
+            self._waiting.update(units)
+        self.pool.submit_many(run, units)
 
     def _wait_for_free_slots(self) -> int:
         """How many messages to fetch now, after waiting while the consumer holds enough."""
@@ -211,10 +229,12 @@ class Consumer:
             # Short calls: hold up to the margin beyond the workers, but no more than the workers start
             # within SHORT_CALL_SECONDS, and fetch once three quarters of it are used (in a batch); what is
             # left keeps every thread busy during the round trip.
-            margin = min(self._margin, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
+            very_short = mean_call < CHUNK_BELOW_SECONDS
+            most = max(self._margin, CHUNKED_MARGIN) if very_short and not self._no_chunks else self._margin
+            margin = min(most, int(SHORT_CALL_SECONDS * workers / max(mean_call, 1e-9)))
             limit = workers + margin
             low_water = wait_from = workers + margin // 4
-            if mean_call < CHUNK_BELOW_SECONDS:  # chunked calls: fetch half the limit at a time, not a few
+            if very_short:  # chunked calls: fetch half the limit at a time, not a few
                 low_water = wait_from = limit // 2
         else:  # long calls: fetch whenever a worker is free; once full, wait for the pool's low water mark
             limit = wait_from = workers
@@ -228,7 +248,9 @@ class Consumer:
 
     def _give_back_waiting(self) -> None:
         with self._slots:
-            taken, self._waiting = list(self._waiting), set()
+            units, self._waiting = self._waiting, set()
+            taken = [delivery for unit in units
+                     for delivery in (unit.deliveries if isinstance(unit, _Chunk) else (unit,))]
             self._in_flight -= len(taken)
             self._slots.notify_all()
         if taken:
@@ -270,14 +292,14 @@ class Consumer:
         finally:
             self._release()
 
-    def _run_chunk(self, chunk: list[Delivery]) -> None:
+    def _run_chunk(self, chunk: _Chunk) -> None:
         """Run a chunk of deliveries the pool started, in order: claimed and released once for the chunk."""
         with self._slots_lock:
-            waiting = self._waiting
-            claimed = [delivery for delivery in chunk if delivery in waiting]  # stop() gave back the others
-            waiting.difference_update(claimed)
-        if claimed:
-            self._run_batch(claimed)
+            try:
+                self._waiting.remove(chunk)
+            except KeyError:  # stop() gave it back
+                return
+        self._run_batch(chunk.deliveries)
 
     def _run_inline(self, deliveries: list[Delivery], wanted: int) -> None:
         """SINGLE_THREAD: run a fetched batch in this thread, in order; once stopping, give back the rest.

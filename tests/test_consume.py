@@ -9,7 +9,7 @@ import pytest
 
 from fsdf import BrokerEnum, ExceptionForRequeue, ExceptionForRetry, message, task_deco
 from fsdf.brokers import get_broker
-from fsdf.consumer import SHORT_CALL_SECONDS
+from fsdf.consumer import CHUNK_BELOW_SECONDS, SHORT_CALL_SECONDS
 from fsdf.exceptions import MalformedMessageError
 
 
@@ -236,6 +236,39 @@ def test_single_thread_stop_gives_back_the_rest_of_its_batch(queue_name: str, br
     assert record.get_message_count() == 44
     assert record.drain(timeout=10) == 44
     assert sorted(ran) == list(range(50))
+
+
+def test_threading_stop_gives_back_the_chunks_no_thread_started(queue_name: str, broker_kind: BrokerEnum) -> None:
+    """While calls are very short a THREADING pool gets its messages in chunks (one waiting entry each): a stop
+    while every thread blocks must give back every chunk not started and the rest of the running ones, none
+    lost, none run twice."""
+    ran: list[int] = []
+    lock = threading.Lock()
+    slow_started, release = threading.Event(), threading.Event()
+
+    @task_deco(queue_name, broker_kind=broker_kind, concurrent_num=2)
+    def record(x):
+        with lock:
+            ran.append(x)
+        if x >= 1500:  # both threads end up blocked here: the chunks behind them wait in the pool
+            slow_started.set()
+            release.wait(10)
+
+    record.push_many(range(2000))
+    record.consume()
+    assert slow_started.wait(20)
+    mean_call = record.consumer.runner.mean_call
+    assert mean_call is not None and mean_call < CHUNK_BELOW_SECONDS  # the messages went out in chunks
+    stopper = threading.Thread(target=record.consumer.stop, kwargs={'grace': 10})
+    stopper.start()
+    assert record.consumer._stopping.wait(10)
+    release.set()
+    stopper.join(15)
+    left = 2000 - len(ran)
+    assert len(set(ran)) == len(ran) and left > 0
+    assert record.get_message_count() == left
+    assert record.drain(timeout=30) == left
+    assert sorted(ran) == list(range(2000))
 
 
 def test_single_thread_holds_only_what_starts_within_a_short_while(queue_name: str, broker_kind: BrokerEnum) -> None:

@@ -110,6 +110,33 @@ def test_only_overridden_hooks_are_called_per_message(queue_name: str) -> None:
     assert only not in work.consumer._fetch_gates and not work.publisher._publish_hooks
 
 
+def test_settle_hooks_see_every_call_of_a_chunk(queue_name: str) -> None:
+    """Calls under a millisecond settle in chunks: after_settle still sees each message once (the default
+    after_settle_many calls it), and a middleware overriding after_settle_many gets whole chunks, in order."""
+    class ChunkSeer(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.chunks: list[list[int]] = []
+
+        def after_settle_many(self, outcomes: list[RunOutcome]) -> None:
+            self.chunks.append([o.arguments['x'] for o in outcomes])
+
+    per_message, per_chunk = Recorder(), ChunkSeer()
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=5,
+               middleware=[per_message, per_chunk])
+    def work(x):
+        return x
+
+    work.push_many(range(2000))
+    assert work.drain(timeout=30) == 2000
+    assert sorted(o.arguments['x'] for o in per_message.outcomes) == list(range(2000))
+    assert all(o.status == 'succeeded' and o.finished >= o.started > 0 for o in per_message.outcomes)
+    chunked = [x for chunk in per_chunk.chunks for x in chunk]
+    assert len(per_chunk.chunks) < 1000 and all(chunk == sorted(chunk) for chunk in per_chunk.chunks)
+    assert sorted(chunked + [o.arguments['x'] for o in per_chunk.outcomes]) == list(range(2000))
+
+
 def test_middleware_option_rejects_what_is_not_middleware(queue_name: str) -> None:
     with pytest.raises(ValueError, match='fsdf.Middleware'):
         task_deco(queue_name, middleware=[object()])

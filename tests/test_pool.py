@@ -10,6 +10,7 @@ import pytest
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
 from fsdf.concurrency import ShrinkableThreadPool
+from fsdf.consumer import CHUNKED_MARGIN
 
 pytestmark = pytest.mark.timing  # paces and latencies: run alone by scripts/test.sh
 
@@ -96,8 +97,24 @@ def test_consumer_holds_no_more_unsettled_messages_than_its_pool(queue_name: str
         assert wait_until(lambda: slow.consumer.counters.succeeded == 40, timeout=20)
     finally:
         slow.stop(grace=5)
-    # Once calls are short (under SHORT_CALL_SECONDS), the pool's prefetch margin may be held too.
-    assert peak <= 4 + slow.consumer.pool.prefetch_margin
+    # Once calls are short (under SHORT_CALL_SECONDS), the pool's prefetch margin may be held too, and
+    # CHUNKED_MARGIN once they take under CHUNK_BELOW_SECONDS (the calls here are then that short).
+    assert peak <= 4 + max(slow.consumer.pool.prefetch_margin, CHUNKED_MARGIN)
+
+
+def test_very_short_calls_are_held_up_to_the_chunked_margin(queue_name: str) -> None:
+    """Calls under CHUNK_BELOW_SECONDS go to the threads in chunks, and the consumer may hold CHUNKED_MARGIN
+    beyond its threads (a fetch per few messages cost more than the calls), never more."""
+    peak = 0
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_num=4)
+    def fast(x):
+        nonlocal peak
+        peak = max(peak, fast.consumer._in_flight)
+
+    fast.push_many(range(3000))
+    assert fast.drain(timeout=30) == 3000
+    assert 4 + fast.consumer.pool.prefetch_margin < peak <= 4 + CHUNKED_MARGIN
 
 
 def test_several_consumers_can_share_one_pool(queue_name: str) -> None:

@@ -561,6 +561,20 @@ def test_threads_do_not_block_on_a_slow_store(queue_name: str) -> None:
     writer._closed = True
 
 
+def test_a_chunk_of_runs_is_buffered_in_order_and_what_overflows_is_counted(tmp_path: Any) -> None:
+    from fsdf.controls.base import RunOutcome
+    from fsdf.records.middleware import RunRecorder
+    writer = RecordWriter(f'sqlite:///{tmp_path}/runs.sqlite', capacity=10)
+    writer._closed = True  # its thread ends: the buffer holds what the recorder put there
+    writer._wake.set()
+    writer._thread.join(5)
+    recorder = RunRecorder(writer, 'q', 'f', False, False, 60)
+    recorder.after_settle_many([RunOutcome(str(i), {}, {}, 'succeeded', finished=time.time()) for i in range(4)])
+    recorder.after_settle_many([RunOutcome(str(i), {}, {}, 'succeeded', finished=time.time()) for i in range(4, 12)])
+    assert [outcome.task_id for _, outcome, _ in writer.buffer] == [str(i) for i in range(2, 12)]
+    assert writer.dropped == 2  # the oldest two
+
+
 if sys.platform == 'win32':  # pragma: no cover
     pytest.skip('POSIX signals', allow_module_level=True)
 

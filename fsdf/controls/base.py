@@ -72,7 +72,8 @@ class Middleware:
 
     Consumer hooks run in this order: ``on_start`` once, then per fetch ``before_fetch`` (in the
     fetch thread; it may block), per message ``skip_reason`` before the call and ``after_settle``
-    once its outcome is decided, and ``on_stop`` when the consumer stops. ``on_publish`` runs in
+    once its outcome is decided (``after_settle_many`` once per chunk of very short calls), and
+    ``on_stop`` when the consumer stops. ``on_publish`` runs in
     the publishing thread for every message published to a queue the middleware applies to.
     """
 
@@ -92,6 +93,15 @@ class Middleware:
 
     def after_settle(self, outcome: RunOutcome) -> None:
         """A message is settled: run, dead-lettered, requeued, scheduled for a retry or skipped."""
+
+    def after_settle_many(self, outcomes: list[RunOutcome]) -> None:
+        """Messages one thread ran back to back (a chunk of calls under a millisecond) are settled, in order.
+
+        Called at the chunk's end instead of ``after_settle`` per message; by default it calls ``after_settle``
+        for each. Override ``after_settle``, and this too only to do a chunk's work in one call.
+        """
+        for outcome in outcomes:
+            self.after_settle(outcome)
 
     def on_publish(self, queue_name: str, arguments: dict[str, Any], extra: dict[str, Any]) -> None:
         """A message is about to be published; keys added to ``extra`` travel with it."""

@@ -55,6 +55,14 @@ class RunRecorder(Middleware):
             self.writer.dropped += 1
         buffer.append((self, outcome, self._thread_id()))
 
+    def after_settle_many(self, outcomes: list['RunOutcome']) -> None:
+        """A chunk's runs in one ``extend``: a call per message was a tenth of a no-op task's cost."""
+        buffer, thread_id = self._buffer, self._thread_id()
+        overflow = len(buffer) + len(outcomes) - self._capacity  # the deque drops that many of the oldest
+        if overflow > 0:
+            self.writer.dropped += overflow
+        buffer.extend([(self, outcome, thread_id) for outcome in outcomes])
+
     def on_stop(self, context: ConsumerContext) -> None:
         """The drain (a stop, SIGTERM) writes what this process buffered before it exits."""
         if not self.writer.flush():
