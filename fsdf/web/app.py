@@ -26,6 +26,7 @@ from fsdf.secrets import redact
 from fsdf.web import actions, api, metrics
 from fsdf.web.encode import JSONResponse
 from fsdf.web.params import BadRequest
+from fsdf.web.reads import ReadRoutes
 from fsdf.web.security import Guard
 
 STATIC = Path(__file__).parent / 'static'
@@ -94,7 +95,7 @@ ACTIONS = [
           _act(lambda r, b: actions.republish(r.path_params['task_id'], _store(r))), methods=['POST']),
 ]
 
-READS = [
+JSON_READS = [
     Route('/api/config', _read(lambda r: {'read_only': r.app.state.read_only,
                                           'token_required': r.app.state.token_required})),
     Route('/api/overview', _read(api.overview)),
@@ -107,6 +108,10 @@ READS = [
     Route('/api/consumers', _read(api.consumers)),
     Route('/api/dlq/{name}', _read(lambda r: actions.dlq_list(_name(r), _store(r)))),
     Route('/api/stats/{queue}', _read(api.stats)),
+]
+"""The JSON read routes: answered by :class:`fsdf.web.reads.ReadRoutes` for GET, by Starlette otherwise."""
+
+READS = JSON_READS + [
     Route('/healthz', lambda r: JSONResponse({'ok': True})),
     Route('/metrics', lambda r: PlainTextResponse(metrics.render(_store(r)),
                                                   media_type='text/plain; version=0.0.4')),
@@ -134,4 +139,4 @@ def create_app(token: Optional[str] = None, read_only: bool = False, store: Opti
     app.state.store = store
     app.state.read_only = read_only
     app.state.token_required = bool(token)
-    return Guard(app, token, read_only)
+    return Guard(ReadRoutes(app, JSON_READS), token, read_only)
