@@ -117,6 +117,16 @@ def test_run_children_and_tree(client: TestClient) -> None:
     assert client.get('/api/runs/nothing-here').status_code == 404
 
 
+def test_a_read_stopped_on_the_event_loop_is_answered_from_a_thread(client: TestClient,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick read that runs past its time on the loop is made again in a read thread: the same answer, no error."""
+    urls = ['/api/runs?host=host2&limit=500', f'/api/runs/{ROOT}/children', f'/api/tree/{ROOT}?status=failed&path=1',
+            '/api/runs?q=apple&limit=500', '/api/runs?queue=flat_q1&cursor=1000000000']
+    on_the_loop = [client.get(url).json() for url in urls]
+    monkeypatch.setattr('fsdf.web.app.INLINE_SECONDS', 0.0)  # every read on the loop is late at its first look
+    assert [client.get(url).json() for url in urls] == on_the_loop
+
+
 def test_overview_queues_consumers_stats_and_health(client: TestClient) -> None:
     overview = client.get('/api/overview').json()
     assert overview['done_today'] + overview['failed_today'] > 0 and overview['consumers_alive'] == 0

@@ -8,12 +8,43 @@ A store is thread-safe; it is opened lazily in the process that uses it (never i
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 CONSUMERS_KEPT_SECONDS = 86400
 """A consumer gone this long is removed from the registry by the pruning."""
+
+_QUICK_DEADLINE: ContextVar[Optional[float]] = ContextVar('fsdf_quick_read_deadline', default=None)
+
+
+class ReadTooLong(Exception):
+    """A read made under :func:`quick_reads` ran past its time (or found every connection lent) and was stopped."""
+
+
+@contextmanager
+def quick_reads(seconds: float) -> Iterator[None]:
+    """Reads made in this context (this thread or task) by a store with ``stops_slow_reads`` raise
+    :class:`ReadTooLong` once they have taken ``seconds`` in all, instead of going on.
+
+    For a caller that may not wait long (an event loop answering many clients): it tries a read at
+    once and, on ReadTooLong, makes it again where waiting is fine (a thread), with no limit. A read
+    stopped this way has changed nothing (reads never write). Measured from entering the context.
+    """
+    token = _QUICK_DEADLINE.set(time.perf_counter() + seconds)
+    try:
+        yield
+    finally:
+        _QUICK_DEADLINE.reset(token)
+
+
+def quick_read_deadline() -> Optional[float]:
+    """The ``time.perf_counter()`` by which a read must end (see :func:`quick_reads`); None: no limit."""
+    return _QUICK_DEADLINE.get()
+
 
 Rollups = dict[tuple[str, str, int, int], list[float]]
 """(queue, status, granularity s, bucket start) -> [count, duration sum, duration max]."""
@@ -60,6 +91,9 @@ class RunStore(ABC):
     """Records, rollups, the registry of queues and consumers, and pause flags."""
 
     url: str
+    stops_slow_reads: ClassVar[bool] = False
+    """Whether its reads honour :func:`quick_reads` (raise ReadTooLong when late, never block on a busy pool):
+    then a caller may try them on an event loop. A store reading over the network leaves this False."""
 
     @abstractmethod
     def write(self, batch: Batch) -> None:
