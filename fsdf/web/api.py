@@ -33,7 +33,7 @@ def store_of(request: Request) -> Optional[RunStore]:
 
 def _page(page: queries.RunPage) -> dict[str, Any]:
     scrubber = Scrubber(known_secrets())
-    return {'records': [scrubber.record(r) for r in page.records], 'next_cursor': page.next_cursor}
+    return {'records': [scrubber.in_place(r) for r in page.records], 'next_cursor': page.next_cursor}
 
 
 def _queried(call: Any, *args: Any, **kwargs: Any) -> Any:

@@ -36,7 +36,7 @@ READ_THREADS = 8
 """Threads that run read routes at once. The store reads through 4 connections on a few cores; more threads
 only queue behind them, each adding a stack and a malloc arena to the resident memory."""
 INLINE_SECONDS = 0.002
-"""How long a quick read may run on the event loop before it is stopped and made again in a thread."""
+"""CPU seconds a quick read may spend on the event loop before it is stopped and made again in a thread."""
 logger = logging.getLogger('fsdf.web')
 
 
@@ -44,7 +44,7 @@ def _read(fn: Callable[[Request], Any], quick: bool = False) -> Callable[[Reques
     """A read route: ``fn`` and the JSON encoding run in the app's read threads; bad input 400, unknown 404.
 
     ``quick``: ``fn`` reads only the store (no broker, no network). With a store that stops slow reads
-    (SQLite) it is tried first on the event loop, for at most INLINE_SECONDS: most reads here take well
+    (SQLite) it is tried first on the event loop, for at most INLINE_SECONDS of CPU: most reads here take well
     under a millisecond, and a hand-off to a thread and back (GIL switches between 8 threads at every
     step of SQLite) cost more CPU than the read itself. A read that runs late or finds every
     connection lent is stopped and made again in a thread; a keyword scan does not stall the loop.

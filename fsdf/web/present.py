@@ -35,12 +35,15 @@ class Scrubber:
 
     def record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A copy of a run record fit to show."""
-        shown = dict(record)
+        return self.in_place(dict(record))
+
+    def in_place(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` itself made fit to show (for a record the answer owns, such as a fresh page's: no copy)."""
         for name in _TEXT_FIELDS:
-            value = shown.get(name)
+            value = record.get(name)
             if isinstance(value, str) and self._needs_scrub(value):
-                shown[name] = scrub(value, self.secrets)
-        return shown
+                record[name] = scrub(value, self.secrets)
+        return record
 
 
 def clean_record(record: dict[str, Any], secrets: Optional[list[str]] = None) -> dict[str, Any]:
