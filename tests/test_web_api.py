@@ -6,8 +6,15 @@ cross-site guard, read-only mode, and bad input answered 400 with a message (nev
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,6 +31,7 @@ from fsdf.message import dead_letter_body, encode, new_extra  # noqa: E402
 from fsdf.records.store import Batch, RunStore, open_store  # noqa: E402
 from fsdf.web import create_app  # noqa: E402
 from fsdf.web.serve import main, serve  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from web_data import flat_records, record, tree_records, write_all  # noqa: E402
 
 KIND = BrokerEnum.REDIS_ACK_ABLE
@@ -213,6 +221,50 @@ def test_serving_elsewhere_than_loopback_needs_a_token(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_info:
         main(['--host', '10.1.2.3', '--port', '0'])
     assert exit_info.value.code == 2 and 'token' in capsys.readouterr().err
+
+
+def test_workers_share_the_port_and_each_keeps_the_token_and_read_only(tmp_path: Path) -> None:
+    """``--workers 2``: two processes answer one port, each with the token and read-only mode it was given."""
+    psutil = pytest.importorskip('psutil')
+    url = f'sqlite:///{tmp_path}/runs.sqlite'
+    write_all(open_store(url), flat_records(20, queues=1))
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, 'FSDF_RESULT_STORE_URL': url, 'FSDF_CONFIG_FILE': '0'}
+    server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port), '--workers', '2',
+                               '--token', 'w0rk3rs', '--read-only'], env=env)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        assert wait_until(lambda: _status(f'{base}/healthz') == 200, 60, 0.1), 'the workers did not answer'
+        workers = [p for p in psutil.Process(server.pid).children() if 'spawn_main' in ' '.join(p.cmdline())]
+        assert len(workers) == 2  # (beside multiprocessing's resource tracker)
+        assert _status(f'{base}/api/runs') == 401
+        for _ in range(6):  # whichever worker takes the connection
+            assert len(_get(f'{base}/api/runs', 'w0rk3rs')['records']) == 20
+            assert _status(f'{base}/api/queues/flat_q0/pause', 'w0rk3rs', post=True) == 403
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _status(url: str, token: str = '', post: bool = False) -> int:
+    try:
+        return _open(url, token, post).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _get(url: str, token: str) -> Any:
+    return json.loads(_open(url, token).read())
+
+
+def _open(url: str, token: str, post: bool = False) -> Any:
+    headers = {'Authorization': f'Bearer {token}', **ACT, 'Content-Type': 'application/json'} if token else {}
+    request = urllib.request.Request(url, data=b'{}' if post else None, headers=headers)
+    return urllib.request.urlopen(request, timeout=10)
 
 
 # -- actions on a live Redis queue ------------------------------------------------------------

@@ -22,11 +22,12 @@ def create_app(token: Optional[str] = None, read_only: bool = False, store: 'Opt
     return app.create_app(token=token, read_only=read_only, store=store)
 
 
-def serve(host: str = '127.0.0.1', port: int = 27018, token: Optional[str] = None, read_only: bool = False) -> None:
+def serve(host: str = '127.0.0.1', port: int = 27018, token: Optional[str] = None, read_only: bool = False,
+          workers: int = 1) -> None:
     """Serve the dashboard; see :func:`fsdf.web.serve.serve`."""
     import_optional('uvicorn', 'web', 'the dashboard needs uvicorn')
     from fsdf.web.serve import serve as run
-    run(host, port, token, read_only)
+    run(host, port, token, read_only, workers=workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
