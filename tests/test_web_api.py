@@ -30,6 +30,7 @@ from fsdf.brokers import get_broker  # noqa: E402
 from fsdf.message import dead_letter_body, encode, new_extra  # noqa: E402
 from fsdf.records.store import Batch, RunStore, open_store  # noqa: E402
 from fsdf.web import create_app  # noqa: E402
+from fsdf.web.present import Scrubber  # noqa: E402
 from fsdf.web.serve import main, serve  # noqa: E402
 from helpers import wait_until  # noqa: E402
 from web_data import flat_records, record, tree_records, write_all  # noqa: E402
@@ -160,8 +161,17 @@ def test_metrics_are_labelled_by_queue_and_status_only(client: TestClient) -> No
 
 
 def test_secrets_are_never_shown(client: TestClient) -> None:
-    body = client.get('/api/runs/secret-run').text
-    assert 'hunter2' not in body and 'app:***@db' in body
+    for url in ('/api/runs/secret-run', '/api/runs?queue=flat_q0&limit=500', '/api/runs?task_id=secret-run'):
+        body = client.get(url).text
+        assert 'hunter2' not in body and 'app:***@db' in body
+
+
+def test_a_page_hides_url_passwords_and_the_configured_secrets_in_every_text() -> None:
+    shown = Scrubber(['pa55word', 'pa55%40word']).in_place(
+        {'arguments': '{"dsn": "amqp://u:x@h/v"}', 'result': 'pa55word!', 'exception_message': 'bad pa55%40word',
+         'traceback': 'no secret here', 'script': '/srv/pa55word.py', 'task_id': 'pa55word'})
+    assert shown == {'arguments': '{"dsn": "amqp://u:***@h/v"}', 'result': '***!', 'exception_message': 'bad ***',
+                     'traceback': 'no secret here', 'script': '/srv/***.py', 'task_id': 'pa55word'}
 
 
 @pytest.mark.parametrize('url', [
