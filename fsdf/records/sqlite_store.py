@@ -518,5 +518,5 @@ def records_of(names: tuple[str, ...]) -> Callable[[list[tuple[Any, ...]]], list
     values = [f'v{i}' for i in range(len(names))]
     display = ', '.join(f'{name!r}: {value}' for name, value in zip(names, values))
     source = f'lambda rows: [{{{display}}} for {", ".join(values)}, _id in rows]'
-    return eval(source, {'__builtins__': {}})  # type: ignore[no-any-return]
+    return eval(source, {'__builtins__': {}})
 
