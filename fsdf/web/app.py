@@ -21,7 +21,6 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fsdf.records import queries
 from fsdf.records.store import ReadTooLong, RunStore, quick_reads
 from fsdf.secrets import redact
 from fsdf.web import actions, api, metrics
@@ -58,7 +57,7 @@ def _read(fn: Callable[[Request], Any], quick: bool = False) -> Callable[[Reques
             return JSONResponse({'error': str(exc)}, 404)
 
     async def endpoint(request: Request) -> Response:
-        if quick and (_store(request) or queries.default_store()).stops_slow_reads:
+        if quick and _stops_slow_reads(request):
             try:
                 with quick_reads(INLINE_SECONDS):
                     return answer(request)
@@ -67,6 +66,14 @@ def _read(fn: Callable[[Request], Any], quick: bool = False) -> Callable[[Reques
         return await asyncio.get_running_loop().run_in_executor(request.app.state.readers, answer, request)
     endpoint.__name__ = fn.__name__
     return endpoint
+
+
+def _stops_slow_reads(request: Request) -> bool:
+    """Whether the request's store honours quick_reads; False when no store can be opened (the read says why)."""
+    try:
+        return api.store_of(request).stops_slow_reads
+    except Exception:  # a bad RESULT_STORE_URL: the read, made as before in a thread, answers with the reason
+        return False
 
 
 def _act(fn: Callable[[Request, dict[str, Any]], Any]) -> Callable[[Request], Any]:
