@@ -1,7 +1,8 @@
 """The web dashboard (``pip install "fsdf[web]"``): queues, consumers, runs, task trees and dead letters.
 
-``python -m fsdf.web [--host H] [--port P] [--token T] [--read-only]`` serves it; :func:`create_app`
-gives the ASGI app to mount elsewhere. Layout: ``app.py`` (the routes), ``api.py`` (reads),
+``python -m fsdf.web [--host H] [--port P] [--token T] [--read-only] [--workers N]`` serves it; :func:`create_app`
+gives the ASGI app to mount elsewhere. Layout: ``app.py`` (the routes), ``reads.py`` (GET on them without
+Starlette's router), ``api.py`` (reads),
 ``actions.py`` (pause, purge, re-drive, re-publish), ``security.py`` (token, cross-site guard,
 read-only), ``metrics.py`` (Prometheus), ``params.py`` (query strings, 400s), ``static/`` (pages).
 The process keeps no per-task state: every answer is read from the run store and the brokers.

@@ -40,7 +40,8 @@ logger = logging.getLogger('fsdf.web')
 
 
 def _read(fn: Callable[[Request], Any], quick: bool = False) -> Callable[[Request], Any]:
-    """A read route: ``fn`` and the JSON encoding run in the app's read threads; bad input 400, unknown 404.
+    """A read route: ``fn`` and the JSON encoding run in the app's read threads (or, quick, on the loop);
+    bad input 400, unknown 404.
 
     ``quick``: ``fn`` reads only the store (no broker, no network). With a store that stops slow reads
     (SQLite) it is tried first on the event loop, for at most INLINE_SECONDS of CPU: most reads here take well
