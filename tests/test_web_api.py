@@ -126,6 +126,24 @@ def test_run_children_and_tree(client: TestClient) -> None:
     assert client.get('/api/runs/nothing-here').status_code == 404
 
 
+def test_reads_answer_alike_by_get_head_and_mounted_under_a_prefix(store: RunStore) -> None:
+    """GET on a read takes the short way (fsdf.web.reads); HEAD, a POST to a read and a mounted app take
+    Starlette's, and every way answers as before, with the security headers."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    client = TestClient(create_app(store=store), base_url='http://127.0.0.1')
+    direct = client.get('/api/runs?queue=flat_q1&limit=3')
+    assert direct.status_code == 200 and len(direct.json()['records']) == 3
+    assert direct.headers['content-type'] == 'application/json'
+    assert direct.headers['x-content-type-options'] == 'nosniff'
+    assert client.head('/api/runs?queue=flat_q1&limit=3').status_code == 200
+    assert client.post('/api/runs', headers=ACT, json={}).status_code == 405
+    assert client.get('/api/runs/').status_code in (200, 307)  # Starlette's slash redirect, as before
+    outer = TestClient(Starlette(routes=[Mount('/dash', app=create_app(store=store))]), base_url='http://127.0.0.1')
+    mounted = outer.get('/dash/api/runs?queue=flat_q1&limit=3')
+    assert mounted.status_code == 200 and mounted.json() == direct.json()
+
+
 def test_a_read_stopped_on_the_event_loop_is_answered_from_a_thread(client: TestClient,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A quick read that runs past its time on the loop is made again in a read thread: the same answer, no error."""
