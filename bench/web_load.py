@@ -15,7 +15,8 @@ of the run (flat: no per-task state). ``--compare-commit main`` also measures fs
 
 Targets (issue 16): >= 1,000 q/s, p50 <= 20 ms, p99 <= 100 ms at 30 clients on 2 cores; memory +-10 MB.
 Usage: python bench/web_load.py [--records 1000000] [--requests 100000] [--clients 30] [--store PATH]
-       [--compare-commit REV] [--rounds N] [--generator wrk|threads]
+       [--compare-commit REV] [--rounds N] [--generator wrk|threads] [--workers N]
+(``--workers 2``: the dashboard's CPU and memory are summed over its processes.)
 """
 from __future__ import annotations
 
@@ -161,26 +162,44 @@ def client(port: int, paths: list[str], count: int, latencies: list[float]) -> N
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
-        if line.startswith('VmRSS:'):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """Resident memory of a process and its children (``--workers``), MB."""
+    total = 0.0
+    for one in tree_pids(pid):
+        for line in Path(f'/proc/{one}/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    """User + system CPU time so far of a process and its living children (``--workers``)."""
+    total = 0.0
+    for one in tree_pids(pid):
+        fields = Path(f'/proc/{one}/stat').read_text().rsplit(')', 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+    return total
 
 
-def start_dashboard(source: str, store_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def tree_pids(pid: int) -> list[int]:
+    """A process and its descendants (Linux's /proc/PID/task/TID/children)."""
+    found = [pid]
+    for task in Path(f'/proc/{pid}/task').iterdir():
+        try:
+            found += [one for child in (task / 'children').read_text().split() for one in tree_pids(int(child))]
+        except OSError:  # a thread or child that just ended
+            pass
+    return found
+
+
+def start_dashboard(source: str, store_path: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
     """A dashboard process running the fsdf in ``source`` on a free port, answering /healthz."""
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
     env = {**os.environ, 'FSDF_RESULT_STORE_URL': f'sqlite:///{store_path}', 'PYTHONPATH': source}
     # cwd: `python -m` puts it first on sys.path, before PYTHONPATH
-    server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port)], env=env, cwd=source)
+    more = ['--workers', str(workers)] if workers > 1 else []  # (an fsdf from before --workers takes no option)
+    server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port), *more], env=env, cwd=source)
     deadline = time.monotonic() + 120  # a store older than its indexes gets them on first open
     while time.monotonic() < deadline:
         try:
@@ -196,7 +215,7 @@ def start_dashboard(source: str, store_path: Path) -> tuple[subprocess.Popen[byt
 
 def measure(label: str, source: str, store_path: Path, args: argparse.Namespace) -> None:
     """Start a dashboard from ``source``, warm it (5 s), load it with ``args.requests`` requests, print a line."""
-    server, port = start_dashboard(source, store_path)
+    server, port = start_dashboard(source, store_path, args.workers)
     try:
         paths = request_paths(port, 3000, seed=1)
         wrk = args.generator == 'wrk'
@@ -237,6 +256,7 @@ def main() -> None:
     cli.add_argument('--store', default='', help='an existing store file to reuse (built if missing)')
     cli.add_argument('--compare-commit', default='', help='also measure fsdf as committed at this revision')
     cli.add_argument('--rounds', type=int, default=1, help='runs of each version, alternating')
+    cli.add_argument('--workers', type=int, default=1, help='dashboard processes (fsdf web --workers; target: 1)')
     cli.add_argument('--generator', choices=('wrk', 'threads'), default='wrk' if shutil.which('wrk') else 'threads')
     args = cli.parse_args()
     args.folder = temp_dir('fsdf-web-bench-')
@@ -247,7 +267,8 @@ def main() -> None:
     if args.compare_commit:
         versions.insert(0, (f'fsdf@{short_rev(args.compare_commit)}', export_commit(args.compare_commit)))
     print(machine_description())
-    print(f'{args.clients} clients, generator {args.generator}; store {store_path}')
+    print(f'{args.clients} clients, generator {args.generator}, {args.workers} dashboard process(es); '
+          f'store {store_path}')
     print('| version | requests | load average | q/s | p50 ms | p99 ms | dashboard CPU ms/request | '
           'generator CPU ms/request | RSS MB start → end |\n|---|---|---|---|---|---|---|---|---|')
     for round_index in range(args.rounds):

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,9 +17,11 @@ import fsdf
 from fsdf import BrokerEnum, ExceptionForRequeue, task_deco
 from fsdf.brokers import get_broker
 from fsdf.records import queries
-from fsdf.records.store import Batch, RunStore, open_store
+from fsdf.records.sqlite_store import READERS
+from fsdf.records.store import Batch, ReadTooLong, RunFilter, RunStore, open_store, quick_reads
 from fsdf.records.writer import RecordWriter, _writers, flush_all
 from helpers import wait_until
+from web_data import flat_records, write_all
 
 # Speeds, flush deadlines and the minute line are timed: under the parallel part's load they failed
 # (a run expired before its turn, a speed ratio, a line's window). Run alone, after the parallel part.
@@ -434,6 +437,28 @@ def test_an_older_store_file_gets_the_covering_children_index(tmp_path: Path) ->
     assert 'COVERING INDEX runs_parent_nodes' in str([tuple(row) for row in plan])
     assert [r['task_id'] for r in queries.children('root', fields=fields, store=store).records] == ['kid']
     store.close()
+
+
+def test_a_quick_read_stops_when_late_or_when_every_connection_is_lent(sqlite_store: RunStore) -> None:
+    """Under quick_reads a SQLite read never makes its caller wait long: a scan past the deadline and a read
+    finding every connection lent raise ReadTooLong; the connection serves ordinary reads afterwards."""
+    write_all(sqlite_store, flat_records(3000, queues=3))
+    scan = RunFilter(host='nobody')  # no index on host: every record is read
+    with quick_reads(0), pytest.raises(ReadTooLong):
+        sqlite_store.page_runs(scan, 10, None)
+    with quick_reads(10):
+        assert len(sqlite_store.page_runs(RunFilter(queue='flat_q0'), 10, None)[0]) == 10
+    assert sqlite_store.page_runs(scan, 10, None) == ([], None)  # no deadline left behind on the connection
+    readers = sqlite_store._readers  # type: ignore[attr-defined]
+    with ExitStack() as lent:
+        for _ in range(READERS):
+            lent.enter_context(readers.connection())
+        started = time.monotonic()
+        with quick_reads(10), pytest.raises(ReadTooLong):
+            sqlite_store.get_run('flat-1')
+        assert time.monotonic() - started < 1
+    with quick_reads(10):
+        assert sqlite_store.get_run('no-such-task') is None
 
 
 # -- registry, pause and the minute line ---------------------------------------------------------

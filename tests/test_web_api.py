@@ -6,8 +6,15 @@ cross-site guard, read-only mode, and bad input answered 400 with a message (nev
 """
 from __future__ import annotations
 
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +30,9 @@ from fsdf.brokers import get_broker  # noqa: E402
 from fsdf.message import dead_letter_body, encode, new_extra  # noqa: E402
 from fsdf.records.store import Batch, RunStore, open_store  # noqa: E402
 from fsdf.web import create_app  # noqa: E402
+from fsdf.web.present import Scrubber  # noqa: E402
 from fsdf.web.serve import main, serve  # noqa: E402
+from helpers import wait_until  # noqa: E402
 from web_data import flat_records, record, tree_records, write_all  # noqa: E402
 
 KIND = BrokerEnum.REDIS_ACK_ABLE
@@ -117,6 +126,34 @@ def test_run_children_and_tree(client: TestClient) -> None:
     assert client.get('/api/runs/nothing-here').status_code == 404
 
 
+def test_reads_answer_alike_by_get_head_and_mounted_under_a_prefix(store: RunStore) -> None:
+    """GET on a read takes the short way (fsdf.web.reads); HEAD, a POST to a read and a mounted app take
+    Starlette's, and every way answers as before, with the security headers."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+    client = TestClient(create_app(store=store), base_url='http://127.0.0.1')
+    direct = client.get('/api/runs?queue=flat_q1&limit=3')
+    assert direct.status_code == 200 and len(direct.json()['records']) == 3
+    assert direct.headers['content-type'] == 'application/json'
+    assert direct.headers['x-content-type-options'] == 'nosniff'
+    assert client.head('/api/runs?queue=flat_q1&limit=3').status_code == 200
+    assert client.post('/api/runs', headers=ACT, json={}).status_code == 405
+    assert client.get('/api/runs/').status_code in (200, 307)  # Starlette's slash redirect, as before
+    outer = TestClient(Starlette(routes=[Mount('/dash', app=create_app(store=store))]), base_url='http://127.0.0.1')
+    mounted = outer.get('/dash/api/runs?queue=flat_q1&limit=3')
+    assert mounted.status_code == 200 and mounted.json() == direct.json()
+
+
+def test_a_read_stopped_on_the_event_loop_is_answered_from_a_thread(client: TestClient,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick read that runs past its time on the loop is made again in a read thread: the same answer, no error."""
+    urls = ['/api/runs?host=host2&limit=500', f'/api/runs/{ROOT}/children', f'/api/tree/{ROOT}?status=failed&path=1',
+            '/api/runs?q=apple&limit=500', '/api/runs?queue=flat_q1&cursor=1000000000']
+    on_the_loop = [client.get(url).json() for url in urls]
+    monkeypatch.setattr('fsdf.web.app.INLINE_SECONDS', 0.0)  # every read on the loop is late at its first look
+    assert [client.get(url).json() for url in urls] == on_the_loop
+
+
 def test_overview_queues_consumers_stats_and_health(client: TestClient) -> None:
     overview = client.get('/api/overview').json()
     assert overview['done_today'] + overview['failed_today'] > 0 and overview['consumers_alive'] == 0
@@ -142,8 +179,17 @@ def test_metrics_are_labelled_by_queue_and_status_only(client: TestClient) -> No
 
 
 def test_secrets_are_never_shown(client: TestClient) -> None:
-    body = client.get('/api/runs/secret-run').text
-    assert 'hunter2' not in body and 'app:***@db' in body
+    for url in ('/api/runs/secret-run', '/api/runs?queue=flat_q0&limit=500', '/api/runs?task_id=secret-run'):
+        body = client.get(url).text
+        assert 'hunter2' not in body and 'app:***@db' in body
+
+
+def test_a_page_hides_url_passwords_and_the_configured_secrets_in_every_text() -> None:
+    shown = Scrubber(['pa55word', 'pa55%40word']).in_place(
+        {'arguments': '{"dsn": "amqp://u:x@h/v"}', 'result': 'pa55word!', 'exception_message': 'bad pa55%40word',
+         'traceback': 'no secret here', 'script': '/srv/pa55word.py', 'task_id': 'pa55word'})
+    assert shown == {'arguments': '{"dsn": "amqp://u:***@h/v"}', 'result': '***!', 'exception_message': 'bad ***',
+                     'traceback': 'no secret here', 'script': '/srv/***.py', 'task_id': 'pa55word'}
 
 
 @pytest.mark.parametrize('url', [
@@ -203,6 +249,50 @@ def test_serving_elsewhere_than_loopback_needs_a_token(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_info:
         main(['--host', '10.1.2.3', '--port', '0'])
     assert exit_info.value.code == 2 and 'token' in capsys.readouterr().err
+
+
+def test_workers_share_the_port_and_each_keeps_the_token_and_read_only(tmp_path: Path) -> None:
+    """``--workers 2``: two processes answer one port, each with the token and read-only mode it was given."""
+    psutil = pytest.importorskip('psutil')
+    url = f'sqlite:///{tmp_path}/runs.sqlite'
+    write_all(open_store(url), flat_records(20, queues=1))
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, 'FSDF_RESULT_STORE_URL': url, 'FSDF_CONFIG_FILE': '0'}
+    server = subprocess.Popen([sys.executable, '-m', 'fsdf.web', '--port', str(port), '--workers', '2',
+                               '--token', 'w0rk3rs', '--read-only'], env=env)
+    try:
+        base = f'http://127.0.0.1:{port}'
+        assert wait_until(lambda: _status(f'{base}/healthz') == 200, 60, 0.1), 'the workers did not answer'
+        workers = [p for p in psutil.Process(server.pid).children() if 'spawn_main' in ' '.join(p.cmdline())]
+        assert len(workers) == 2  # (beside multiprocessing's resource tracker)
+        assert _status(f'{base}/api/runs') == 401
+        for _ in range(6):  # whichever worker takes the connection
+            assert len(_get(f'{base}/api/runs', 'w0rk3rs')['records']) == 20
+            assert _status(f'{base}/api/queues/flat_q0/pause', 'w0rk3rs', post=True) == 403
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _status(url: str, token: str = '', post: bool = False) -> int:
+    try:
+        return _open(url, token, post).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _get(url: str, token: str) -> Any:
+    return json.loads(_open(url, token).read())
+
+
+def _open(url: str, token: str, post: bool = False) -> Any:
+    headers = {'Authorization': f'Bearer {token}', **ACT, 'Content-Type': 'application/json'} if token else {}
+    request = urllib.request.Request(url, data=b'{}' if post else None, headers=headers)
+    return urllib.request.urlopen(request, timeout=10)
 
 
 # -- actions on a live Redis queue ------------------------------------------------------------

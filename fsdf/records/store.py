@@ -8,12 +8,56 @@ A store is thread-safe; it is opened lazily in the process that uses it (never i
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 CONSUMERS_KEPT_SECONDS = 86400
 """A consumer gone this long is removed from the registry by the pruning."""
+
+_QUICK_DEADLINE: ContextVar[Optional[tuple[float, float]]] = ContextVar('fsdf_quick_read_deadline', default=None)
+
+
+class ReadTooLong(Exception):
+    """A read made under :func:`quick_reads` ran past its time (or found every connection lent) and was stopped."""
+
+
+@contextmanager
+def quick_reads(seconds: float) -> Iterator[None]:
+    """Reads made in this context (this thread or task) by a store with ``stops_slow_reads`` raise
+    :class:`ReadTooLong` once this thread has spent ``seconds`` of CPU since entering it, instead of going on.
+
+    For a caller that may not wait long (an event loop answering many clients): it tries a read at
+    once and, on ReadTooLong, makes it again where waiting is fine (a thread), with no limit. A read
+    stopped this way has changed nothing (reads never write). CPU time (``time.thread_time``), not
+    wall time: on a crowded machine the thread's waits for a core would otherwise stop reads that are
+    quick, and the work thrown away would crowd it more. Edge: a read waiting on a cold disk spends
+    little CPU, so it is stopped later in wall time.
+    """
+    token = _QUICK_DEADLINE.set((time.perf_counter() + seconds, time.thread_time() + seconds))
+    try:
+        yield
+    finally:
+        _QUICK_DEADLINE.reset(token)
+
+
+def quick_read_deadline() -> Optional[tuple[float, float]]:
+    """The deadline of the reads made now (see :func:`quick_reads`), for :func:`past`; None: no limit."""
+    return _QUICK_DEADLINE.get()
+
+
+def past(deadline: tuple[float, float]) -> bool:
+    """Whether this thread has spent a quick_reads deadline's CPU time.
+
+    Its wall time is looked at first: a thread cannot have spent more CPU than the time gone by, and
+    ``perf_counter`` costs a tenth of ``thread_time`` (a system call, 1-5 us in this VM), so a read
+    that ends within its time never asks for its CPU time.
+    """
+    return time.perf_counter() > deadline[0] and time.thread_time() > deadline[1]
+
 
 Rollups = dict[tuple[str, str, int, int], list[float]]
 """(queue, status, granularity s, bucket start) -> [count, duration sum, duration max]."""
@@ -60,6 +104,9 @@ class RunStore(ABC):
     """Records, rollups, the registry of queues and consumers, and pause flags."""
 
     url: str
+    stops_slow_reads: ClassVar[bool] = False
+    """Whether its reads honour :func:`quick_reads` (raise ReadTooLong when late, never block on a busy pool):
+    then a caller may try them on an event loop. A store reading over the network leaves this False."""
 
     @abstractmethod
     def write(self, batch: Batch) -> None:

@@ -26,14 +26,15 @@ NODE_FIELDS = ('task_id', 'status', 'function', 'queue', 'duration', 'start_time
 """What a children page shows of each node; the whole record (arguments, result, traceback) is one click away."""
 
 
-def store_of(request: Request) -> Optional[RunStore]:
-    """The store the app was made with (None: the one at RESULT_STORE_URL)."""
-    return request.app.state.store
+def store_of(request: Request) -> RunStore:
+    """The store the app was made with, else the one at RESULT_STORE_URL (looked up once a request, not per query)."""
+    store: Optional[RunStore] = request.app.state.store
+    return queries.default_store() if store is None else store
 
 
 def _page(page: queries.RunPage) -> dict[str, Any]:
     scrubber = Scrubber(known_secrets())
-    return {'records': [scrubber.record(r) for r in page.records], 'next_cursor': page.next_cursor}
+    return {'records': [scrubber.in_place(r) for r in page.records], 'next_cursor': page.next_cursor}
 
 
 def _queried(call: Any, *args: Any, **kwargs: Any) -> Any:

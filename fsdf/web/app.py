@@ -21,11 +21,12 @@ from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fsdf.records.store import RunStore
+from fsdf.records.store import ReadTooLong, RunStore, quick_reads
 from fsdf.secrets import redact
 from fsdf.web import actions, api, metrics
 from fsdf.web.encode import JSONResponse
 from fsdf.web.params import BadRequest
+from fsdf.web.reads import ReadRoutes
 from fsdf.web.security import Guard
 
 STATIC = Path(__file__).parent / 'static'
@@ -33,11 +34,21 @@ PAGES = ('overview', 'queues', 'queue', 'runs', 'run', 'tree', 'consumers', 'dlq
 READ_THREADS = 8
 """Threads that run read routes at once. The store reads through 4 connections on a few cores; more threads
 only queue behind them, each adding a stack and a malloc arena to the resident memory."""
+INLINE_SECONDS = 0.002
+"""CPU seconds a quick read may spend on the event loop before it is stopped and made again in a thread."""
 logger = logging.getLogger('fsdf.web')
 
 
-def _read(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
-    """A read route: ``fn`` and the JSON encoding run in the app's read threads; bad input 400, unknown 404."""
+def _read(fn: Callable[[Request], Any], quick: bool = False) -> Callable[[Request], Any]:
+    """A read route: ``fn`` and the JSON encoding run in the app's read threads (or, quick, on the loop);
+    bad input 400, unknown 404.
+
+    ``quick``: ``fn`` reads only the store (no broker, no network). With a store that stops slow reads
+    (SQLite) it is tried first on the event loop, for at most INLINE_SECONDS of CPU: most reads here take well
+    under a millisecond, and a hand-off to a thread and back (GIL switches between 8 threads at every
+    step of SQLite) cost more CPU than the read itself. A read that runs late or finds every
+    connection lent is stopped and made again in a thread; a keyword scan does not stall the loop.
+    """
     def answer(request: Request) -> Response:
         try:
             return JSONResponse(fn(request))
@@ -47,9 +58,23 @@ def _read(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
             return JSONResponse({'error': str(exc)}, 404)
 
     async def endpoint(request: Request) -> Response:
+        if quick and _stops_slow_reads(request):
+            try:
+                with quick_reads(INLINE_SECONDS):
+                    return answer(request)
+            except ReadTooLong:
+                pass
         return await asyncio.get_running_loop().run_in_executor(request.app.state.readers, answer, request)
     endpoint.__name__ = fn.__name__
     return endpoint
+
+
+def _stops_slow_reads(request: Request) -> bool:
+    """Whether the request's store honours quick_reads; False when no store can be opened (the read says why)."""
+    try:
+        return api.store_of(request).stops_slow_reads
+    except Exception:  # a bad RESULT_STORE_URL: the read, made as before in a thread, answers with the reason
+        return False
 
 
 def _act(fn: Callable[[Request, dict[str, Any]], Any]) -> Callable[[Request], Any]:
@@ -94,19 +119,23 @@ ACTIONS = [
           _act(lambda r, b: actions.republish(r.path_params['task_id'], _store(r))), methods=['POST']),
 ]
 
-READS = [
+JSON_READS = [
     Route('/api/config', _read(lambda r: {'read_only': r.app.state.read_only,
-                                          'token_required': r.app.state.token_required})),
-    Route('/api/overview', _read(api.overview)),
+                                          'token_required': r.app.state.token_required}, quick=True)),
+    Route('/api/overview', _read(api.overview, quick=True)),
     Route('/api/queues', _read(api.queues)),
     Route('/api/queue/{name}', _read(api.queue)),
-    Route('/api/runs', _read(api.runs)),
-    Route('/api/runs/{task_id}', _read(api.run)),
-    Route('/api/runs/{task_id}/children', _read(api.children)),
-    Route('/api/tree/{task_id}', _read(api.tree)),
-    Route('/api/consumers', _read(api.consumers)),
+    Route('/api/runs', _read(api.runs, quick=True)),
+    Route('/api/runs/{task_id}', _read(api.run, quick=True)),
+    Route('/api/runs/{task_id}/children', _read(api.children, quick=True)),
+    Route('/api/tree/{task_id}', _read(api.tree, quick=True)),
+    Route('/api/consumers', _read(api.consumers, quick=True)),
     Route('/api/dlq/{name}', _read(lambda r: actions.dlq_list(_name(r), _store(r)))),
-    Route('/api/stats/{queue}', _read(api.stats)),
+    Route('/api/stats/{queue}', _read(api.stats, quick=True)),
+]
+"""The JSON read routes: answered by :class:`fsdf.web.reads.ReadRoutes` for GET, by Starlette otherwise."""
+
+READS = JSON_READS + [
     Route('/healthz', lambda r: JSONResponse({'ok': True})),
     Route('/metrics', lambda r: PlainTextResponse(metrics.render(_store(r)),
                                                   media_type='text/plain; version=0.0.4')),
@@ -134,4 +163,4 @@ def create_app(token: Optional[str] = None, read_only: bool = False, store: Opti
     app.state.store = store
     app.state.read_only = read_only
     app.state.token_required = bool(token)
-    return Guard(app, token, read_only)
+    return Guard(ReadRoutes(app, JSON_READS), token, read_only)
