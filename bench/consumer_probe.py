@@ -82,9 +82,13 @@ def thread_cpu() -> dict[str, float]:
 
 def install(folder: str) -> None:
     """Time the process lock and write this process's figures to ``folder`` until it exits."""
-    from fsdf.brokers.file_lock import FileLock
     lock = LockTimes()
-    lock.wrap(FileLock)
+    try:
+        from fsdf.brokers.file_lock import FileLock
+    except ImportError:  # an older fsdf (--compare-commit) has no process lock: thread CPU only
+        pass
+    else:
+        lock.wrap(FileLock)
     path = Path(folder) / f'{os.getpid()}.json'
 
     def write_forever() -> None:
