@@ -95,7 +95,7 @@ def test_nats_restart_mid_run(queue_name: str, nats_server) -> None:
 def test_a_thread_that_pushes_often_has_each_push_stored_when_it_returns(queue_name: str, nats_server) -> None:
     """From the second push on, a thread publishes through its own client: each push is still on the
     stream when it returns, and the thread's client closes with the runtime."""
-    from fsdf.brokers.nats_jetstream import _ThreadConnections
+    from fsdf.brokers.nats_connections import ThreadConnections
     from fsdf.runtime import default_runtime
 
     @task_deco(queue_name, broker_kind=NATS)
@@ -105,7 +105,7 @@ def test_a_thread_that_pushes_often_has_each_push_stored_when_it_returns(queue_n
     for number in range(1, 21):
         add.push(number, 1)
         assert stream_state(nats_server, queue_name)['messages'] == number
-    threads = _ThreadConnections.of(nats_server.url)
+    threads = ThreadConnections.of(nats_server.url)
     [own] = threads.open
     assert own.client.is_connected
     default_runtime().close_shared(lambda key: key == ('nats', nats_server.url, 'threads'))
@@ -117,7 +117,7 @@ def test_pushes_from_a_thread_carry_on_across_a_server_restart(queue_name: str, 
     the push retried: every push is stored."""
     import time
 
-    from fsdf.brokers.nats_jetstream import REQUEST_SECONDS
+    from fsdf.brokers.nats_connections import REQUEST_SECONDS
 
     @task_deco(queue_name, broker_kind=NATS)
     def add(a, b):
@@ -135,7 +135,7 @@ def test_pushes_from_a_thread_carry_on_across_a_server_restart(queue_name: str, 
 
 def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_name: str, nats_server) -> None:
     """Threads that end leave no connection open past the next thread that opens its own."""
-    from fsdf.brokers.nats_jetstream import _ThreadConnections
+    from fsdf.brokers.nats_connections import ThreadConnections
 
     @task_deco(queue_name, broker_kind=NATS)
     def add(a, b):
@@ -148,7 +148,7 @@ def test_a_dead_threads_client_is_closed_when_another_thread_opens_one(queue_nam
     first = threading.Thread(target=push_twice)
     first.start()
     first.join()
-    threads = _ThreadConnections.of(nats_server.url)
+    threads = ThreadConnections.of(nats_server.url)
     dead = [own for own in threads.open if own.thread is first]
     assert len(dead) == 1
     second = threading.Thread(target=push_twice)
@@ -177,9 +177,9 @@ def test_a_thread_client_left_idle_is_closed_and_not_used(queue_name: str, nats_
     dropped it meanwhile), which goes through the shared client; the push after opens a new one."""
     import time
 
-    from fsdf.brokers import nats_jetstream
+    from fsdf.brokers import nats_connections
 
-    monkeypatch.setattr(nats_jetstream, 'OWN_IDLE_SECONDS', 0.3)
+    monkeypatch.setattr(nats_connections, 'OWN_IDLE_SECONDS', 0.3)
 
     @task_deco(queue_name, broker_kind=NATS)
     def add(a, b):
@@ -187,7 +187,7 @@ def test_a_thread_client_left_idle_is_closed_and_not_used(queue_name: str, nats_
 
     add.push(1, 1)
     add.push(2, 1)
-    threads = nats_jetstream._ThreadConnections.of(nats_server.url)
+    threads = nats_connections.ThreadConnections.of(nats_server.url)
     [first] = [own for own in threads.open if own.thread is threading.current_thread()]
     time.sleep(0.4)  # the idleness itself is what is tested
     add.push(3, 1)
