@@ -20,7 +20,6 @@ from fsdf.config import settings
 from fsdf.group_commit import GroupCommit
 from fsdf.redis_connection import redis_client
 from helpers import wait_until
-from servers._server_process import accepts
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +194,7 @@ def test_grouped_pushes_during_an_outage_each_raise_or_are_on_the_broker(queue_n
     assert wait_until(lambda: len(outcomes) >= 200, 30)
     redis_server.restart(1.0)  # some pushes are in flight or in line when the server goes
     pushing.join(120)
-    assert wait_until(lambda: accepts(redis_server.port), 10)
+    assert wait_until(lambda: _loaded(redis_server.port), 10)
     failed = [error for _, error in outcomes if not isinstance(error, str)]
     assert failed, 'no push met the outage'
     assert all(isinstance(error, BrokerUnreachableError) for error in failed), {type(e) for e in failed}
@@ -234,8 +233,19 @@ def test_the_lean_redis_call_replies_as_redis_py_and_survives_a_dropped_connecti
         redis_commands.send(client, 'XADD', queue_name, '*', 'msg', 'x')
     assert redis_commands.send(client, 'LLEN', queue_name) == 3  # the connection still works after it
     redis_server.restart(0.2)  # every pooled connection is now dead
-    assert wait_until(lambda: accepts(redis_server.port), 10)
+    assert wait_until(lambda: _loaded(redis_server.port), 10)  # accepting, and past LOADING (its data read back)
     assert redis_commands.send(client, 'LPUSH', queue_name, 'd') == 4  # reconnects as redis-py's own call does
+
+
+def _loaded(port: int) -> bool:
+    """Redis answers commands: after a restart it first answers LOADING (a ConnectionError) while it reads its data."""
+    probe = redis.Redis(host='127.0.0.1', port=port, socket_connect_timeout=1)
+    try:
+        return bool(probe.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        probe.close()
 
 
 # -- the common push's message ------------------------------------------------------------------------------
