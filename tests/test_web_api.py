@@ -192,6 +192,24 @@ def test_a_page_hides_url_passwords_and_the_configured_secrets_in_every_text() -
                      'traceback': 'no secret here', 'script': '/srv/***.py', 'task_id': 'pa55word'}
 
 
+def test_a_page_is_scrubbed_like_each_of_its_records() -> None:
+    """The page-wide search finds a secret in any text of any record (the last field of the last record too)."""
+    scrubber = Scrubber(['pa55word'])
+
+    def page(**last: Any) -> list[dict[str, Any]]:
+        clean = {'arguments': '{"x": 1}', 'result': '2', 'exception_message': None, 'traceback': None, 'script': 's'}
+        return [dict(clean) for _ in range(49)] + [{**clean, **last}]
+
+    for last in ({'script': '/srv/pa55word'}, {'traceback': 'at amqp://u:pw@h/'}, {'result': 7, 'arguments': 'pa55word'},
+                 {'exception_message': 'pa55word', 'traceback': None}):
+        shown = scrubber.page(page(**last))
+        assert shown == [scrubber.in_place(r) for r in page(**last)] and shown[-1] != page(**last)[-1], last
+    assert scrubber.page(page()) == page() and scrubber.page([]) == []
+    varied = page(script='pa55word.py')
+    del varied[0]['script']  # records need not hold the same fields
+    assert scrubber.page(varied)[-1]['script'] == '***.py'
+
+
 @pytest.mark.parametrize('url', [
     '/api/runs?since=yesterdayish', '/api/runs?until=12x', '/api/runs?limit=0', '/api/runs?limit=abc',
     '/api/runs?limit=5000', '/api/runs?status=no%20such', '/api/runs?cursor=not-a-cursor', '/api/runs?colour=red',
@@ -420,3 +438,5 @@ def test_answers_are_the_standard_json_whichever_encoder_runs() -> None:
     value = {'text': 'naïve ✓', 'n': [1, 2.5, None, True], 'nested': {'a': []}, 'tuple': (1, 2)}
     assert dumps(value) == json.dumps(value, ensure_ascii=False, separators=(',', ':')).encode()
     assert json.loads(dumps({'big': 2 ** 70})) == {'big': 2 ** 70}  # beyond 64 bits: orjson refuses, json encodes
+    counts = {'by_hour': {3600: 2, 7200: 1}, 'status': {'failed': 1}}  # keys that are not text: as json.dumps does
+    assert dumps(counts) == json.dumps(counts, separators=(',', ':')).encode()

@@ -24,6 +24,8 @@ from fsdf.web.present import Scrubber, clean_consumer, clean_queue, clean_record
 NODE_FIELDS = ('task_id', 'status', 'function', 'queue', 'duration', 'start_time', 'end_time', 'retries',
                'exception_type', 'parent_task_id', 'root_task_id')
 """What a children page shows of each node; the whole record (arguments, result, traceback) is one click away."""
+_NODE_READ = tuple(name for name in NODE_FIELDS if name != 'parent_task_id')
+"""What a children page reads of each node: its parent is the task asked about (each value read costs ~0.2 us)."""
 
 
 def store_of(request: Request) -> RunStore:
@@ -33,8 +35,7 @@ def store_of(request: Request) -> RunStore:
 
 
 def _page(page: queries.RunPage) -> dict[str, Any]:
-    scrubber = Scrubber(known_secrets())
-    return {'records': [scrubber.in_place(r) for r in page.records], 'next_cursor': page.next_cursor}
+    return {'records': Scrubber(known_secrets()).page(page.records), 'next_cursor': page.next_cursor}
 
 
 def _queried(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -120,10 +121,12 @@ def children(request: Request) -> dict[str, Any]:
     """
     query = request.query_params
     store = store_of(request)
-    page = _queried(queries.children, request.path_params['task_id'], limit=params.children_limit(query),
-                    cursor=params.cursor(query), status=params.status(query), store=store, fields=NODE_FIELDS)
+    task_id = request.path_params['task_id']
+    page = _queried(queries.children, task_id, limit=params.children_limit(query), cursor=params.cursor(query),
+                    status=params.status(query), store=store, fields=_NODE_READ)
     counts = queries.children_counts([r['task_id'] for r in page.records if r['task_id']], store=store)
     for node in page.records:  # each holds NODE_FIELDS only
+        node['parent_task_id'] = task_id
         node['counts'] = counts.get(node['task_id'], {})
     return {'records': page.records, 'next_cursor': page.next_cursor}
 
