@@ -385,6 +385,21 @@ def test_a_replaced_record_moves_its_tree_counts(store: RunStore) -> None:
     assert store.tree_counts('root') == {'descendants': {'succeeded': 1}, 'children': {'succeeded': 1}}
 
 
+def test_children_counts_of_task_ids_that_need_escaping(store: RunStore) -> None:
+    """A page of nodes is counted in one read whatever its ids hold (quotes, backslashes, new lines, non-ASCII)."""
+    odd = ['plain', 'quo"te', 'back\\slash', 'new\nline', 'naïve ✓', 'tab\there']
+    records = [_record(parent) for parent in odd]
+    for parent in odd:
+        records += [_record(f'{parent}/kid{i}', parent_task_id=parent, root_task_id=parent,
+                            status='failed' if i == 0 else 'succeeded') for i in range(3)]
+    store.write(Batch(records=records))
+    expected = {parent: {'failed': 1, 'succeeded': 2} for parent in odd}
+    assert queries.children_counts(odd, store=store) == expected
+    assert queries.children_counts(['plain', 'naïve ✓'], store=store) == {  # ids joined as they are
+        'plain': expected['plain'], 'naïve ✓': expected['naïve ✓']}
+    assert queries.children_counts([], store=store) == {}
+
+
 def test_tree_queries_page_children_count_them_and_search_below_a_root(store: RunStore) -> None:
     """What the task-tree page reads: children 200 a page, each node's child counts, search inside, ancestors."""
     from web_data import tree_records, write_all
