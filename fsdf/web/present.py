@@ -6,14 +6,12 @@ tracebacks, scripts) passes through :func:`fsdf.secrets.redact`'s rules: URL pas
 """
 from __future__ import annotations
 
-from itertools import chain
-from operator import methodcaller
+from itertools import chain, repeat
 from typing import Any, Optional
 
 from fsdf.secrets import MASK, known_secrets, redact_url
 
 _TEXT_FIELDS = ('arguments', 'result', 'exception_message', 'traceback', 'script')
-_TEXT_GETTERS = tuple(methodcaller('get', name) for name in _TEXT_FIELDS)  # record.get(name), called from C
 
 
 def scrub(text: str, secrets: list[str]) -> str:
@@ -44,10 +42,10 @@ class Scrubber:
     def page(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``records`` themselves made fit to show (a fresh page's, which the answer owns: no copies).
 
-        A page's texts are searched together first: joined at C speed, once per needle (a page of 50
-        runs: 8 against 65 us record by record); only a page where a needle is found is scrubbed
-        record by record, which changes the records that hold one. Edge: a value that is not text sends
-        the page record by record.
+        A page's texts are searched together first: gathered and joined at C speed (``dict.get`` mapped
+        over the records) and searched once per needle, 2.5x cheaper than record by record for 50 runs.
+        Only a page where a needle is found is scrubbed record by record, which changes the records that
+        hold one. Edge: a value that is not text sends the page record by record.
         """
         if records and self._may_hold_secrets(records):
             for record in records:
@@ -57,7 +55,8 @@ class Scrubber:
     def _may_hold_secrets(self, records: list[dict[str, Any]]) -> bool:
         """False only when no text field of any record holds a needle (a needle across two texts: True)."""
         try:
-            texts = '\0'.join(chain.from_iterable(filter(None, map(get, records)) for get in _TEXT_GETTERS))
+            texts = '\0'.join(chain.from_iterable(filter(None, map(dict.get, records, repeat(name)))
+                                                   for name in _TEXT_FIELDS))
         except TypeError:  # a value that is not text
             return True
         return any(needle in texts for needle in self._needles)
