@@ -6,8 +6,9 @@ Both give the same compact UTF-8 JSON. Edges: a value orjson cannot encode (an i
 bits, an unknown type) falls back to ``json.dumps``, which encodes the first and raises TypeError
 (a 500) for the second, as before; a dict with keys that are not text (an int) is encoded by orjson
 with OPT_NON_STR_KEYS, which turns them into text as ``json.dumps`` does, only then: that option
-costs every dict of an answer 40 % more (a page of 50 runs: 72 against 44 us); NaN and infinities, which JSON has no words for, become ``null``
-with orjson where ``json.dumps(allow_nan=False)`` raised ValueError (a 500): records do not hold them.
+costs every dict of an answer 40 % more (a page of 50 runs: 72 against 44 us). NaN and infinities,
+which JSON has no words for, become ``null`` with orjson where ``json.dumps(allow_nan=False)`` raised
+ValueError (a 500): records do not hold them.
 """
 from __future__ import annotations
 
