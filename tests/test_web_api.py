@@ -178,6 +178,19 @@ def test_metrics_are_labelled_by_queue_and_status_only(client: TestClient) -> No
     assert labels <= {'queue', 'status', 'le'}
 
 
+def test_pages_show_their_fields_and_a_run_its_whole_record(client: TestClient) -> None:
+    """Lists carry what they show (no traceback, no timeline: they cost each page CPU); /api/runs/<id> has it all."""
+    from fsdf.web.api import NODE_FIELDS, RUN_FIELDS
+    failed = client.get('/api/runs?queue=flat_q0&status=failed&limit=5').json()['records']
+    assert failed and all(set(r) == set(RUN_FIELDS) for r in failed)
+    whole = client.get(f"/api/runs/{failed[0]['task_id']}").json()['record']
+    assert 'Traceback' in whole['traceback'] and set(RUN_FIELDS) < set(whole) and whole['publish_time']
+    matches = client.get(f'/api/tree/{ROOT}?status=failed&limit=3').json()['matches']['records']
+    assert matches and all(set(r) == set(RUN_FIELDS) for r in matches)
+    nodes = client.get(f'/api/runs/{ROOT}/children?limit=3').json()['records']
+    assert [set(r) for r in nodes] == [{*NODE_FIELDS, 'counts'}] * 3 and {r['parent_task_id'] for r in nodes} == {ROOT}
+
+
 def test_secrets_are_never_shown(client: TestClient) -> None:
     for url in ('/api/runs/secret-run', '/api/runs?queue=flat_q0&limit=500', '/api/runs?task_id=secret-run'):
         body = client.get(url).text
@@ -200,8 +213,8 @@ def test_a_page_is_scrubbed_like_each_of_its_records() -> None:
         clean = {'arguments': '{"x": 1}', 'result': '2', 'exception_message': None, 'traceback': None, 'script': 's'}
         return [dict(clean) for _ in range(49)] + [{**clean, **last}]
 
-    for last in ({'script': '/srv/pa55word'}, {'traceback': 'at amqp://u:pw@h/'}, {'result': 7, 'arguments': 'pa55word'},
-                 {'exception_message': 'pa55word', 'traceback': None}):
+    for last in ({'script': '/srv/pa55word'}, {'traceback': 'at amqp://u:pw@h/'},
+                 {'result': 7, 'arguments': 'pa55word'}, {'exception_message': 'pa55word', 'traceback': None}):
         shown = scrubber.page(page(**last))
         assert shown == [scrubber.in_place(r) for r in page(**last)] and shown[-1] != page(**last)[-1], last
     assert scrubber.page(page()) == page() and scrubber.page([]) == []
