@@ -31,8 +31,6 @@ RUN_FIELDS = ('task_id', 'queue', 'function', 'status', 'arguments', 'result', '
 start, queue wait), thread or expiry, which its own page shows (``/api/runs/<task_id>``, one click away). Each
 value read from SQLite costs ~0.2 us (the sqlite3 module lets go of the GIL for every column): the other six
 were a fifth of a page's CPU, and a failed run's traceback is up to 8,000 characters."""
-_NODE_READ = tuple(name for name in NODE_FIELDS if name != 'parent_task_id')
-"""What a children page reads of each node: its parent is the task asked about (each value read costs ~0.2 us)."""
 
 
 def store_of(request: Request) -> RunStore:
@@ -130,10 +128,9 @@ def children(request: Request) -> dict[str, Any]:
     store = store_of(request)
     task_id = request.path_params['task_id']
     page = _queried(queries.children, task_id, limit=params.children_limit(query), cursor=params.cursor(query),
-                    status=params.status(query), store=store, fields=_NODE_READ)
+                    status=params.status(query), store=store, fields=NODE_FIELDS)
     counts = queries.children_counts([r['task_id'] for r in page.records if r['task_id']], store=store)
     for node in page.records:  # each holds NODE_FIELDS only
-        node['parent_task_id'] = task_id
         node['counts'] = counts.get(node['task_id'], {})
     return {'records': page.records, 'next_cursor': page.next_cursor}
 
