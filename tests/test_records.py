@@ -385,6 +385,39 @@ def test_a_replaced_record_moves_its_tree_counts(store: RunStore) -> None:
     assert store.tree_counts('root') == {'descendants': {'succeeded': 1}, 'children': {'succeeded': 1}}
 
 
+def test_a_filtered_page_holds_the_same_records_as_the_whole_list(store: RunStore) -> None:
+    """A column the filter fixes (queue, status, host, parent, root) holds its value, whichever fields are asked."""
+    store.write(Batch(records=[_record(f'r{i}', queue=f'q{i % 2}', status='failed' if i % 3 else 'succeeded',
+                                       host=f'h{i % 2}', parent_task_id='p' if i % 4 else None,
+                                       root_task_id='p' if i % 4 else f'r{i}') for i in range(24)]))
+    every = {r['task_id']: r for r in queries.list_runs(limit=100, store=store).records}
+    for filters in ({'queue': 'q1'}, {'queue': 'q0', 'status': 'failed', 'host': 'h0'}, {'function': 'f'}):
+        page = queries.list_runs(**filters, limit=100, store=store).records
+        assert page and [list(r.items()) for r in page] == [list(every[r['task_id']].items()) for r in page]
+        fields = ('task_id', 'queue', 'status')
+        page = queries.list_runs(**filters, limit=100, fields=fields, store=store).records
+        assert page == [{k: every[r['task_id']][k] for k in fields} for r in page]
+    tree = queries.tree_runs('p', status='failed', limit=100, store=store).records
+    assert tree and [r['root_task_id'] for r in tree] == ['p'] * len(tree) and tree[0] == every[tree[0]['task_id']]
+    kids = queries.children('p', fields=('task_id', 'parent_task_id'), store=store).records
+    assert len(kids) == 18 and {r['parent_task_id'] for r in kids} == {'p'}
+
+
+def test_children_counts_of_task_ids_that_need_escaping(store: RunStore) -> None:
+    """A page of nodes is counted in one read whatever its ids hold (quotes, backslashes, new lines, non-ASCII)."""
+    odd = ['plain', 'quo"te', 'back\\slash', 'new\nline', 'naïve ✓', 'tab\there']
+    records = [_record(parent) for parent in odd]
+    for parent in odd:
+        records += [_record(f'{parent}/kid{i}', parent_task_id=parent, root_task_id=parent,
+                            status='failed' if i == 0 else 'succeeded') for i in range(3)]
+    store.write(Batch(records=records))
+    expected = {parent: {'failed': 1, 'succeeded': 2} for parent in odd}
+    assert queries.children_counts(odd, store=store) == expected
+    assert queries.children_counts(['plain', 'naïve ✓'], store=store) == {  # ids joined as they are
+        'plain': expected['plain'], 'naïve ✓': expected['naïve ✓']}
+    assert queries.children_counts([], store=store) == {}
+
+
 def test_tree_queries_page_children_count_them_and_search_below_a_root(store: RunStore) -> None:
     """What the task-tree page reads: children 200 a page, each node's child counts, search inside, ancestors."""
     from web_data import tree_records, write_all

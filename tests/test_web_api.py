@@ -178,6 +178,19 @@ def test_metrics_are_labelled_by_queue_and_status_only(client: TestClient) -> No
     assert labels <= {'queue', 'status', 'le'}
 
 
+def test_pages_show_their_fields_and_a_run_its_whole_record(client: TestClient) -> None:
+    """Lists carry what they show (no traceback, no timeline: they cost each page CPU); /api/runs/<id> has it all."""
+    from fsdf.web.api import NODE_FIELDS, RUN_FIELDS
+    failed = client.get('/api/runs?queue=flat_q0&status=failed&limit=5').json()['records']
+    assert failed and all(set(r) == set(RUN_FIELDS) for r in failed)
+    whole = client.get(f"/api/runs/{failed[0]['task_id']}").json()['record']
+    assert 'Traceback' in whole['traceback'] and set(RUN_FIELDS) < set(whole) and whole['publish_time']
+    matches = client.get(f'/api/tree/{ROOT}?status=failed&limit=3').json()['matches']['records']
+    assert matches and all(set(r) == set(RUN_FIELDS) for r in matches)
+    nodes = client.get(f'/api/runs/{ROOT}/children?limit=3').json()['records']
+    assert [set(r) for r in nodes] == [{*NODE_FIELDS, 'counts'}] * 3 and {r['parent_task_id'] for r in nodes} == {ROOT}
+
+
 def test_secrets_are_never_shown(client: TestClient) -> None:
     for url in ('/api/runs/secret-run', '/api/runs?queue=flat_q0&limit=500', '/api/runs?task_id=secret-run'):
         body = client.get(url).text
@@ -190,6 +203,24 @@ def test_a_page_hides_url_passwords_and_the_configured_secrets_in_every_text() -
          'traceback': 'no secret here', 'script': '/srv/pa55word.py', 'task_id': 'pa55word'})
     assert shown == {'arguments': '{"dsn": "amqp://u:***@h/v"}', 'result': '***!', 'exception_message': 'bad ***',
                      'traceback': 'no secret here', 'script': '/srv/***.py', 'task_id': 'pa55word'}
+
+
+def test_a_page_is_scrubbed_like_each_of_its_records() -> None:
+    """The page-wide search finds a secret in any text of any record (the last field of the last record too)."""
+    scrubber = Scrubber(['pa55word'])
+
+    def page(**last: Any) -> list[dict[str, Any]]:
+        clean = {'arguments': '{"x": 1}', 'result': '2', 'exception_message': None, 'traceback': None, 'script': 's'}
+        return [dict(clean) for _ in range(49)] + [{**clean, **last}]
+
+    for last in ({'script': '/srv/pa55word'}, {'traceback': 'at amqp://u:pw@h/'},
+                 {'result': 7, 'arguments': 'pa55word'}, {'exception_message': 'pa55word', 'traceback': None}):
+        shown = scrubber.page(page(**last))
+        assert shown == [scrubber.in_place(r) for r in page(**last)] and shown[-1] != page(**last)[-1], last
+    assert scrubber.page(page()) == page() and scrubber.page([]) == []
+    varied = page(script='pa55word.py')
+    del varied[0]['script']  # records need not hold the same fields
+    assert scrubber.page(varied)[-1]['script'] == '***.py'
 
 
 @pytest.mark.parametrize('url', [
@@ -420,3 +451,5 @@ def test_answers_are_the_standard_json_whichever_encoder_runs() -> None:
     value = {'text': 'naïve ✓', 'n': [1, 2.5, None, True], 'nested': {'a': []}, 'tuple': (1, 2)}
     assert dumps(value) == json.dumps(value, ensure_ascii=False, separators=(',', ':')).encode()
     assert json.loads(dumps({'big': 2 ** 70})) == {'big': 2 ** 70}  # beyond 64 bits: orjson refuses, json encodes
+    counts = {'by_hour': {3600: 2, 7200: 1}, 'status': {'failed': 1}}  # keys that are not text: as json.dumps does
+    assert dumps(counts) == json.dumps(counts, separators=(',', ':')).encode()

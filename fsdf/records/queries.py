@@ -76,11 +76,13 @@ def _or_default(store: Optional[RunStore]) -> RunStore:
 def list_runs(queue: Optional[str] = None, function: Optional[str] = None, status: Optional[str] = None,
               since: Optional[float] = None, until: Optional[float] = None, task_id: Optional[str] = None,
               host: Optional[str] = None, search: Optional[str] = None, limit: int = DEFAULT_PAGE,
-              cursor: Optional[str] = None, store: Optional[RunStore] = None) -> RunPage:
-    """Records newest first matching every filter given (``task_id`` is a prefix, ``search`` a keyword)."""
+              cursor: Optional[str] = None, store: Optional[RunStore] = None,
+              fields: Optional[tuple[str, ...]] = None) -> RunPage:
+    """Records newest first matching every filter given (``task_id`` is a prefix, ``search`` a keyword;
+    ``fields``: only these fields of each)."""
     run_filter = RunFilter(queue=queue, function=function, status=status, since=since, until=until,
                            task_id=task_id or None, host=host, keyword=search or None)
-    records, next_cursor = _or_default(store).page_runs(run_filter, _page_size(limit), cursor)
+    records, next_cursor = _or_default(store).page_runs(run_filter, _page_size(limit), cursor, fields)
     return RunPage(records, next_cursor)
 
 
@@ -243,12 +245,14 @@ def dropped_records() -> int:
 def tree_runs(root_task_id: str, status: Optional[str] = None, since: Optional[float] = None,
               until: Optional[float] = None, task_id: Optional[str] = None, search: Optional[str] = None,
               function: Optional[str] = None, host: Optional[str] = None, queue: Optional[str] = None,
-              limit: int = DEFAULT_PAGE, cursor: Optional[str] = None, store: Optional[RunStore] = None) -> RunPage:
-    """The records below a root (not the root itself) matching every filter given, newest first, paged."""
+              limit: int = DEFAULT_PAGE, cursor: Optional[str] = None, store: Optional[RunStore] = None,
+              fields: Optional[tuple[str, ...]] = None) -> RunPage:
+    """The records below a root (not the root itself) matching every filter given, newest first, paged
+    (``fields``: only these fields of each)."""
     run_filter = RunFilter(root_task_id=root_task_id, status=status, since=since, until=until,
                            task_id=task_id or None, keyword=search or None, function=function, host=host,
                            queue=queue)
-    records, next_cursor = _or_default(store).page_runs(run_filter, _page_size(limit), cursor)
+    records, next_cursor = _or_default(store).page_runs(run_filter, _page_size(limit), cursor, fields)
     return RunPage(records, next_cursor)
 
 
