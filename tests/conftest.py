@@ -20,6 +20,7 @@ os.environ['FSDF_PERSIST_QUEUE_PATH'] = str(_STATE / 'persist_queue')
 os.environ['FSDF_LOG_PATH'] = str(_STATE / 'logs')
 
 import fsdf  # noqa: E402  (after the environment above)
+from helpers import default_signals  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,7 @@ def run_script(tmp_path: Path):
         path = tmp_path / f'script_{uuid.uuid4().hex[:6]}.py'
         path.write_text(textwrap.dedent(source))
         env = {**os.environ, 'PYTHONPATH': str(ROOT), 'PYTHONUNBUFFERED': '1'}
+        popen_kwargs.setdefault('preexec_fn', default_signals)
         process = subprocess.Popen([sys.executable, str(path), *args], env=env, cwd=tmp_path, **popen_kwargs)
         started.append(process)
         return process

@@ -11,6 +11,18 @@ from typing import Callable, Optional
 from fsdf import BrokerEnum, task_deco
 
 
+def default_signals() -> None:
+    """In a child before exec: SIGINT and SIGTERM at their defaults and unblocked, as from a shell.
+
+    A child inherits an ignored or blocked signal from the test process (whatever a library in it set),
+    and Python then leaves SIGINT ignored, so fsdf rightly installs no handler: a test sending SIGINT
+    must not depend on that.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` s pass; its last value."""
     deadline = time.monotonic() + timeout

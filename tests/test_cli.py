@@ -24,7 +24,7 @@ import fsdf
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
 from fsdf.records.writer import flush_all
-from helpers import wait_until
+from helpers import default_signals, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL, PERSIST = BrokerEnum.LOCAL_PYTHON_QUEUE, BrokerEnum.PERSISTQUEUE
@@ -328,7 +328,8 @@ def test_consume_from_the_shell_until_a_signal(data: dict[str, Any], queue_name:
     (tmp_path / 'shell_tasks.py').write_text(textwrap.dedent(CONSUMED_MODULE.format(queue=queue_name)))
     worker = subprocess.Popen([sys.executable, '-m', 'fsdf', 'consume', 'shell_tasks:double',
                                '--processes', str(processes)], cwd=tmp_path,
-                              env={**os.environ, 'PYTHONPATH': str(ROOT)}, stderr=subprocess.PIPE, text=True)
+                              env={**os.environ, 'PYTHONPATH': str(ROOT)}, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=default_signals)
     try:
         ids = [as_json(fsdf_cli('push', queue_name, '--broker', 'PERSISTQUEUE', '--kwargs', json.dumps({'x': x}),
                                 '--json'))['task_id'] for x in range(5)]
