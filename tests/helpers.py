@@ -23,6 +23,16 @@ def default_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def push_from_threads(task, threads: int, each: int) -> None:
+    """``threads`` threads each push ``each`` calls at once (thread i pushes i * 100 + n); returns when all have."""
+    started = [threading.Thread(target=lambda i=i: [task.push(i * 100 + n) for n in range(each)])
+               for i in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` s pass; its last value."""
     deadline = time.monotonic() + timeout

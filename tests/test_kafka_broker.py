@@ -17,7 +17,7 @@ from fsdf.brokers import kafka as kafka_module
 from fsdf.brokers.kafka import KafkaBroker, producer_key
 from fsdf.config import settings
 from fsdf.runtime import default_runtime
-from helpers import every_call_runs_across_a_restart, wait_until
+from helpers import every_call_runs_across_a_restart, push_from_threads, wait_until
 from servers._server_process import need
 from servers.kafka_server import KafkaServer
 
@@ -284,11 +284,7 @@ def test_pushes_from_many_threads_each_land_once(queue_name: str, kafka_server) 
         with lock:
             seen.append(x)
 
-    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(20)]) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    push_from_threads(f, 20, 20)
     assert f.get_message_count() == 400
     assert f.drain(timeout=60) == 400
     assert sorted(seen) == sorted(i * 100 + n for i in range(20) for n in range(20))

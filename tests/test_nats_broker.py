@@ -9,7 +9,7 @@ import pytest
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import get_broker
 from fsdf.brokers.nats_jetstream import ACK_WAIT_SECONDS, NatsBroker
-from helpers import every_call_runs_across_a_restart, every_task_runs_after_a_kill_9
+from helpers import every_call_runs_across_a_restart, every_task_runs_after_a_kill_9, push_from_threads
 
 NATS = BrokerEnum.NATS
 
@@ -164,11 +164,7 @@ def test_pushes_from_many_threads_each_land_once(queue_name: str, nats_server) -
     def f(x):
         pass
 
-    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(20)]) for i in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    push_from_threads(f, 20, 20)
     assert stream_state(nats_server, queue_name)['messages'] == 400
 
 

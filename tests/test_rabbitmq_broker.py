@@ -11,7 +11,7 @@ import pytest
 from fsdf import BrokerEnum, task_deco
 from fsdf.brokers import broker_class, get_broker
 from fsdf.exceptions import BrokerNotAvailableError
-from helpers import every_call_runs_across_a_restart, wait_until
+from helpers import every_call_runs_across_a_restart, push_from_threads, wait_until
 
 KINDS = [BrokerEnum.RABBITMQ_AMQPSTORM, BrokerEnum.RABBITMQ_PIKA]
 
@@ -131,11 +131,7 @@ def test_many_threads_publish_at_once(queue_name: str, broker_kind) -> None:
     def f(x):
         pass
 
-    threads = [threading.Thread(target=lambda i=i: [f.push(i * 100 + n) for n in range(50)]) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    push_from_threads(f, 8, 50)
     assert f.get_message_count() == 400
     assert f.drain(timeout=30) == 400
 
