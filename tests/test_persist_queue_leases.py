@@ -25,9 +25,11 @@ def rows_in_file(queue_name: str) -> int:
 
 
 def holder(queue_name: str) -> list[str]:
-    """The consumers holding leases, one per leased message."""
+    """The consumers holding messages, one per message taken (its status names its holder)."""
     with database(queue_name) as db:
-        return [consumer for (consumer,) in db.execute('SELECT consumer FROM fsdf_leases')]
+        return [consumer for (consumer,) in db.execute(
+            f'SELECT h.consumer FROM "{queue_name}" q JOIN fsdf_holders h '
+            f'ON q.status = {persist_queue.HOLDER_BASE} + h.holder ORDER BY q._id')]
 
 
 def open_broker(queue_name: str) -> persist_queue.PersistQueueBroker:
