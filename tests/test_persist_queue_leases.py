@@ -1,4 +1,5 @@
-"""PERSISTQUEUE's leases and batched acks at their edges: a late owner, a failed body read, a failed ack flush.
+"""PERSISTQUEUE's holders and batched acks at their edges: a late owner, a consumer taken for dead, an earlier
+version's lease rows, a failed body read, a failed ack flush.
 
 Each test runs the real SQLite file; a failure is made with SQLite's own means (a trigger, an authorizer).
 """
@@ -121,3 +122,60 @@ def test_a_late_owners_ack_ends_the_message_its_new_holder_runs_again(queue_name
     finally:
         late.close()
         alive.close()
+
+
+def test_a_consumer_taken_for_dead_keeps_what_it_takes_once_it_beats_again(queue_name) -> None:
+    """Recovery drops a dead consumer's holder number; its next take writes it again, so a consumer that only
+    looked dead (stopped beating for a while) is not robbed of every message it takes afterwards."""
+    stale, other = open_broker(queue_name), open_broker(queue_name)
+    try:
+        stale.publish_many(['{"n": 1}', '{"n": 2}'])
+        (first,) = stale.fetch(1, 5)  # before any beat: taken for dead at the next recovery
+        other.beat()
+        assert other.recover_abandoned() == 1
+        taken = stale.fetch(2, 5)
+        assert sorted(d.tag for d in taken) == sorted([first.tag, first.tag + 1])  # its first again, and the next
+        stale.beat()  # alive again
+        assert other.recover_abandoned() == 0
+        assert holder(queue_name) == [stale.consumer_id] * 2
+        stale.requeue_many(taken)  # and still its own to give back
+        assert stale.count() == 2
+    finally:
+        stale.close()
+        other.close()
+
+
+def test_a_message_an_earlier_version_took_comes_back_when_its_consumer_is_gone(queue_name) -> None:
+    """Earlier versions marked a taken row ``status = 2`` and wrote its holder into ``fsdf_leases``."""
+    broker = open_broker(queue_name)
+    try:
+        broker.publish_many(['{"n": 1}', '{"n": 2}', '{"n": 3}'])
+        with database(queue_name) as db:  # what an earlier version's take left: one consumer gone, one alive
+            db.execute(f'UPDATE "{queue_name}" SET status = 2 WHERE _id IN (1, 2)')
+            db.execute("INSERT INTO fsdf_leases (msg_id, consumer) VALUES (1, 'h:1:gone'), (2, 'h:2:alive')")
+            db.execute('INSERT INTO fsdf_consumers (consumer, host, pid, started, last_beat) '
+                       "VALUES ('h:2:alive', 'elsewhere', 2, strftime('%s','now'), strftime('%s','now'))")
+        assert broker.count() == 1
+        broker.beat()
+        assert broker.recover_abandoned() == 1
+        assert sorted(d.body for d in broker.fetch(3, 1)) == [b'{"n": 1}', b'{"n": 3}']  # not the one still held
+        with database(queue_name) as db:
+            assert db.execute('SELECT msg_id, consumer FROM fsdf_leases').fetchall() == [(2, 'h:2:alive')]
+    finally:
+        broker.close()
+
+
+def test_a_stopped_consumers_holder_number_is_dropped(queue_name) -> None:
+    """``fsdf_holders`` does not grow with every consumer that ever ran: a gone one's number is dropped."""
+    first, second = open_broker(queue_name), open_broker(queue_name)
+    try:
+        first.publish('{"n": 1}')
+        first.beat()
+        first.ack(*first.fetch(1, 5))
+        first.close()
+        second.beat()
+        assert second.recover_abandoned() == 0  # it held nothing
+        with database(queue_name) as db:
+            assert db.execute('SELECT consumer FROM fsdf_holders').fetchall() == []
+    finally:
+        second.close()
