@@ -124,7 +124,7 @@ class PersistQueueBroker(Broker):
             self._db.execute('PRAGMA synchronous=NORMAL')
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_holders (holder INTEGER PRIMARY KEY AUTOINCREMENT, '
                              'consumer TEXT NOT NULL UNIQUE)')
-            self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_leases ('  # written by earlier versions only (module docstring)
+            self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_leases ('  # earlier versions' (module docstring)
                              'msg_id INTEGER PRIMARY KEY, consumer TEXT NOT NULL)')
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_consumers (consumer TEXT PRIMARY KEY, '
                              'host TEXT, pid INTEGER, started REAL, last_beat REAL)')
