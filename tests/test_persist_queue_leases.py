@@ -179,3 +179,22 @@ def test_a_stopped_consumers_holder_number_is_dropped(queue_name) -> None:
             assert db.execute('SELECT consumer FROM fsdf_holders').fetchall() == []
     finally:
         second.close()
+
+
+def test_a_dropped_holder_number_is_never_given_to_another_consumer(queue_name) -> None:
+    """Else the messages a consumer taken for dead takes afterwards would count as the other one's, and
+    would never come back if it then died."""
+    stale, checker, newcomer = open_broker(queue_name), open_broker(queue_name), open_broker(queue_name)
+    try:
+        stale.publish_many(['{"n": 1}', '{"n": 2}'])
+        stale.fetch(1, 5)  # it never beats
+        checker.beat()
+        assert checker.recover_abandoned() == 1  # drops the only number given so far
+        newcomer.beat()
+        newcomer.fetch(1, 5)  # its first take: a number now
+        stale.fetch(1, 5)
+        assert sorted(holder(queue_name)) == sorted([stale.consumer_id, newcomer.consumer_id])
+        assert checker.recover_abandoned() == 1  # the stale one's, not counted as the newcomer's
+    finally:
+        for broker in (stale, checker, newcomer):
+            broker.close()
