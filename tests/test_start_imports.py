@@ -32,9 +32,11 @@ NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multipr
             'fsdf.brokers.kafka', 'fsdf.brokers.rabbitmq', 'fsdf.brokers.sql', 'fsdf.records.mongo_store',
             'multiprocessing', 'logging.handlers', 'difflib', 'ctypes', 'apscheduler', 'starlette', 'uvicorn',
             'sqlalchemy', 'redis', 'pika', 'amqpstorm', 'confluent_kafka', 'kafka', 'pymongo', 'nats', 'zmq', 'kombu',
-            'gevent', 'eventlet')
+            'gevent', 'eventlet',
+            # the controls only an option brings (a time window, qps, task filtering)
+            'fsdf.controls.window', 'fsdf.controls.rate', 'fsdf.controls.filtering')
 # LOCAL_PYTHON_QUEUE needs no sockets or event loop either (persist-queue's package imports asyncio itself).
-NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue')
+NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue', 'base64')
 
 
 def loaded_modules(kind: str, tmp_path) -> set[str]:
