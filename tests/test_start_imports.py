@@ -39,9 +39,10 @@ NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multipr
 NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue', 'base64')
 
 
-def loaded_modules(kind: str, tmp_path) -> set[str]:
+def loaded_modules(kind: str, tmp_path, **settings: str) -> set[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
     environ.update(PYTHONPATH=ROOT, FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(tmp_path))
+    environ.update({f'FSDF_{name}': value for name, value in settings.items()})
     done = subprocess.run([sys.executable, '-c', WORKER, kind], cwd=tmp_path, env=environ, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -59,6 +60,13 @@ def test_a_worker_imports_nothing_it_does_not_use(kind: str, tmp_path) -> None:
     assert 'fsdf.consumer' in modules and 'fsdf.records' in modules  # it did consume, with records (the default)
     unused = NOT_USED + (NOT_USED_IN_PROCESS if kind == 'LOCAL_PYTHON_QUEUE' else ())
     assert imported(modules, unused) == []
+
+
+def test_a_worker_without_records_or_statistics_imports_nothing_of_them(tmp_path) -> None:
+    """fsdf.records' promise: nothing of it is imported by a consumer whose records and statistics are off."""
+    modules = loaded_modules('LOCAL_PYTHON_QUEUE', tmp_path, RUN_STATISTICS='0')
+    assert 'fsdf.consumer' in modules
+    assert imported(modules, ('fsdf.records', 'sqlite3')) == []
 
 
 def test_import_writes_only_the_config_template(tmp_path) -> None:

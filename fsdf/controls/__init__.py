@@ -67,6 +67,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
+def keeps_records(options: 'TaskOptions') -> bool:
+    """Whether a consumer with these options keeps run records (``is_save_status`` or ``is_save_result``) or
+    statistics (the ``RUN_STATISTICS`` setting): with neither, it has no records middleware."""
+    from fsdf.config import settings
+    conf = options.function_result_status_persistance_conf
+    return bool(conf.is_save_status or conf.is_save_result or settings.RUN_STATISTICS)
+
+
 def build_middleware(queue_name: str, broker_kind: 'BrokerEnum', options: 'TaskOptions',
                      logger: logging.Logger, function_name: str = '') -> list[Middleware]:
     """A consumer's middleware in the order they apply: fsdf's from its options, the task's, the process's.
@@ -77,8 +85,11 @@ def build_middleware(queue_name: str, broker_kind: 'BrokerEnum', options: 'TaskO
     The live state (pause gate, registry, minute line) comes first, so a paused queue banks no rate
     credit; the run recorder comes last of fsdf's own (fsdf.records).
     """
-    from fsdf.records.middleware import consumer_middleware
-    live, recorder = consumer_middleware(queue_name, function_name or queue_name, options)
+    live: list[Middleware] = []
+    recorder: list[Middleware] = []
+    if keeps_records(options):  # else fsdf.records is not imported at all (issue 19: a worker's start)
+        from fsdf.records.middleware import consumer_middleware
+        live, recorder = consumer_middleware(queue_name, function_name or queue_name, options)
     chain: list[Middleware] = [*live]
     if options.is_do_not_run_by_specify_time_effect:
         from fsdf.controls.window import DoNotRunWindow
@@ -106,5 +117,5 @@ def build_middleware(queue_name: str, broker_kind: 'BrokerEnum', options: 'TaskO
 
 
 __all__ = ['ConsumerContext', 'Control', 'Middleware', 'RunOutcome', 'RunStatus', 'add_middleware',
-           'build_middleware', 'overriding', 'registered_middleware', 'registered_publish_hooks',
+           'build_middleware', 'keeps_records', 'overriding', 'registered_middleware', 'registered_publish_hooks',
            'remove_middleware']
