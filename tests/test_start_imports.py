@@ -36,7 +36,8 @@ NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multipr
             # the controls only an option brings (a time window, qps, task filtering)
             'fsdf.controls.window', 'fsdf.controls.rate', 'fsdf.controls.filtering')
 # LOCAL_PYTHON_QUEUE needs no sockets or event loop either (persist-queue's package imports asyncio itself).
-NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue', 'base64')
+NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue', 'base64',
+                       'unicodedata')
 
 
 def loaded_modules(kind: str, tmp_path, **settings: str) -> set[str]:
