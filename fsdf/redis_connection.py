@@ -52,7 +52,7 @@ def _handshake_unchecked(connection: Any) -> None:
     connection (its next check is due at 0): one round trip per connection, and a consumer opens three or
     four before its first task (issue 19). The socket was connected a moment ago and the handshake's own
     replies show it works; the periodic checks run as before from its first reply on. redis-py without
-    ``on_connect_check_health`` (before 5.1): its own handshake, unchanged.
+    ``on_connect_check_health`` (older releases): its own handshake, unchanged.
     """
     handshake = getattr(connection, 'on_connect_check_health', None)
     if handshake is None:
