@@ -8,6 +8,10 @@
            LOCAL_PYTHON_QUEUE lives in the worker, so the worker publishes it itself (the raw loop too).
            ``python -c pass`` is the interpreter's own start, for scale. fsdf and the bench's files are
            byte-compiled first and children may write .pyc files, as an installed package has them.
+  --instructions  adds ``start Ir (M)``: the start child run under valgrind's callgrind, its instructions
+           (millions, all threads) from spawn to its first task's end, with PYTHONHASHSEED=0. Load on the
+           machine does not change it (within about 2 %: the threads' interleaving still varies), so it
+           tells apart changes of a few ms where the wall clock cannot. Needs valgrind; about 6 s per run.
   latency  dramatiq's latency benchmark in milliseconds (bench/modes.py's distribution: 1,000 tasks sleeping
            1-10 ms, seed 1337) at concurrency 8 and 64, THREADING; all tasks published before the worker
            starts; elapsed = first task's start -> last task's end (start-up is not in it).
@@ -25,7 +29,7 @@ median of the per-run ratios fsdf / raw (< 1: fsdf is quicker).
 same way, in rotating order with the others; its ratios are shown in [brackets] on the fsdf rows.
 
 Usage: python bench/start_latency.py [--runs 7] [--only import,start,latency] [--kinds LOCAL_PYTHON_QUEUE,...]
-                                     [--compare-commit REV]
+                                     [--compare-commit REV] [--instructions]
 About 2 minutes with the defaults on an idle 2-core machine (3 with --compare-commit).
 """
 from __future__ import annotations
@@ -153,14 +157,20 @@ def child_publish(system: str, kind: str, queue_name: str, folder: str, bodies: 
     report({})
 
 
+def check_source_here(source: str) -> None:
+    """``benchlib.check_fsdf_source`` without importing benchlib, whose import --instructions would count."""
+    fsdf_file = Path(sys.modules['fsdf'].__file__ or '').resolve()
+    if not fsdf_file.is_relative_to(Path(source).resolve()):
+        raise RuntimeError(f'fsdf imported from {fsdf_file}, not from {source}')
+
+
 def child_start(system: str, kind: str, queue_name: str, folder: str) -> None:
     """Consume until the first task runs; report the wall-clock time it ran at."""
     def first(x: int) -> None:
         done_at = time.time()
         cpu = time.process_time()  # CPU seconds of all threads: tells apart what load on the machine blurs
-        if system == 'fsdf':  # after the time is taken: the check imports what the worker did not need
-            from benchlib import check_fsdf_source
-            check_fsdf_source(os.environ[FSDF_SOURCE_VARIABLE])
+        if system == 'fsdf':  # after the time is taken
+            check_source_here(os.environ[FSDF_SOURCE_VARIABLE])
         report({'first': done_at, 'cpu': cpu})
 
     if system == 'fsdf':
@@ -242,16 +252,21 @@ class Driver:
             self.envs[label] = env
         self.envs['raw'] = next(iter(self.envs.values()))
 
-    def child(self, label: str, role: str, *args: Any) -> tuple[dict[str, float], float]:
-        """Run one child of system ``label`` to its result; (result, wall-clock time just before the spawn)."""
+    def child(self, label: str, role: str, *args: Any, under: tuple[str, ...] = ()) -> tuple[dict[str, float], float]:
+        """Run one child of system ``label`` to its result; (result, wall-clock time just before the spawn).
+
+        ``under``: a command the child runs under (valgrind); its stderr lines come back as ``result['stderr']``."""
         import subprocess
-        argv = [sys.executable, str(Path(__file__).resolve()), '--child', role, label.split('@')[0], *map(str, args)]
+        argv = [*under, sys.executable, str(Path(__file__).resolve()), '--child', role, label.split('@')[0],
+                *map(str, args)]
+        env = {**self.envs[label], 'PYTHONHASHSEED': '0'} if under else self.envs[label]
         spawned = time.time()
-        done = subprocess.run(argv, env=self.envs[label], cwd=self.folder, capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT + 30)
+        done = subprocess.run(argv, env=env, cwd=self.folder, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT * (20 if under else 1) + 30)
         for line in done.stdout.splitlines():
             if line.startswith(RESULT_MARK):
-                return json.loads(line.removeprefix(RESULT_MARK)), spawned
+                return {**json.loads(line.removeprefix(RESULT_MARK)), **({'stderr': done.stderr} if under else {})}, \
+                    spawned
         raise RuntimeError(f'{label} {role} {args} failed (exit {done.returncode}): {done.stderr[-1500:]}')
 
     def start_seconds(self, label: str, kind: str) -> tuple[float, float]:
@@ -261,6 +276,19 @@ class Driver:
             self.child(label, 'publish', kind, queue_name, self.folder)
         found, spawned = self.child(label, 'start', kind, queue_name, self.folder)
         return found['first'] - spawned, found['cpu']
+
+    def start_instructions(self, label: str, kind: str) -> float:
+        """Spawn -> first task done under callgrind: millions of instructions (all threads)."""
+        import re
+        queue_name = f'bench_start_{os.urandom(4).hex()}'
+        if kind != 'LOCAL_PYTHON_QUEUE':
+            self.child(label, 'publish', kind, queue_name, self.folder)
+        found, _ = self.child(label, 'start', kind, queue_name, self.folder,
+                              under=('valgrind', '--tool=callgrind', '--callgrind-out-file=/dev/null'))
+        collected = re.search(r'Collected : (\d+)', str(found['stderr']))
+        if collected is None:
+            raise RuntimeError(f'no instruction count from valgrind: {str(found["stderr"])[-500:]}')
+        return int(collected[1]) / 1e6
 
     def latency_ratio(self, label: str, kind: str, concurrency: int) -> float:
         """Elapsed / ideal of the latency benchmark."""
@@ -330,6 +358,8 @@ def measure(driver: Driver, args: argparse.Namespace, systems: list[str],
                     wall, cpu = driver.start_seconds(system, kind)
                     results.add(f'{system} {kind}', 'start (s)', wall)
                     results.add(f'{system} {kind}', 'start CPU (s)', cpu)
+                    if args.instructions:
+                        results.add(f'{system} {kind}', 'start Ir (M)', driver.start_instructions(system, kind))
         if 'latency' in args.only:
             for kind in kinds:
                 for concurrency in LATENCY_CONCURRENCIES:
@@ -355,7 +385,8 @@ def print_tables(args: argparse.Namespace, systems: list[str], results: Measurem
         print('| module | own time (ms) |\n|---|---|')
         for own, name in profile[:12]:
             print(f'| {name} | {own / 1000:.1f} |')
-    columns = (['start (s)', 'start CPU (s)'] if 'start' in args.only else []) + (
+    columns = (['start (s)', 'start CPU (s)', *(['start Ir (M)'] if args.instructions else [])]
+               if 'start' in args.only else []) + (
         [f'latency c={c}' for c in LATENCY_CONCURRENCIES] if 'latency' in args.only else [])
     if not columns:
         return
@@ -415,6 +446,8 @@ def main() -> None:
     parser.add_argument('--kinds', default=','.join(KINDS))
     parser.add_argument('--redis-port', type=int, default=26391, help='or the next free one')
     parser.add_argument('--compare-commit', default='', help="also run fsdf at this commit (rows 'fsdf@REV')")
+    parser.add_argument('--instructions', action='store_true',
+                        help='also count the start children\'s instructions under valgrind (load-independent)')
     driver_main(parser.parse_args())
 
 

@@ -1,7 +1,6 @@
 """The message: a JSON object of keyword arguments plus the optional reserved key ``extra``."""
 from __future__ import annotations
 
-import base64
 import inspect
 import itertools
 import json
@@ -341,6 +340,7 @@ def _raw_body(body: Any) -> dict[str, Any]:
         try:
             return {'raw_body': bytes(body).decode()}
         except UnicodeDecodeError:
+            import base64  # here: only a body that is not UTF-8 needs it
             return {'raw_body_base64': base64.b64encode(body).decode('ascii')}
     return {'raw_body': None if body is None else repr(body)}
 

@@ -17,7 +17,6 @@ Anything else (spaces, quotes, unicode) is allowed where the broker allows it.
 """
 from __future__ import annotations
 
-import unicodedata
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -42,13 +41,21 @@ def generic_problem(name: object) -> Optional[str]:
         return 'is empty'
     if '/' in name or '\\' in name or name in ('.', '..'):
         return 'would be a path outside the queue folder'
-    if any(unicodedata.category(char) in ('Cc', 'Cs') for char in name):
+    if _has_control_character(name):
         return 'contains a control character or an unpaired surrogate'
     if len(name.removesuffix(DEAD_LETTER_SUFFIX).encode('utf-8')) > MAX_QUEUE_NAME_BYTES:
         return f'is {len(name.encode("utf-8"))} bytes long'
     if name.lower().startswith(RESERVED_PREFIXES):
         return 'is reserved for fsdf itself'
     return None
+
+
+def _has_control_character(name: str) -> bool:
+    """Whether ``name`` holds a character of Unicode category Cc (control) or Cs (surrogate)."""
+    if name.isascii():  # Cc in ASCII is U+0000-U+001F and U+007F, and there are no surrogates: no unicodedata
+        return any(char < ' ' or char == '\x7f' for char in name)
+    import unicodedata  # here: most names are ASCII, and a worker's start need not load it (issue 19)
+    return any(unicodedata.category(char) in ('Cc', 'Cs') for char in name)
 
 
 def check_queue_name(name: str, broker: 'Optional[type[Broker] | BrokerEnum]' = None) -> str:

@@ -1,7 +1,6 @@
 """Publishing calls to a queue: one at a time or in batches, checked against the function first."""
 from __future__ import annotations
 
-import datetime as dt
 import time
 from itertools import islice
 from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Unpack
@@ -220,8 +219,9 @@ def due_time(countdown: Optional[float], eta: Any) -> Optional[float]:
         raise TypeError('give countdown or eta, not both')
     if countdown is not None:
         return round(time.time() + float(countdown), 4)
+    if eta is None:
+        return None
+    import datetime as dt  # here: only a call with an eta needs it (a worker's start does not, issue 19)
     if isinstance(eta, dt.datetime):
         return eta.timestamp()
-    if eta is not None:
-        return float(eta)
-    return None
+    return float(eta)

@@ -37,11 +37,28 @@ def _new_client(url: str, raw: bool = False) -> redis.Redis:
         return redis.Redis.from_url(
             url, decode_responses=not raw, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5,
             health_check_interval=30, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 1),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError], max_connections=512, **_driver_info())
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError], max_connections=512,
+            redis_connect_func=_handshake_unchecked, **_driver_info())
     except ValueError:
         # redis-py's own message quotes the part of the URL it could not read: often a password prefix.
         raise ValueError(f'{redact(url)} is not a valid Redis URL; escape special characters of its '
                          f'password with urllib.parse.quote(password, safe="")') from None
+
+
+def _handshake_unchecked(connection: Any) -> None:
+    """A new connection's handshake (HELLO, CLIENT SETINFO, SELECT), without a health-check PING before it.
+
+    With ``health_check_interval``, redis-py sends a PING ahead of the first handshake command of every new
+    connection (its next check is due at 0): one round trip per connection, and a consumer opens three or
+    four before its first task (issue 19). The socket was connected a moment ago and the handshake's own
+    replies show it works; the periodic checks run as before from its first reply on. redis-py without
+    ``on_connect_check_health`` (older releases): its own handshake, unchanged.
+    """
+    handshake = getattr(connection, 'on_connect_check_health', None)
+    if handshake is None:
+        connection.on_connect()
+    else:
+        handshake(check_health=False)
 
 
 def _driver_info() -> dict[str, Any]:

@@ -5,8 +5,6 @@ import functools
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Unpack
 
 from fsdf.config import settings
-from fsdf.controls.filtering import filter_store
-from fsdf.controls.overrides import MessageOverrides
 from fsdf.enums import BrokerEnum
 from fsdf.message import CallSignature
 from fsdf.names import check_queue_name
@@ -16,6 +14,7 @@ from fsdf.result import AsyncResult
 
 if TYPE_CHECKING:
     from fsdf.consumer import Consumer
+    from fsdf.controls.overrides import MessageOverrides
 
 
 class TaskFunction:
@@ -84,6 +83,7 @@ class TaskFunction:
 
     def clear_filter(self) -> None:
         """Forget which calls ran successfully, so ``do_task_filtering`` lets them run again."""
+        from fsdf.controls.filtering import filter_store  # only tasks that filter need it
         filter_store(self.broker_kind, self.queue_name).clear()
 
     def push_many(self, calls: Iterable[Any], *, countdown: Optional[float] = None,

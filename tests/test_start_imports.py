@@ -32,14 +32,18 @@ NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multipr
             'fsdf.brokers.kafka', 'fsdf.brokers.rabbitmq', 'fsdf.brokers.sql', 'fsdf.records.mongo_store',
             'multiprocessing', 'logging.handlers', 'difflib', 'ctypes', 'apscheduler', 'starlette', 'uvicorn',
             'sqlalchemy', 'redis', 'pika', 'amqpstorm', 'confluent_kafka', 'kafka', 'pymongo', 'nats', 'zmq', 'kombu',
-            'gevent', 'eventlet')
+            'gevent', 'eventlet',
+            # the controls only an option brings (a time window, qps, task filtering)
+            'fsdf.controls.window', 'fsdf.controls.rate', 'fsdf.controls.filtering')
 # LOCAL_PYTHON_QUEUE needs no sockets or event loop either (persist-queue's package imports asyncio itself).
-NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue')
+NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue', 'base64',
+                       'unicodedata')
 
 
-def loaded_modules(kind: str, tmp_path) -> set[str]:
+def loaded_modules(kind: str, tmp_path, **settings: str) -> set[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
     environ.update(PYTHONPATH=ROOT, FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(tmp_path))
+    environ.update({f'FSDF_{name}': value for name, value in settings.items()})
     done = subprocess.run([sys.executable, '-c', WORKER, kind], cwd=tmp_path, env=environ, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -57,6 +61,13 @@ def test_a_worker_imports_nothing_it_does_not_use(kind: str, tmp_path) -> None:
     assert 'fsdf.consumer' in modules and 'fsdf.records' in modules  # it did consume, with records (the default)
     unused = NOT_USED + (NOT_USED_IN_PROCESS if kind == 'LOCAL_PYTHON_QUEUE' else ())
     assert imported(modules, unused) == []
+
+
+def test_a_worker_without_records_or_statistics_imports_nothing_of_them(tmp_path) -> None:
+    """fsdf.records' promise: nothing of it is imported by a consumer whose records and statistics are off."""
+    modules = loaded_modules('LOCAL_PYTHON_QUEUE', tmp_path, RUN_STATISTICS='0')
+    assert 'fsdf.consumer' in modules
+    assert imported(modules, ('fsdf.records', 'sqlite3')) == []
 
 
 def test_import_writes_only_the_config_template(tmp_path) -> None:
@@ -107,3 +118,38 @@ def test_a_redis_worker_looks_up_the_client_version_once_per_client_not_per_conn
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found['connections'] == 6
     assert found['lookups'] <= 2  # one per client (decoded and raw replies), not one per connection
+
+
+# A REDIS_ACK_ABLE worker run until its first call, with one message published before it starts.
+REDIS_FIRST_TASK = '''
+import os, sys, threading
+import fsdf
+ran = threading.Event()
+def first(x):
+    ran.set()
+task = fsdf.task_deco(sys.argv[1], broker_kind=fsdf.BrokerEnum.REDIS_ACK_ABLE, concurrent_num=4)(first)
+task.consume()
+assert ran.wait(30), 'the task did not run'
+os._exit(0)
+'''
+
+
+def test_a_redis_worker_sends_no_needless_command_before_its_first_task(redis_server, tmp_path) -> None:
+    """No health-check PING ahead of each new connection's handshake, and no read of the new consumer's own
+    bookkeeping (empty: it has taken nothing): round trips before the first task (issue 19)."""
+    import redis
+
+    from fsdf import BrokerEnum, task_deco
+    queue = f'start_round_trips_{os.getpid()}'
+    task_deco(queue, broker_kind=BrokerEnum.REDIS_ACK_ABLE)(lambda x: None).push(1)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
+    environ.update(PYTHONPATH=ROOT, FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(tmp_path),
+                   FSDF_REDIS_URL=redis_server.url)
+    client = redis.Redis.from_url(redis_server.url)  # no health checks: it sends no PING itself
+    client.config_resetstat()  # the server's per-command counts start again from here
+    done = subprocess.run([sys.executable, '-c', REDIS_FIRST_TASK, queue], cwd=tmp_path, env=environ,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sent = client.info('commandstats')
+    assert 'cmdstat_evalsha' in sent  # it took its message
+    assert [name for name in ('cmdstat_ping', 'cmdstat_hkeys') if name in sent] == []

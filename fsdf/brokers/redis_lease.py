@@ -242,6 +242,11 @@ class RedisLeaseBroker(RedisBroker):
                 continue
             recovered += self._return_held(consumer_id)
             redis_registry.forget(self._redis, self.queue_name, consumer_id)
+        if self._lease_thread is None:
+            # The check start_leases makes before the first fetch (a fetch starts the leases first): this consumer
+            # has taken nothing, so its bookkeeping under its new id is empty. Not read: a round trip, and a
+            # connection of its own, before the first task (issue 19).
+            return recovered
         return recovered + self._return_lost()
 
     def _return_lost(self) -> int:

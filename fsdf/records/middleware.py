@@ -194,12 +194,13 @@ def consumer_middleware(queue_name: str, function_name: str, options: Any, write
     both off, nothing: a consumer pays nothing for records it does not keep.
     """
     from fsdf.config import settings
+    from fsdf.controls import keeps_records
     from fsdf.records.store import default_store_url
     from fsdf.records.writer import writer_for
+    if not keeps_records(options):
+        return [], []
     conf = options.function_result_status_persistance_conf
     save_records = bool(conf.is_save_status or conf.is_save_result)
-    if not save_records and not settings.RUN_STATISTICS:
-        return [], []
     writer = writer_for(writer_url or default_store_url())
     first: list[Middleware] = [LiveState(writer, settings.RUN_STATS_LOG_SECONDS)] if settings.RUN_STATISTICS else []
     last: list[Middleware] = [RunRecorder(writer, queue_name, function_name, save_records, bool(conf.is_save_result),
