@@ -151,7 +151,8 @@ def wait_registered(target: Target, queue: str, parent: subprocess.Popen, count:
     while target.registered(queue) < count:
         if time.monotonic() > deadline or parent.poll() is not None:
             parent.kill()
-            raise RuntimeError(f'{count} consumer processes did not start: {parent.communicate()[1][-1500:]}')
+            raise RuntimeError(f'{count} consumer processes did not start; their first errors: '
+                               f'{parent.communicate()[1][:2500]}')
         time.sleep(0.05)
 
 
