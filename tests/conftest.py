@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Seconds the slowest modules of the parallel part take, each run alone (measured 2026-11-26, servers'
 # start included). scripts/test.sh runs that part with --dist loadfile --no-loadscope-reorder: xdist then
-# hands whole modules to its two workers in collection order, and the hook below puts the longest first,
-# so the short ones fill the end and both workers finish close together. (xdist's own order, by number
+# hands whole modules to its workers in collection order, and the hook below puts the longest first,
+# so the short ones fill the end and the workers finish close together. (xdist's own order, by number
 # of tests, put modules of a few long tests last, such as test_partition's one test of 35 s, while the
 # other worker had nothing left to do.) A module not listed counts as short: list a new one of over ~10 s.
 MODULE_SECONDS = {
