@@ -24,6 +24,29 @@ from helpers import default_signals  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Seconds the slowest modules of the parallel part take, each run alone (measured 2026-11-26, servers'
+# start included). scripts/test.sh runs that part with --dist loadfile --no-loadscope-reorder: xdist then
+# hands whole modules to its workers in collection order, and the hook below puts the longest first,
+# so the short ones fill the end and the workers finish close together. (xdist's own order, by number
+# of tests, put modules of a few long tests last, such as test_partition's one test of 35 s, while the
+# other worker had nothing left to do.) A module not listed counts as short: list a new one of over ~10 s.
+MODULE_SECONDS = {
+    'test_broker_interface.py': 108, 'test_kafka_broker.py': 87, 'test_redis_brokers.py': 77,
+    'test_sql_broker.py': 56, 'test_web_api.py': 47, 'test_rabbitmq_broker.py': 44, 'test_poison.py': 41,
+    'test_nats_broker.py': 39, 'test_web_browser.py': 37, 'test_partition.py': 36, 'test_cli.py': 35,
+    'test_publish_group.py': 33, 'test_redis_controls.py': 30, 'test_fuzz.py': 30, 'test_runtime.py': 28,
+    'test_delayed.py': 23, 'test_library_internals.py': 22, 'test_main_thread_end.py': 19,
+    'test_processes.py': 16, 'test_middleware.py': 15, 'test_mongo_broker.py': 14,
+    'test_kombu_amqp_interface.py': 14, 'test_publish_retry.py': 13, 'test_queue_names.py': 12,
+    'test_consume.py': 12, 'test_scheduling.py': 12, 'test_zeromq_broker.py': 11, 'test_broker_policies.py': 11,
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the modules of MODULE_SECONDS first, the longest first; a module's tests keep their order, and
+    so do the modules not listed (the sort is stable)."""
+    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0.0))
+
 
 @pytest.fixture
 def queue_name(request: pytest.FixtureRequest) -> str:

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import tomllib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -282,8 +283,11 @@ def test_unreachable_store_is_one_line_and_code_3(tmp_path: Path) -> None:
         probe.bind(('127.0.0.1', 0))
         port = probe.getsockname()[1]
     env = {'FSDF_RESULT_STORE_URL': f'mongodb://admin:s3cret-pw@127.0.0.1:{port}/fsdf'}
-    for command in (('runs',), ('queues',), ('run', 'x'), ('pause', 'orders')):
-        result = fsdf_cli(*command, env=env, cwd=tmp_path)
+    commands = (('runs',), ('queues',), ('run', 'x'), ('pause', 'orders'))
+    # At once: each waits out the store's 2-s server selection, and they need not wait in turn.
+    with ThreadPoolExecutor(len(commands)) as pool:
+        results = list(pool.map(lambda command: fsdf_cli(*command, env=env, cwd=tmp_path), commands))
+    for command, result in zip(commands, results):
         assert result.returncode == 3, (command, result.stderr)
         assert 'unreachable' in result.stderr and 'Traceback' not in result.stderr
         assert 's3cret-pw' not in result.stderr + result.stdout and len(result.stderr.strip().splitlines()) == 1

@@ -495,9 +495,13 @@ def test_a_quick_read_stops_when_late_or_when_every_connection_is_lent(sqlite_st
 
 
 # -- registry, pause and the minute line ---------------------------------------------------------
-def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(store: RunStore, queue_name: str) -> None:
+def test_a_beat_carries_the_in_flight_count_and_the_records_dropped(store: RunStore, queue_name: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The dashboard's overview sums ``counters.in_flight`` and ``counters.records_dropped`` over live consumers."""
     import threading
+    from fsdf.records import middleware
+    # What a beat carries is under test, not how often one comes: beat at each pause poll (1 s), not every 3 s.
+    monkeypatch.setattr(middleware, 'BEAT_SECONDS', 0.5)
     release = threading.Event()
 
     @task_deco(queue_name, broker_kind=LOCAL, concurrent_num=3)

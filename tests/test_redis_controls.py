@@ -25,7 +25,9 @@ from fsdf.rpc import RESULT_TTL_SECONDS, result_key
 
 from helpers import wait_until
 
-pytestmark = [pytest.mark.usefixtures('redis_server'), pytest.mark.timing]  # timing: run alone by scripts/test.sh
+# The tests of paces, latencies and expiry are marked `timing` one by one (scripts/test.sh runs them alone);
+# filters, heartbeats and RPC results wait with deadlines of 10 s and more, and run in the parallel part.
+pytestmark = pytest.mark.usefixtures('redis_server')
 
 
 REDIS_KINDS = [BrokerEnum.REDIS, BrokerEnum.REDIS_ACK_ABLE, BrokerEnum.RedisBrpopLpush, BrokerEnum.REDIS_STREAM]
@@ -77,6 +79,7 @@ def starts_in(path: Path, after: float = 0.0) -> list[float]:
     return [t for t in map(float, lines) if t > after]
 
 
+@pytest.mark.timing
 def test_distributed_qps_holds_for_one_consumer(queue_name: str) -> None:
     starts: list[float] = []
 
@@ -95,6 +98,7 @@ def test_distributed_qps_holds_for_one_consumer(queue_name: str) -> None:
     assert redis_client().exists(rate_key(queue_name))
 
 
+@pytest.mark.timing
 def test_two_processes_share_the_rate_and_it_holds_when_one_leaves(queue_name: str, run_script,
                                                                   tmp_path: Path) -> None:
     @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE)
@@ -128,6 +132,7 @@ def test_two_processes_share_the_rate_and_it_holds_when_one_leaves(queue_name: s
     assert rate_of(alone) == pytest.approx(4, rel=0.05)
 
 
+@pytest.mark.timing
 def test_stop_is_prompt_while_waiting_for_a_distributed_start(queue_name: str) -> None:
     ran = threading.Event()
 
@@ -144,6 +149,7 @@ def test_stop_is_prompt_while_waiting_for_a_distributed_start(queue_name: str) -
     assert slow.consumer.counters.succeeded == 1
 
 
+@pytest.mark.timing
 def test_distributed_pacer_starts_nothing_while_redis_is_unreachable(queue_name: str, fsdf_logs) -> None:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -206,6 +212,7 @@ def test_filter_entries_are_redis_keys_of_their_own(queue_name: str, broker_kind
     assert redis_keys(prefix) == []
 
 
+@pytest.mark.timing
 def test_redis_filter_entries_expire_each_on_its_own(queue_name: str) -> None:
     store = RedisFilterStore(queue_name)
     short, forever, longer = filter_key({'x': 1}), filter_key({'x': 2}), filter_key({'x': 3})
@@ -336,6 +343,7 @@ def test_rpc_wait_spans_several_blocking_calls(queue_name: str, monkeypatch: pyt
         slow.stop(grace=5)
 
 
+@pytest.mark.timing
 def test_rpc_get_times_out_clearly(queue_name: str, broker_kind: BrokerEnum) -> None:
     @task_deco(queue_name, broker_kind=broker_kind, is_using_rpc_mode=True)
     def f(x):
