@@ -134,22 +134,31 @@ os._exit(0)
 '''
 
 
-def test_a_redis_worker_sends_no_needless_command_before_its_first_task(redis_server, tmp_path) -> None:
+def test_a_redis_worker_sends_no_needless_command_before_its_first_task(tmp_path) -> None:
     """No health-check PING ahead of each new connection's handshake, and no read of the new consumer's own
-    bookkeeping (empty: it has taken nothing): round trips before the first task (issue 19)."""
+    bookkeeping (empty: it has taken nothing): round trips before the first task (issue 19).
+
+    On a Redis of its own: the server counts every client's commands, and consumers other tests of this
+    process left running (their lease checks send HKEYS) would be counted with the worker's."""
     import redis
 
-    from fsdf import BrokerEnum, task_deco
-    queue = f'start_round_trips_{os.getpid()}'
-    task_deco(queue, broker_kind=BrokerEnum.REDIS_ACK_ABLE)(lambda x: None).push(1)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
-    environ.update(PYTHONPATH=ROOT, FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(tmp_path),
-                   FSDF_REDIS_URL=redis_server.url)
-    client = redis.Redis.from_url(redis_server.url)  # no health checks: it sends no PING itself
-    client.config_resetstat()  # the server's per-command counts start again from here
-    done = subprocess.run([sys.executable, '-c', REDIS_FIRST_TASK, queue], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, timeout=60)
+    from servers._server_process import need
+    from servers.redis_server import RedisServer
+    server = need(lambda: RedisServer(port=16679).start())
+    try:
+        queue = f'start_round_trips_{os.getpid()}'
+        client = redis.Redis.from_url(server.url)  # no health checks: it sends no PING itself
+        client.lpush(queue, json.dumps({'x': 1}))
+        environ = {k: v for k, v in os.environ.items() if not k.startswith('FSDF_')}
+        environ.update(PYTHONPATH=ROOT, FSDF_CONFIG_FILE='0', FSDF_PERSIST_QUEUE_PATH=str(tmp_path),
+                       FSDF_REDIS_URL=server.url)
+        client.config_resetstat()  # the server's per-command counts start again from here
+        done = subprocess.run([sys.executable, '-c', REDIS_FIRST_TASK, queue], cwd=tmp_path, env=environ,
+                              capture_output=True, text=True, timeout=60)
+        sent = client.info('commandstats')
+        client.close()
+    finally:
+        server.stop()
     assert done.returncode == 0, done.stderr[-2000:]
-    sent = client.info('commandstats')
     assert 'cmdstat_evalsha' in sent  # it took its message
     assert [name for name in ('cmdstat_ping', 'cmdstat_hkeys') if name in sent] == []
