@@ -45,11 +45,13 @@ def run_consumer_with_multi_process(task_fun: 'TaskFunction', process_num: int, 
     children = [start_child(number) for number in range(process_num)]
     logger.info('started %d consumer processes for %r: %s', process_num, task_fun.queue_name,
                 [child.pid for child in children])
+    reported: set[int] = set()  # pids whose exit was logged: without restart a dead child stays in the list
     try:
         while not stopping.wait(0.5):
             for index, child in enumerate(children):
-                if child.exitcode is None:
+                if child.exitcode is None or child.pid in reported:
                     continue
+                reported.add(child.pid)
                 logger.error('consumer process %s of %r exited with code %s%s', child.pid, task_fun.queue_name,
                              child.exitcode, '; restarting it' if restart else '')
                 if restart:

@@ -33,11 +33,12 @@ def done(out: Path) -> list[tuple[int, int]]:
 
 
 def children_of(pid: int) -> list[psutil.Process]:
-    """Live consumer children (not multiprocessing's resource tracker, not zombies)."""
+    """Live consumer children: spawned ones (not multiprocessing's resource tracker, nor a child forked a moment
+    ago that still shows the parent's command line), not zombies."""
     alive = []
     for child in psutil.Process(pid).children():
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and 'resource_tracker' not in ' '.join(child.cmdline()):
+            if child.status() != psutil.STATUS_ZOMBIE and 'multiprocessing.spawn' in ' '.join(child.cmdline()):
                 alive.append(child)
         except psutil.Error:
             pass
@@ -79,3 +80,20 @@ def test_a_dead_child_is_restarted_when_asked(queue_name, run_script, tmp_path) 
     finally:
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(20) == 0
+
+
+def test_a_dead_child_is_reported_once_when_not_restarted(queue_name, run_script, tmp_path) -> None:
+    """Without restart, a dead child stays in the parent's list: its exit is logged once, not every 0.5 s."""
+    log = tmp_path / 'parent.log'
+    with log.open('w') as stderr:
+        parent = run_script(SCRIPT, queue_name, str(tmp_path / 'out.txt'), 'once', stderr=stderr)
+    assert wait_until(lambda: len(children_of(parent.pid)) == 2)
+    first, second = children_of(parent.pid)
+    first.kill()
+    assert wait_until(lambda: f'consumer process {first.pid} ' in log.read_text())
+    # What must not happen is a repeat, so no event marks the moment: give the parent's 0.5-s loop three turns.
+    psutil.wait_procs([second], timeout=1.5)
+    second.kill()
+    assert parent.wait(20) == 0
+    reports = [line for line in log.read_text().splitlines() if 'exited with code' in line]
+    assert [line.split('consumer process ')[1].split()[0] for line in reports] == [str(first.pid), str(second.pid)]
