@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from fsdf.brokers import kafka_delay
 from fsdf.brokers.base import Broker, Delivery
+from fsdf.brokers.kafka_group import leave_and_close
 from fsdf.config import settings
 from fsdf.runtime import default_runtime
 from fsdf.secrets import redact
@@ -449,7 +450,7 @@ class KafkaBroker(Broker):
             self._release_producer()
         if self._consumer is not None:
             self._commit(synchronous=True)
-            self._consumer.close()
+            leave_and_close(self._consumer)
             self._consumer = None
         with self._lag_lock:
             if self._lag_consumer is not None:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from fsdf.brokers.kafka_group import leave_and_close
 from fsdf.secrets import redact
 
 STEP_SECONDS = 0.25
@@ -90,7 +91,7 @@ class DelayForwarder:
                     self.logger.warning('forwarding delayed messages of %r failed: %s', self.queue_name, redact(exc))
                     self._stopped.wait(1.0)
         finally:
-            consumer.close()
+            leave_and_close(consumer)
 
     def _forget(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
