@@ -164,7 +164,7 @@ def held_by(raw: redis.Redis, kind: BrokerEnum, queue_name: str, consumer_id: st
     if kind == BrokerEnum.REDIS_ACK_ABLE:  # batches "b<n>" (lengths:bodies) less the settled tags listed in "a<n>"
         fields = raw.hgetall(f'fsdf:unacked:{queue_name}:{consumer_id}')
         taken = sum(value.split(':', 1)[0].count(',') + 1 for field, value in fields.items() if field[0] == 'b')
-        settled = sum(len(set(value.split(','))) for field, value in fields.items() if field[0] == 'a')
+        settled = sum(len(set(value.split(',')) - {''}) for field, value in fields.items() if field[0] == 'a')
         return taken - settled + raw.llen(f'fsdf:inbox:{queue_name}:{consumer_id}')
     return raw.llen(f'fsdf:processing:{queue_name}:{consumer_id}')
 
@@ -343,7 +343,7 @@ def test_a_take_whose_reply_was_lost_is_given_back_by_the_lease_check(queue_name
 def test_a_dead_consumer_returns_only_the_unsettled_messages_of_a_batch(queue_name: str, redis_server, raw) -> None:
     """REDIS_ACK_ABLE keeps a take as one batch: after some of it was acked, requeued and dead-lettered, the
     consumer's death returns exactly the rest, oldest first."""
-    silent = get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name)
+    silent = type(get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name))(queue_name)
     silent.publish_many([json.dumps({'x': n}) for n in range(6)])
     taken = silent.fetch(6, 1)
     assert [json.loads(d.body)['x'] for d in taken] == list(range(6))
@@ -372,3 +372,32 @@ def test_messages_an_earlier_version_held_one_field_each_are_returned(queue_name
     survivor = get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name)
     assert survivor.recover_abandoned() == 3
     assert [json.loads(d.body)['x'] for d in survivor.fetch(5, 1)] == [10, 11, 12]
+
+
+EARLIER_RETURN_SCRIPT = """
+local flat = redis.call('HGETALL', KEYS[2])
+local held = {}
+for i = 1, #flat, 2 do held[#held + 1] = {tonumber(flat[i]), flat[i + 1]} end
+table.sort(held, function(a, b) return a[1] > b[1] end)
+local bodies = redis.call('LRANGE', KEYS[3], 0, -1)
+for _, entry in ipairs(held) do bodies[#bodies + 1] = entry[2] end
+if #bodies > 0 then redis.call('RPUSH', KEYS[1], unpack(bodies)) end
+redis.call('DEL', KEYS[2], KEYS[3])
+return #bodies
+"""  # fsdf 58e8e60's redis_ack_return.lua (one field per message), as a consumer of that version runs it
+
+
+def test_an_earlier_versions_recovery_leaves_this_versions_batches_alone(queue_name: str, redis_server, raw) -> None:
+    """During a rolling upgrade a consumer of the earlier version may find a dead consumer of this one: its
+    script must fail without writing (the messages wait for a consumer of this version), never push a batch
+    as one message."""
+    dead = type(get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name))(queue_name)  # takes, never beats
+    dead.publish_many([json.dumps({'x': n}) for n in range(3)])
+    assert len(dead._take_and_ack(3, [])) == 3
+    hash_key, inbox = f'fsdf:unacked:{queue_name}:{dead.consumer_id}', f'fsdf:inbox:{queue_name}:{dead.consumer_id}'
+    before = raw.hgetall(hash_key)
+    with pytest.raises(redis.ResponseError, match='compare'):
+        raw.eval(EARLIER_RETURN_SCRIPT, 3, queue_name, hash_key, inbox)
+    assert raw.hgetall(hash_key) == before and raw.llen(queue_name) == 0
+    raw.zadd(redis_registry.consumers_key(queue_name), {dead.consumer_id: time.time() - 60})
+    assert get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name).recover_abandoned() == 3

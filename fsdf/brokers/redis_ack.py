@@ -8,7 +8,9 @@ One Lua call sends the buffered acks and takes up to N messages into the hash, s
 always in some Redis key: the queue, an inbox, or an unacked hash. The messages of one take are one
 batch, one hash field ``b<batch>`` (their lengths and bodies); message ``i`` of it has the tag
 ``batch * 2**20 + i``. Acks name what they settle per batch: a batch whose every message is settled
-loses its field, a batch partly settled gets its settled tags listed in ``a<batch>``. Two fields a
+loses its field, a batch partly settled gets its settled tags listed in ``a<batch>`` (made empty
+with the batch; an earlier version's recovery script fails on such a hash rather than return a
+batch as one message, see redis_ack_take.lua). Two fields a
 take, not two hash operations a message, halves what a task costs Redis (issue 19). When the queue
 is empty, ``BLMOVE`` waits for the next message and moves it into the inbox, which the next take
 empties into the hash. A dead consumer's unsettled messages and inbox go back to the consuming end
@@ -178,7 +180,7 @@ class RedisAckBroker(RedisLeaseBroker):
     def _held_in_redis(self) -> dict[Any, bytes]:
         held: dict[Any, bytes] = {}
         fields = cast(dict[bytes, bytes], self._raw.hgetall(self._unacked_key))
-        settled = {int(tag) for field, value in fields.items() if field[:1] == b'a' for tag in value.split(b',')}
+        settled = {int(tag) for field, value in fields.items() if field[:1] == b'a' for tag in value.split(b',') if tag}
         for field, value in fields.items():
             if field[:1] == b'b':
                 lengths, _, joined = value.partition(b':')

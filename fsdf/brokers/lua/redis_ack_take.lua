@@ -3,6 +3,9 @@
 -- The taken messages are one batch, numbered by the sequence, kept as one field "b<batch>" holding
 -- "<lengths joined by commas>:<bodies joined>"; message i of the batch (from 0) has the tag
 -- batch * 2^20 + i. A field per batch, not per message, halves what a take costs Redis (issue 19).
+-- Its settled list "a<batch>" starts empty with it: a hash holding batches then always has two fields
+-- or more, on which an earlier fsdf's recovery script fails before it writes anything (it sorts fields
+-- as numbers), so a consumer of an earlier version never returns a batch as one message.
 -- Returns {batch, the bodies' lengths joined by commas, the bodies joined}: three values however many
 -- messages, because redis-py parses each element of a reply in Python (about 2 us a message).
 if ARGV[2] ~= '' then settle(KEYS[2], ARGV[2]) end
@@ -18,5 +21,5 @@ local lengths = {}
 for i, body in ipairs(bodies) do lengths[i] = #body end
 local batch = redis.call('INCR', KEYS[4])
 local joined_lengths, joined = table.concat(lengths, ','), table.concat(bodies)
-redis.call('HSET', KEYS[2], 'b' .. batch, joined_lengths .. ':' .. joined)
+redis.call('HSET', KEYS[2], 'b' .. batch, joined_lengths .. ':' .. joined, 'a' .. batch, '')
 return {batch, joined_lengths, joined}
