@@ -12,8 +12,8 @@ hash and inbox empty), polled every 10 ms.
 Besides msg/s, each run records CPU time over the timed window, as a share of one core: the consumer
 processes together, the ``multi_process_consume`` parent, and redis-server (from /proc/<pid>/stat);
 and the consumers' CPU per message, which other work on the machine does not change as it does msg/s.
-``--compare-commit REV`` adds PERSISTQUEUE rows, 1 and 2 processes, running fsdf as it was at REV (``--compare-one``:
-the one-process row only), so the 2/1 ratio of REV is measured in the same run as this tree's. Cases run in
+``--compare-commit REV`` adds rows for each broker, 1 and 2 processes, running fsdf as it was at REV (``--compare-one``:
+the one-process rows only), so the 2/1 ratio of REV is measured in the same run as this tree's. Cases run in
 alternating order from run to run; tables show medians and per-run ratios (spread in brackets).
 
 ``--probe`` (bench/consumer_probe.py) adds, per message, the consumers' CPU by thread kind (fetch thread, pool
@@ -58,8 +58,7 @@ class Case:
 
     @property
     def row(self) -> str:
-        name = 'PERSISTQUEUE' if self.broker == 'PERSISTQUEUE' else 'REDIS_ACK_ABLE'
-        return f'{name} {self.processes} proc ({self.label})'
+        return f'{self.broker} {self.processes} proc ({self.label})'
 
 
 @dataclass
@@ -225,10 +224,11 @@ def add_probe_figures(results: Measurements, case: Case, tasks: int, found: RunR
 def plan(args: argparse.Namespace) -> list[Case]:
     """The cases of one run, in their first run's order."""
     cases = [Case(broker, n) for broker in args.brokers for n in (1, 2)]
-    if args.compare_commit and 'PERSISTQUEUE' in args.brokers:
+    if args.compare_commit:
         rev = short_rev(args.compare_commit)
         source = export_commit(args.compare_commit)
-        cases += [Case('PERSISTQUEUE', n, f'at {rev}', source) for n in ((1,) if args.compare_one else (1, 2))]
+        cases += [Case(broker, n, f'at {rev}', source) for broker in args.brokers
+                  for n in ((1,) if args.compare_one else (1, 2))]
     return cases
 
 
@@ -248,6 +248,8 @@ def measure(args: argparse.Namespace, cases: list[Case], folder: Path, redis_url
                                       ('redis-server', found.redis_cpu)):
                     results.add(case.row, f'{tasks:,} {what} CPU', seconds / found.seconds)
                 results.add(case.row, f'{tasks:,} µs/msg', found.consumers_cpu / tasks * 1e6)
+                if case.broker == 'REDIS_ACK_ABLE':
+                    results.add(case.row, f'{tasks:,} redis µs/msg', found.redis_cpu / tasks * 1e6)
                 print(f'  {case.row}, {tasks:,} tasks: {found.seconds:.2f} s', file=sys.stderr, flush=True)
         print(f'run {run + 1} of {args.repeat} took {time.monotonic() - began:.0f} s; load average {load_average()}',
               file=sys.stderr, flush=True)
@@ -265,10 +267,11 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
         pairs.append((f'{broker}: 2 processes / 1', two, one))
     compared = [case for case in cases if case.label != 'this tree']
     for case in compared:
-        pairs.append((f'PERSISTQUEUE {case.processes} proc: this tree / {case.label}',
-                      Case('PERSISTQUEUE', case.processes).row, case.row))
-    if len(compared) == 2:
-        pairs.append((f'PERSISTQUEUE {compared[0].label}: 2 processes / 1', compared[1].row, compared[0].row))
+        pairs.append((f'{case.broker} {case.processes} proc: this tree / {case.label}',
+                      Case(case.broker, case.processes).row, case.row))
+        if case.processes == 2:
+            pairs.append((f'{case.broker} {case.label}: 2 processes / 1', case.row,
+                          Case(case.broker, 1, case.label, case.source).row))
     print('\nratios, median of per-run ratios [lowest-highest]\n')
     print(results.ratio_table(pairs, rates))
     cpu_columns = [f'{tasks:,} {what} CPU' for tasks in args.tasks for what in ('consumers', 'parent', 'redis-server')]
@@ -277,6 +280,11 @@ def report(args: argparse.Namespace, cases: list[Case], results: Measurements) -
     print('\nconsumer processes\' CPU per message, µs, median (the same in 1 and 2 processes: none spent waiting '
           'busily; a machine busy with other work lowers msg/s but not this)\n')
     print(results.table(rows, [f'{tasks:,} µs/msg' for tasks in args.tasks], {}, digits=1, with_ratio=False))
+    redis_rows = [row for row in rows if row.startswith('REDIS_ACK_ABLE')]
+    if redis_rows:
+        print('\nredis-server\'s CPU per message, µs, median\n')
+        print(results.table(redis_rows, [f'{tasks:,} redis µs/msg' for tasks in args.tasks], {}, digits=2,
+                            with_ratio=False))
     if args.probe:
         report_probe(args, rows, results)
 
@@ -300,7 +308,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=50, help='THREADING threads per process')
     parser.add_argument('--brokers', default='PERSISTQUEUE,REDIS_ACK_ABLE')
-    parser.add_argument('--compare-commit', default='', help='also run PERSISTQUEUE, 1 and 2 processes, at this commit')
+    parser.add_argument('--compare-commit', default='', help='also run each broker, 1 and 2 processes, at this commit')
     parser.add_argument('--compare-one', action='store_true', help='at --compare-commit, the one-process row only')
     parser.add_argument('--probe', action='store_true', help='CPU per thread kind and the write lock\'s times')
     args = parser.parse_args()

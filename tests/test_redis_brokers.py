@@ -148,6 +148,8 @@ def test_bookkeeping_lives_under_fsdf_and_acks_clear_it(queue_name: str, lease_k
     for delivery in taken:
         broker.ack(delivery)
     assert wait_until(lambda: held_by(raw, lease_kind, queue_name, broker.consumer_id) == 0, 2)  # the flusher
+    if lease_kind == BrokerEnum.REDIS_ACK_ABLE:  # a batch wholly settled leaves nothing behind
+        assert wait_until(lambda: raw.hlen(f'fsdf:unacked:{queue_name}:{broker.consumer_id}') == 0, 2)
     assert broker.count() == 2
     assert len(broker.fetch(2, 1)) == 2 and broker.count() == 0
     broker.close()  # gives back what it still holds, and leaves the registry
@@ -159,8 +161,11 @@ def held_by(raw: redis.Redis, kind: BrokerEnum, queue_name: str, consumer_id: st
     """How many messages a consumer holds unacked, read from its bookkeeping key."""
     if kind == BrokerEnum.REDIS_STREAM:
         return len(raw.xpending_range(queue_name, queue_name, '-', '+', 10_000, consumername=consumer_id))
-    if kind == BrokerEnum.REDIS_ACK_ABLE:
-        return raw.hlen(f'fsdf:unacked:{queue_name}:{consumer_id}') + raw.llen(f'fsdf:inbox:{queue_name}:{consumer_id}')
+    if kind == BrokerEnum.REDIS_ACK_ABLE:  # batches "b<n>" (lengths:bodies) less the settled tags listed in "a<n>"
+        fields = raw.hgetall(f'fsdf:unacked:{queue_name}:{consumer_id}')
+        taken = sum(value.split(':', 1)[0].count(',') + 1 for field, value in fields.items() if field[0] == 'b')
+        settled = sum(len(set(value.split(',')) - {''}) for field, value in fields.items() if field[0] == 'a')
+        return taken - settled + raw.llen(f'fsdf:inbox:{queue_name}:{consumer_id}')
     return raw.llen(f'fsdf:processing:{queue_name}:{consumer_id}')
 
 
@@ -333,3 +338,66 @@ def test_a_take_whose_reply_was_lost_is_given_back_by_the_lease_check(queue_name
     assert held_by(raw, lease_kind, queue_name, broker.consumer_id) == 2
     assert sorted(json.loads(d.body)['x'] for d in broker.fetch(5, 1)) == [2, 3, 4]
     broker.ack_many(known)
+
+
+def test_a_dead_consumer_returns_only_the_unsettled_messages_of_a_batch(queue_name: str, redis_server, raw) -> None:
+    """REDIS_ACK_ABLE keeps a take as one batch: after some of it was acked, requeued and dead-lettered, the
+    consumer's death returns exactly the rest, oldest first."""
+    silent = type(get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name))(queue_name)
+    silent.publish_many([json.dumps({'x': n}) for n in range(6)])
+    taken = silent.fetch(6, 1)
+    assert [json.loads(d.body)['x'] for d in taken] == list(range(6))
+    silent.ack(taken[0])
+    silent.ack(taken[3])
+    assert silent.flush_acks()
+    silent.requeue(taken[4])  # back at the publishing end
+    silent.dead_letter(taken[1], json.dumps({'x': 1, 'why': 'test'}))
+    assert silent.flush_acks()
+    assert held_by(raw, BrokerEnum.REDIS_ACK_ABLE, queue_name, silent.consumer_id) == 2
+    silent._closed.set()  # it stops taking and beating, without the goodbye close() says
+    raw.zadd(redis_registry.consumers_key(queue_name), {silent.consumer_id: time.time() - 60})
+    survivor = get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name)
+    assert survivor.recover_abandoned() == 2
+    assert [json.loads(d.body)['x'] for d in survivor.fetch(6, 1)] == [2, 5, 4]
+    assert survivor.dlq.count() == 1
+    assert raw.hlen(f'fsdf:unacked:{queue_name}:{silent.consumer_id}') == 0
+
+
+def test_messages_an_earlier_version_held_one_field_each_are_returned(queue_name: str, redis_server, raw) -> None:
+    """A dead consumer of an earlier fsdf kept one hash field per message (its number -> its body): they come
+    back, oldest (lowest number) first."""
+    dead = 'vm:1:old-version'
+    raw.hset(f'fsdf:unacked:{queue_name}:{dead}', mapping={str(n): json.dumps({'x': n}) for n in (12, 10, 11)})
+    raw.zadd(redis_registry.consumers_key(queue_name), {dead: time.time() - 60})
+    survivor = get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name)
+    assert survivor.recover_abandoned() == 3
+    assert [json.loads(d.body)['x'] for d in survivor.fetch(5, 1)] == [10, 11, 12]
+
+
+EARLIER_RETURN_SCRIPT = """
+local flat = redis.call('HGETALL', KEYS[2])
+local held = {}
+for i = 1, #flat, 2 do held[#held + 1] = {tonumber(flat[i]), flat[i + 1]} end
+table.sort(held, function(a, b) return a[1] > b[1] end)
+local bodies = redis.call('LRANGE', KEYS[3], 0, -1)
+for _, entry in ipairs(held) do bodies[#bodies + 1] = entry[2] end
+if #bodies > 0 then redis.call('RPUSH', KEYS[1], unpack(bodies)) end
+redis.call('DEL', KEYS[2], KEYS[3])
+return #bodies
+"""  # fsdf 58e8e60's redis_ack_return.lua (one field per message), as a consumer of that version runs it
+
+
+def test_an_earlier_versions_recovery_leaves_this_versions_batches_alone(queue_name: str, redis_server, raw) -> None:
+    """During a rolling upgrade a consumer of the earlier version may find a dead consumer of this one: its
+    script must fail without writing (the messages wait for a consumer of this version), never push a batch
+    as one message."""
+    dead = type(get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name))(queue_name)  # takes, never beats
+    dead.publish_many([json.dumps({'x': n}) for n in range(3)])
+    assert len(dead._take_and_ack(3, [])) == 3
+    hash_key, inbox = f'fsdf:unacked:{queue_name}:{dead.consumer_id}', f'fsdf:inbox:{queue_name}:{dead.consumer_id}'
+    before = raw.hgetall(hash_key)
+    with pytest.raises(redis.ResponseError, match='compare'):
+        raw.eval(EARLIER_RETURN_SCRIPT, 3, queue_name, hash_key, inbox)
+    assert raw.hgetall(hash_key) == before and raw.llen(queue_name) == 0
+    raw.zadd(redis_registry.consumers_key(queue_name), {dead.consumer_id: time.time() - 60})
+    assert get_broker(BrokerEnum.REDIS_ACK_ABLE, queue_name).recover_abandoned() == 3

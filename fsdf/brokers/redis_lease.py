@@ -261,8 +261,14 @@ class RedisLeaseBroker(RedisBroker):
         self._unknown -= lost
         held = self._held_bodies_in_redis(lost)  # one acked or given back meanwhile is no longer there
         if held:
-            super()._give_back([Delivery(body, tag) for tag, body in held.items()], to_front=True)
+            returned = [Delivery(body, tag) for tag, body in held.items()]
+            super()._give_back(returned, to_front=True)
+            self._released(returned)
         return len(held)
+
+    def _released(self, deliveries: list[Delivery]) -> None:
+        """Messages were given back or dead-lettered, their bookkeeping settled in the same transaction (kinds
+        that must do more after that override this)."""
 
     def close(self) -> None:
         """Send the buffered acks, give back whatever this consumer still holds, leave the registry."""
