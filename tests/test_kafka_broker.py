@@ -288,3 +288,32 @@ def test_pushes_from_many_threads_each_land_once(queue_name: str, kafka_server) 
     assert f.get_message_count() == 400
     assert f.drain(timeout=60) == 400
     assert sorted(seen) == sorted(i * 100 + n for i in range(20) for n in range(20))
+
+
+def test_a_delay_level_paused_before_a_rebalance_forwards_after_it(queue_name: str, kafka_server) -> None:
+    """A forwarder pauses a delay level at a message not yet due. librdkafka keeps a partition paused across a
+    rebalance (its issue 1849): when another member joins the forwarders' group, the levels are revoked and
+    assigned back, and the message must still be forwarded when due (before, it waited for a restart)."""
+    first = KafkaBroker(queue_name)
+    # A member of the forwarders' group that reads another topic: its joining makes the rebalance, and it
+    # takes none of the levels.
+    member = Consumer({'bootstrap.servers': kafka_server.bootstrap_servers, 'group.id': f'fsdf.delay.{queue_name}',
+                       'enable.auto.commit': False})
+    try:
+        first.fetch(1, 0.5)  # joins the queue's group and starts the forwarder
+        due = time.time() + 30  # levels of 16 s, 8 s, 4 s...: the rebalance below happens while it waits
+        first.publish_delayed_many(['{"d": 1}'], due)
+        forwarder = first._forwarder
+        assert forwarder is not None and wait_until(lambda: bool(forwarder._paused), 15)  # read, not due: paused
+        member.subscribe([queue_name])
+        deadline = time.monotonic() + 25
+        while not member.assignment() and time.monotonic() < deadline:
+            member.poll(0.2)
+        assert member.assignment() and time.time() < due - 2, 'the rebalance came too late to test anything'
+        taken: list = []
+        while not taken and time.time() < due + 15:
+            taken = first.fetch(1, 1.0)
+        assert [json.loads(delivery.body) for delivery in taken] == [{'d': 1}] and time.time() >= due
+    finally:
+        member.close()
+        first.close()

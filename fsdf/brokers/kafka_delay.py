@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Optional, cast
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from fsdf.brokers.kafka_group import leave_and_close
 from fsdf.secrets import redact
@@ -94,8 +94,15 @@ class DelayForwarder:
             leave_and_close(consumer)
 
     def _forget(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions revoked or lost: forget their pauses and resume them. librdkafka keeps a partition paused
+        across a rebalance (its issue 1849): one assigned back to this consumer would otherwise stay paused with
+        no due time to resume it, and its delayed messages would wait for the next restart."""
         for tp in partitions:
             self._paused.pop((tp.topic, tp.partition), None)
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:  # lost partitions may be gone already: nothing of theirs is read any more
+            self.logger.debug('could not resume the delay levels of %r on a rebalance: %s', self.queue_name, exc)
 
     def _forward_batch(self, consumer: Consumer) -> None:
         now = time.time()
@@ -141,9 +148,9 @@ class DelayForwarder:
     def _pause_at(self, consumer: Consumer, message: Any, out_at: float) -> None:
         """Stop reading a level at ``message`` until it is due; it is read again from there."""
         head = TopicPartition(message.topic(), message.partition(), message.offset())
+        self._paused[(head.topic, head.partition)] = out_at  # first: a pause must always have its resume
         consumer.pause([head])
         consumer.seek(head)
-        self._paused[(head.topic, head.partition)] = out_at
 
     def _next_hop(self, message: Any) -> Record:
         """Where a message that came out of its level goes: the queue if due, else the level for what remains."""
