@@ -277,7 +277,9 @@ def test_a_delayed_message_comes_when_due_and_never_before(broker: Broker) -> No
     assert broker.count() == 0 or time.time() >= due
     early = broker.fetch(2, 0.3)
     assert not early or time.time() >= due  # (a loaded machine may reach here after the due time)
-    taken = take(broker, 2, timeout=due - time.time() + 10)
+    # What that fetch took counts: on Kafka a fetch outlives its timeout while the group is still being joined,
+    # so on a loaded machine it may return the messages once due (it did, 1 run in 20 with two busy loops).
+    taken = early + take(broker, 2 - len(early), timeout=due - time.time() + 10)
     assert time.time() >= due and sorted(bodies(taken)) == ['{"d": 1}', '{"d": 2}']
 
 
