@@ -19,7 +19,7 @@ of the queue, oldest first, in one Lua call.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Optional, cast
+from typing import Any, Iterator, Optional, cast
 
 import redis
 
@@ -28,6 +28,13 @@ from fsdf.brokers.redis_base import lua
 from fsdf.brokers.redis_lease import RedisLeaseBroker
 
 BATCH_BITS = 20  # a tag is batch << BATCH_BITS | index: a take holds at most 2**20 messages (redis_ack_take.lua)
+
+
+def _slices(batch: int, lengths: bytes) -> Iterator[tuple[int, int, int]]:
+    """``(tag, start, end)`` of each message of a batch in its joined bodies, from the lengths joined by commas."""
+    ends = list(itertools.accumulate(map(int, lengths.split(b','))))
+    return zip(itertools.count(batch << BATCH_BITS), [0, *ends], ends)
+
 
 class RedisAckBroker(RedisLeaseBroker):
     """A Redis list plus an unacked hash per consumer; a dead consumer's messages return."""
@@ -107,22 +114,22 @@ class RedisAckBroker(RedisLeaseBroker):
         batch, lengths, joined = reply
         if not lengths:
             return []
-        ends = list(itertools.accumulate(map(int, lengths.split(b','))))
-        self._batch_sizes[batch] = len(ends)
-        return [Delivery(joined[start:end], tag)
-                for tag, start, end in zip(itertools.count(batch << BATCH_BITS), [0, *ends], ends)]
+        self._batch_sizes[batch] = lengths.count(b',') + 1
+        return [Delivery(joined[start:end], tag) for tag, start, end in _slices(batch, lengths)]
 
     # -- settling: what the hash is told -----------------------------------------------------
-    def _settle_spec(self, tags: list[Any]) -> str:
+    def _settle_spec(self, tags: list[Any], may_end_batches: bool = True) -> str:
         """What settle.lua needs to settle ``tags``: per batch, the batch alone once none of its messages is held
-        any more (its fields go), else the tags to list as settled. Each batch is looked at once per flush."""
+        any more (its fields go), else the tags to list as settled. Each batch is looked at once per flush.
+        ``may_end_batches=False`` only lists tags (a give-back's transaction: whether their batch is then wholly
+        settled is judged by the next ack flush, see ``_released``)."""
         parts, releasing = [], list(self._releasing)  # a copy: other threads add to it
         for batch in set(map((BATCH_BITS).__rrshift__, tags)):
             first = batch << BATCH_BITS
             size = self._batch_sizes.get(batch)
             wanted = range(first, first + (size if size is not None else 1 << BATCH_BITS))
-            if releasing and any(tag in wanted for tag in releasing):
-                whole = False  # a give-back under way (or failed): the batch must keep that message
+            if not may_end_batches or (releasing and any(tag in wanted for tag in releasing)):
+                whole = False  # a give-back's own listing, or one under way (or failed): the batch keeps it
             else:  # a batch this consumer never saw whole (a lost reply) is settled by what returns it
                 whole = size is None or self._held.isdisjoint(wanted)
             if whole:
@@ -131,15 +138,6 @@ class RedisAckBroker(RedisLeaseBroker):
             else:
                 parts.append(f'{batch}:' + ','.join(map(str, [tag for tag in tags if tag in wanted])))
         return ' '.join(parts)
-
-    @staticmethod
-    def _listed_spec(tags: Iterable[Any]) -> str:
-        """A settle spec that lists ``tags`` as settled and never removes a batch (for a give-back's transaction:
-        whether the batch is then wholly settled is judged by the next ack flush, see ``_released``)."""
-        batches: dict[int, list[str]] = {}
-        for tag in tags:
-            batches.setdefault(tag >> BATCH_BITS, []).append(str(tag))
-        return ' '.join(f'{batch}:' + ','.join(listed) for batch, listed in batches.items())
 
     def _take_blocking(self, max_count: int, wait: float) -> list[Delivery]:
         # redis-py types the timeout as int; Redis >= 6 takes fractions of a second
@@ -151,8 +149,8 @@ class RedisAckBroker(RedisLeaseBroker):
         self._settle_script(keys=[self._unacked_key], args=[self._settle_spec(tags)])
 
     def _release(self, pipe: redis.client.Pipeline, deliveries: list[Delivery]) -> None:
-        self._settle_script(keys=[self._unacked_key], args=[self._listed_spec(d.tag for d in deliveries)],
-                            client=pipe)
+        spec = self._settle_spec([d.tag for d in deliveries], may_end_batches=False)
+        self._settle_script(keys=[self._unacked_key], args=[spec], client=pipe)
 
     def _give_back(self, deliveries: list[Delivery], to_front: bool) -> None:
         self._releasing_start(deliveries)
@@ -184,10 +182,8 @@ class RedisAckBroker(RedisLeaseBroker):
         for field, value in fields.items():
             if field[:1] == b'b':
                 lengths, _, joined = value.partition(b':')
-                ends = list(itertools.accumulate(map(int, lengths.split(b','))))
-                first = int(field[1:]) << BATCH_BITS
                 held.update((tag, joined[start:end])
-                            for tag, start, end in zip(itertools.count(first), [0, *ends], ends) if tag not in settled)
+                            for tag, start, end in _slices(int(field[1:]), lengths) if tag not in settled)
             elif field[:1] != b'a':  # a message an earlier version took: its own field
                 held[int(field)] = value
         return held
