@@ -1,5 +1,6 @@
 """Processes that add up (issue 19, part 1): ``multi_process_consume(1)`` against ``(2)`` on PERSISTQUEUE and
-REDIS_ACK_ABLE, trivial tasks, THREADING with ``--threads`` (default 50, fsdf's default) threads a process.
+REDIS_ACK_ABLE, trivial tasks, THREADING with ``--threads`` (default 50, fsdf's default) threads a process
+(``--mode SINGLE_THREAD``: another concurrency mode).
 
 Each run starts ``python -c "...multi_process_consume(n)"`` (bench/modes_trivial_task.py) on an empty queue
 and waits until its n processes have registered as consumers, so start-up is not timed. Then the whole load
@@ -20,7 +21,7 @@ alternating order from run to run; tables show medians and per-run ratios (sprea
 workers, ack flusher, run records, other) and, for PERSISTQUEUE, the time its threads waited for the
 processes' write lock (the ``flock``) and held it, and the share of the timed window the lock was held.
 
-Usage: python bench/processes.py [--tasks 20000,200000] [--repeat 3] [--threads 50]
+Usage: python bench/processes.py [--tasks 20000,200000] [--repeat 3] [--threads 50] [--mode THREADING]
                                  [--brokers PERSISTQUEUE,REDIS_ACK_ABLE] [--compare-commit 71138ab] [--probe]
 """
 from __future__ import annotations
@@ -134,11 +135,11 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 def start_consumers(case: Case, queue: str, threads: int, folder: Path, redis_url: str,
-                    probe_folder: str = '') -> subprocess.Popen:
+                    probe_folder: str = '', mode: str = 'THREADING') -> subprocess.Popen:
     """``multi_process_consume(case.processes)`` of the trivial task, in a new process."""
     env = {'FSDF_BENCH_PROBE': probe_folder, **os.environ, **fsdf_environment(case.source), 'FSDF_CONFIG_FILE': '0',
            'FSDF_PERSIST_QUEUE_PATH': str(folder), 'FSDF_REDIS_URL': redis_url, 'FSDF_BENCH_QUEUE': queue,
-           'FSDF_BENCH_CONCURRENCY': str(threads), 'FSDF_BENCH_BROKER': case.broker}
+           'FSDF_BENCH_CONCURRENCY': str(threads), 'FSDF_BENCH_BROKER': case.broker, 'FSDF_BENCH_MODE': mode}
     env['PYTHONPATH'] = f'{case.source}{os.pathsep}{BENCH_DIR}'
     return subprocess.Popen([sys.executable, '-c', 'import modes_trivial_task as m; '
                              f'm.trivial.multi_process_consume({case.processes})'],
@@ -168,13 +169,13 @@ def probe_figures(probe_folder: str, consumers: list[psutil.Process]) -> dict[st
 
 
 def run_once(case: Case, tasks: int, threads: int, target: Target, redis_pid: Optional[int],
-             probe: bool = False) -> RunResult:
+             probe: bool = False, mode: str = 'THREADING') -> RunResult:
     """One timed run of ``case`` on ``tasks`` messages."""
     queue = f'bench_procs_{uuid.uuid4().hex[:8]}'
     probe_folder = str(target.folder / f'probe-{queue}') if probe else ''
     if probe:
         os.mkdir(probe_folder)
-    parent = start_consumers(case, queue, threads, target.folder, target.redis_url, probe_folder)
+    parent = start_consumers(case, queue, threads, target.folder, target.redis_url, probe_folder, mode)
     try:
         wait_registered(target, queue, parent, case.processes)
         top = psutil.Process(parent.pid)
@@ -241,7 +242,7 @@ def measure(args: argparse.Namespace, cases: list[Case], folder: Path, redis_url
         began = time.monotonic()
         for tasks in args.tasks:
             for case in (cases if run % 2 == 0 else cases[::-1]):
-                found = run_once(case, tasks, args.threads, targets[case.broker], redis_pid, args.probe)
+                found = run_once(case, tasks, args.threads, targets[case.broker], redis_pid, args.probe, args.mode)
                 add_probe_figures(results, case, tasks, found)
                 results.add(case.row, f'{tasks:,} msg/s', tasks / found.seconds)
                 for what, seconds in (('consumers', found.consumers_cpu), ('parent', found.parent_cpu),
@@ -307,6 +308,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--tasks', default='20000,200000', help='comma-separated task counts')
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=50, help='THREADING threads per process')
+    parser.add_argument('--mode', default='THREADING', choices=['THREADING', 'SINGLE_THREAD'],
+                        help='the consumers\' concurrency mode (the task is a plain function)')
     parser.add_argument('--brokers', default='PERSISTQUEUE,REDIS_ACK_ABLE')
     parser.add_argument('--compare-commit', default='', help='also run each broker, 1 and 2 processes, at this commit')
     parser.add_argument('--compare-one', action='store_true', help='at --compare-commit, the one-process row only')
@@ -333,7 +336,7 @@ def main() -> None:
         redis.Redis.from_url(server.url).config_set('appendonly', 'no')  # memory only: no fsync stalls
         redis_url, redis_pid = server.url, server._process.pid
     print(machine_description())
-    print(f'{args.threads} threads a process (THREADING); tasks {args.tasks}; {args.repeat} runs; '
+    print(f'{args.threads} threads a process ({args.mode}); tasks {args.tasks}; {args.repeat} runs; '
           f'command: {" ".join(sys.argv)}')
     began = time.monotonic()
     cases = plan(args)
