@@ -303,3 +303,37 @@ def test_another_program_publishes_with_plain_sql(queue_name: str) -> None:
                    f"""VALUES ('{{"a": 1, "b": 2}}', strftime('%s','now'), 1)""")
     db.close()
     assert add.drain(timeout=10) == 1 and seen == [3]
+
+
+def test_a_persist_queue_program_shares_the_queue(queue_name: str) -> None:
+    """fsdf writes persist-queue's schema without importing it: persist-queue's own SQLiteAckQueue, on the same
+    file and table, takes what fsdf published and publishes what fsdf runs."""
+    from persistqueue import SQLiteAckQueue
+
+    from fsdf import settings
+
+    class SameTable(SQLiteAckQueue):  # persist-queue's table name hook: the table named after the queue
+        @property
+        def _table_name(self) -> str:
+            return '"{}"'.format(self.name.replace('"', '""'))
+
+    class Text:  # fsdf's bodies are JSON text; persist-queue's default would pickle
+        dumps = loads = staticmethod(lambda value: value)
+
+    seen = []
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.PERSISTQUEUE)
+    def add(a, b):
+        seen.append(a + b)
+
+    add.push(1, 2)
+    other = SameTable(str(settings.path('PERSIST_QUEUE_PATH')), name=queue_name, serializer=Text,
+                      db_file_name=f'{queue_name}.sqlite', auto_resume=False)
+    try:
+        taken = other.get(block=False)
+        assert json.loads(taken)['a'] == 1  # fsdf's body as fsdf wrote it
+        other.ack(taken)
+        other.put(json.dumps({'a': 3, 'b': 4}))
+    finally:
+        other.close()
+    assert add.drain(timeout=10) == 1 and seen == [7]

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import inspect
 import json
-import sqlite3
-import threading
-from pathlib import Path
 
 import pytest
 
-from fsdf._compat import json_internals, persistqueue_internals
+from fsdf._compat import json_internals
 from helpers import wait_until
 
 
@@ -39,24 +36,6 @@ def test_scanner_returns_the_value_and_where_it_ends() -> None:
     assert json_internals.whitespace_match(text, end).end() == len(text)
     with pytest.raises(StopIteration):
         scan(' {}', 0)  # leading whitespace is not a value; fsdf then calls json.loads
-
-
-# -- persist-queue: the table name hook, its writing connection and the write lock -------------------------------
-def test_persist_queue_table_connection_and_lock(tmp_path: Path) -> None:
-    from fsdf.brokers.persist_queue import _PassThrough  # stores fsdf's JSON text as it is, as the broker does
-    queue = persistqueue_internals.QueueTable(str(tmp_path), name='orders "eu"', multithreading=True,
-                                              serializer=_PassThrough, auto_resume=False, db_file_name='q.sqlite')
-    table = persistqueue_internals.table_name(queue)
-    assert table == '"orders ""eu"""'
-    connection = persistqueue_internals.writer(queue)
-    lock = persistqueue_internals.write_lock(queue)
-    assert isinstance(connection, sqlite3.Connection) and isinstance(lock, type(threading.Lock()))
-    queue.put('published by persist-queue')
-    with lock, connection:  # a row written on persist-queue's connection, in its schema, is a queue item
-        connection.execute(f'INSERT INTO {table} (data, timestamp, status) VALUES (?, 0, 0)', ('written by fsdf',))
-    assert connection.execute(f'SELECT count(*) FROM {table}').fetchone() == (2,)
-    assert {queue.get(block=False), queue.get(block=False)} == {'published by persist-queue', 'written by fsdf'}
-    assert not lock.locked()  # persist-queue released it after its writes
 
 
 # -- pika: queue frames on the channel underneath, then one flush ---------------------------------------------

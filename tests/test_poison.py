@@ -16,8 +16,8 @@ from typing import Any, Optional
 import pytest
 
 from fsdf import BrokerEnum, Middleware, task_deco
-from fsdf._compat.persistqueue_internals import table_name
 from fsdf.brokers import get_broker
+from fsdf.brokers.persist_queue import queue_table
 from fsdf.config import settings
 from fsdf.message import EXTRA_TYPES
 from fsdf.controls.overrides import MESSAGE_OVERRIDES
@@ -73,7 +73,7 @@ def publish_raw(kind: BrokerEnum, queue_name: str, bodies: list[bytes]) -> None:
         # Another program writing TEXT that is not UTF-8 (CAST keeps the bytes, types them as text).
         path = settings.path('PERSIST_QUEUE_PATH') / f'{queue_name}.sqlite'
         with sqlite3.connect(path) as db:
-            db.executemany(f'INSERT INTO {table_name(broker._queue)} (data, timestamp, status) '  # type: ignore[attr-defined]
+            db.executemany(f'INSERT INTO {queue_table(queue_name)} (data, timestamp, status) '
                            'VALUES (CAST(? AS TEXT), ?, 0)', [(body, time.time()) for body in bodies])
         db.close()
     elif kind == BrokerEnum.SQLACHEMY and broker._engine.dialect.name == 'sqlite':  # type: ignore[attr-defined]

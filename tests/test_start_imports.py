@@ -35,9 +35,11 @@ NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multipr
             'gevent', 'eventlet',
             # the controls only an option brings (a time window, qps, task filtering)
             'fsdf.controls.window', 'fsdf.controls.rate', 'fsdf.controls.filtering')
-# LOCAL_PYTHON_QUEUE needs no sockets or event loop either (persist-queue's package imports asyncio itself).
-NOT_USED_IN_PROCESS = ('asyncio', 'socket', 'ssl', 'fsdf.brokers.persist_queue', 'persistqueue', 'base64',
-                       'unicodedata')
+# Nor an event loop, nor persist-queue (PERSISTQUEUE writes its schema with sqlite3: importing the package cost
+# a worker's start about 60 ms, asyncio with it).
+NOT_USED += ('asyncio', 'persistqueue')
+# LOCAL_PYTHON_QUEUE needs no sockets or SQLite either.
+NOT_USED_IN_PROCESS = ('socket', 'ssl', 'fsdf.brokers.persist_queue', 'base64', 'unicodedata')
 
 
 def loaded_modules(kind: str, tmp_path, **settings: str) -> set[str]:

@@ -2,7 +2,12 @@
 
 Each queue is the table named after it in ``PERSIST_QUEUE_PATH/<queue>.sqlite``, in
 persist-queue's ``SQLiteAckQueue`` schema (``_id, data, timestamp, status``), so another
-program can publish with ``INSERT INTO "<queue>" (data, timestamp, status) VALUES (?, ?, 0)``.
+program can publish with ``INSERT INTO "<queue>" (data, timestamp, status) VALUES (?, ?, 0)``,
+or with persist-queue itself (``SQLiteAckQueue(folder, name=..., db_file_name=..., serializer=...)``
+with the table name hook; tests/test_library_internals.py). fsdf opens the file with the standard
+library's sqlite3 as persist-queue does (WAL, a 60 s busy timeout) and writes every statement itself:
+importing persist-queue cost a worker's start about 60 ms (its package imports asyncio), for the one
+CREATE TABLE fsdf used it for.
 fsdf adds tables beside it: when each consumer last said it was alive (``fsdf_consumers``), and a
 small number for each consumer that has taken messages (``fsdf_holders``, ``holder`` never reused). A
 taken row's ``status`` says who holds it: ``HOLDER_BASE + holder`` (persist-queue's own statuses are
@@ -35,14 +40,11 @@ import collections
 import contextlib
 import json
 import os
+import sqlite3
 import threading
 import time
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
-from persistqueue.sqlackqueue import AckStatus
-
-from fsdf._compat.persistqueue_internals import QueueTable, table_name, write_lock, writer
 from fsdf.brokers import liveness
 from fsdf.brokers.ack_batch import run_ack_flusher
 from fsdf.brokers.base import Broker, BrokerClosedError, Delivery, waited
@@ -53,7 +55,7 @@ from fsdf.hosts import HOST
 from fsdf.log import EveryNSeconds
 from fsdf.secrets import redact
 
-_READY, _TAKEN = int(AckStatus.ready), int(AckStatus.unack)  # _TAKEN: by versions before holders
+_READY, _TAKEN = 1, 2  # persist-queue's AckStatus.ready and .unack (_TAKEN: by fsdf versions before holders)
 HOLDER_BASE = 1000  # a taken row's status is HOLDER_BASE + its holder (above persist-queue's 0-9)
 ACK_FLUSH_SECONDS = 0.02  # an ack no take carried is deleted after this (so within about twice it)
 ACK_RETRY_SECONDS = 1.0   # pause after a failed flush (the file locked for the whole busy timeout)
@@ -81,16 +83,9 @@ def _take_statements(table: str) -> list[str]:
     ]
 
 
-class _PassThrough:
-    """persist-queue serializer that stores fsdf's JSON text as it is (never pickle)."""
-
-    @staticmethod
-    def dumps(value: Any) -> Any:
-        return value
-
-    @staticmethod
-    def loads(value: Any) -> Any:
-        return value
+def queue_table(queue_name: str) -> str:
+    """The queue's table name, quoted for SQL (persist-queue's table name hook gives the same)."""
+    return '"{}"'.format(queue_name.replace('"', '""'))
 
 
 class PersistQueueBroker(Broker):
@@ -111,19 +106,22 @@ class PersistQueueBroker(Broker):
     def __init__(self, queue_name: str) -> None:
         super().__init__(queue_name)
         folder = settings.path('PERSIST_QUEUE_PATH')
-        self._queue = QueueTable(str(folder), name=queue_name, multithreading=True, timeout=60,
-                                  serializer=_PassThrough, auto_resume=False,
-                                  db_file_name=f'{queue_name}.sqlite')
-        self._db = writer(self._queue)
-        self._lock = write_lock(self._queue)
-        self._processes_lock = FileLock(Path(folder) / f'{queue_name}.sqlite.lock')
-        self._table = table_name(self._queue)
+        folder.mkdir(parents=True, exist_ok=True)
+        # One connection for every thread, each statement under self._lock (sqlite3 objects are not to be
+        # used by two threads at once); the busy timeout is how long a write waits for another process's.
+        self._db = sqlite3.connect(folder / f'{queue_name}.sqlite', timeout=60, check_same_thread=False)
+        self._db.execute('PRAGMA journal_mode=WAL')
+        self._lock = threading.Lock()
+        self._processes_lock = FileLock(folder / f'{queue_name}.sqlite.lock')
+        self._table = queue_table(queue_name)
         self._read_taken = (f'SELECT t.id, CAST(q.data AS BLOB) FROM fsdf_taken t JOIN {self._table} q '
                             'ON q._id = t.id ORDER BY t.id')
         # Autocommit: a take is one statement (see _take_ids), its own transaction; _writing still BEGINs its own.
         self._db.isolation_level = None
         with self._lock, self._db:
             self._db.execute('PRAGMA synchronous=NORMAL')
+            self._db.execute(f'CREATE TABLE IF NOT EXISTS {self._table} (_id INTEGER PRIMARY KEY AUTOINCREMENT, '
+                             'data BLOB, timestamp FLOAT, status INTEGER)')  # persist-queue's schema
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_holders (holder INTEGER PRIMARY KEY AUTOINCREMENT, '
                              'consumer TEXT NOT NULL UNIQUE)')
             self._db.execute('CREATE TABLE IF NOT EXISTS fsdf_leases ('  # earlier versions' (module docstring)
@@ -383,7 +381,7 @@ class PersistQueueBroker(Broker):
         finally:
             with self._lock:  # a take reading its bodies finishes first
                 self._file_closed = True
-                self._queue.close()
+                self._db.close()
                 self._processes_lock.close()
         atexit.unregister(self._flush_at_exit)
 
