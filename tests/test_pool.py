@@ -117,6 +117,22 @@ def test_very_short_calls_are_held_up_to_the_chunked_margin(queue_name: str) -> 
     assert 4 + fast.consumer.pool.prefetch_margin < peak <= 4 + CHUNKED_MARGIN
 
 
+def test_single_thread_keeps_its_own_margin_for_very_short_calls(queue_name: str) -> None:
+    """SINGLE_THREAD runs a fetched batch itself, in order: very short calls do not raise what it holds to
+    CHUNKED_MARGIN (a larger batch did not make it faster, and a stop gives back what it holds)."""
+    peak = 0
+
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=5)
+    def fast(x):
+        nonlocal peak
+        peak = max(peak, fast.consumer._in_flight)
+
+    fast.push_many(range(3000))
+    assert fast.drain(timeout=30) == 3000
+    margin = fast.consumer.pool.prefetch_margin
+    assert margin < CHUNKED_MARGIN and 1 < peak <= 1 + margin
+
+
 def test_several_consumers_can_share_one_pool(queue_name: str) -> None:
     shared = ShrinkableThreadPool(3, keep_alive=5)
     seen = []
