@@ -102,34 +102,32 @@ def test_consumer_holds_no_more_unsettled_messages_than_its_pool(queue_name: str
     assert peak <= 4 + max(slow.consumer.pool.prefetch_margin, CHUNKED_MARGIN)
 
 
-def test_very_short_calls_are_held_up_to_the_chunked_margin(queue_name: str) -> None:
-    """Calls under CHUNK_BELOW_SECONDS go to the threads in chunks, and the consumer may hold CHUNKED_MARGIN
-    beyond its threads (a fetch per few messages cost more than the calls), never more."""
+def _most_held(queue_name: str, **options) -> tuple[int, int]:
+    """Run 3,000 no-op calls on LOCAL_PYTHON_QUEUE: the most messages the consumer held at once, and its pool's
+    prefetch margin."""
     peak = 0
 
-    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_num=4)
+    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, **options)
     def fast(x):
         nonlocal peak
         peak = max(peak, fast.consumer._in_flight)
 
     fast.push_many(range(3000))
     assert fast.drain(timeout=30) == 3000
-    assert 4 + fast.consumer.pool.prefetch_margin < peak <= 4 + CHUNKED_MARGIN
+    return peak, fast.consumer.pool.prefetch_margin
+
+
+def test_very_short_calls_are_held_up_to_the_chunked_margin(queue_name: str) -> None:
+    """Calls under CHUNK_BELOW_SECONDS go to the threads in chunks, and the consumer may hold CHUNKED_MARGIN
+    beyond its threads (a fetch per few messages cost more than the calls), never more."""
+    peak, margin = _most_held(queue_name, concurrent_num=4)
+    assert 4 + margin < peak <= 4 + CHUNKED_MARGIN
 
 
 def test_single_thread_keeps_its_own_margin_for_very_short_calls(queue_name: str) -> None:
     """SINGLE_THREAD runs a fetched batch itself, in order: very short calls do not raise what it holds to
     CHUNKED_MARGIN (a larger batch did not make it faster, and a stop gives back what it holds)."""
-    peak = 0
-
-    @task_deco(queue_name, broker_kind=BrokerEnum.LOCAL_PYTHON_QUEUE, concurrent_mode=5)
-    def fast(x):
-        nonlocal peak
-        peak = max(peak, fast.consumer._in_flight)
-
-    fast.push_many(range(3000))
-    assert fast.drain(timeout=30) == 3000
-    margin = fast.consumer.pool.prefetch_margin
+    peak, margin = _most_held(queue_name, concurrent_mode=5)
     assert margin < CHUNKED_MARGIN and 1 < peak <= 1 + margin
 
 
