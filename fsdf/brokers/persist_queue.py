@@ -4,7 +4,7 @@ Each queue is the table named after it in ``PERSIST_QUEUE_PATH/<queue>.sqlite``,
 persist-queue's ``SQLiteAckQueue`` schema (``_id, data, timestamp, status``), so another
 program can publish with ``INSERT INTO "<queue>" (data, timestamp, status) VALUES (?, ?, 0)``,
 or with persist-queue itself (``SQLiteAckQueue(folder, name=..., db_file_name=..., serializer=...)``
-with the table name hook; tests/test_library_internals.py). fsdf opens the file with the standard
+with the table name hook; tests/test_consume.py). fsdf opens the file with the standard
 library's sqlite3 as persist-queue does (WAL, a 60 s busy timeout) and writes every statement itself:
 importing persist-queue cost a worker's start about 60 ms (its package imports asyncio), for the one
 CREATE TABLE fsdf used it for.
