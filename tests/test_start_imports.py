@@ -34,10 +34,10 @@ NOT_USED = ('fsdf.web', 'fsdf.cli', 'fsdf.scheduling', 'fsdf.rpc', 'fsdf.multipr
             'sqlalchemy', 'redis', 'pika', 'amqpstorm', 'confluent_kafka', 'kafka', 'pymongo', 'nats', 'zmq', 'kombu',
             'gevent', 'eventlet',
             # the controls only an option brings (a time window, qps, task filtering)
-            'fsdf.controls.window', 'fsdf.controls.rate', 'fsdf.controls.filtering')
-# Nor an event loop, nor persist-queue (PERSISTQUEUE writes its schema with sqlite3: importing the package cost
-# a worker's start about 60 ms, asyncio with it).
-NOT_USED += ('asyncio', 'persistqueue')
+            'fsdf.controls.window', 'fsdf.controls.rate', 'fsdf.controls.filtering',
+            # nor an event loop, nor persist-queue (PERSISTQUEUE writes its schema with sqlite3: importing the
+            # package cost a worker's start about 60 ms, asyncio with it)
+            'asyncio', 'persistqueue')
 # LOCAL_PYTHON_QUEUE needs no sockets or SQLite either.
 NOT_USED_IN_PROCESS = ('socket', 'ssl', 'fsdf.brokers.persist_queue', 'base64', 'unicodedata')
 

@@ -109,15 +109,15 @@ class PersistQueueBroker(Broker):
         folder.mkdir(parents=True, exist_ok=True)
         # One connection for every thread, each statement under self._lock (sqlite3 objects are not to be
         # used by two threads at once); the busy timeout is how long a write waits for another process's.
-        self._db = sqlite3.connect(folder / f'{queue_name}.sqlite', timeout=60, check_same_thread=False)
+        # Autocommit: a take is one statement (see _mark_taken), its own transaction; _writing BEGINs its own.
+        self._db = sqlite3.connect(folder / f'{queue_name}.sqlite', timeout=60, check_same_thread=False,
+                                   isolation_level=None)
         self._db.execute('PRAGMA journal_mode=WAL')
         self._lock = threading.Lock()
         self._processes_lock = FileLock(folder / f'{queue_name}.sqlite.lock')
         self._table = queue_table(queue_name)
         self._read_taken = (f'SELECT t.id, CAST(q.data AS BLOB) FROM fsdf_taken t JOIN {self._table} q '
                             'ON q._id = t.id ORDER BY t.id')
-        # Autocommit: a take is one statement (see _take_ids), its own transaction; _writing still BEGINs its own.
-        self._db.isolation_level = None
         with self._lock, self._db:
             self._db.execute('PRAGMA synchronous=NORMAL')
             self._db.execute(f'CREATE TABLE IF NOT EXISTS {self._table} (_id INTEGER PRIMARY KEY AUTOINCREMENT, '
