@@ -110,12 +110,15 @@ class RedisAckBroker(RedisLeaseBroker):
         return self._deliveries(reply)
 
     def _deliveries(self, reply: list[Any]) -> list[Delivery]:
-        """The deliveries of a take script's reply: the batch's number, the lengths, the bodies joined."""
+        """The deliveries of a take script's reply: the batch's number, the lengths, the bodies joined by 0xFF."""
         batch, lengths, joined = reply
         if not lengths:
             return []
-        self._batch_sizes[batch] = lengths.count(b',') + 1
-        return [Delivery(joined[start:end], tag) for tag, start, end in _slices(batch, lengths)]
+        size = self._batch_sizes[batch] = lengths.count(b',') + 1
+        bodies = joined.split(b'\xff')  # in C: 2.5x cheaper than slicing by the lengths (issue 19)
+        if len(bodies) != size:  # a body holds 0xFF itself (it is not UTF-8): each is one byte further on
+            bodies = [joined[start + i:end + i] for i, (_, start, end) in enumerate(_slices(batch, lengths))]
+        return list(map(Delivery, bodies, itertools.count(batch << BATCH_BITS)))
 
     # -- settling: what the hash is told -----------------------------------------------------
     def _settle_spec(self, tags: list[Any], may_end_batches: bool = True) -> str:
