@@ -630,11 +630,40 @@ def test_a_chunk_of_runs_is_buffered_in_order_and_what_overflows_is_counted(tmp_
     writer._closed = True  # its thread ends: the buffer holds what the recorder put there
     writer._wake.set()
     writer._thread.join(5)
-    recorder = RunRecorder(writer, 'q', 'f', False, False, 60)
+    recorder = RunRecorder(writer, 'q', 'f', True, False, 60)
     recorder.after_settle_many([RunOutcome(str(i), {}, {}, 'succeeded', finished=time.time()) for i in range(4)])
     recorder.after_settle_many([RunOutcome(str(i), {}, {}, 'succeeded', finished=time.time()) for i in range(4, 12)])
     assert [outcome.task_id for _, outcome, _ in writer.buffer] == [str(i) for i in range(2, 12)]
     assert writer.dropped == 2  # the oldest two
+
+
+def test_statistics_of_a_chunk_count_every_run_whichever_way_it_is_summed(tmp_path: Any) -> None:
+    """Without records, a chunk of successes within one second is summed as one entry; a chunk with another
+    status, or across a second, goes run by run. The rollups read back hold every run either way."""
+    from fsdf.controls.base import RunOutcome
+    from fsdf.records.middleware import RunRecorder
+    writer = RecordWriter(f'sqlite:///{tmp_path}/runs.sqlite')
+    writer._closed = True  # its thread ends: this test flushes, after looking at the buffer
+    writer._wake.set()
+    writer._thread.join(5)
+    recorder = RunRecorder(writer, 'q', 'f', False, False, 60)
+    second = 1_800_000_000
+
+    def run(status: str, at: float, took: float) -> RunOutcome:
+        return RunOutcome(None, {}, {}, status, started=second + at, finished=second + at + took)
+
+    recorder.after_settle_many([run('succeeded', 0.1, 0.01 * (i + 1)) for i in range(5)])  # one second: summed
+    recorder.after_settle_many([run('succeeded', 0.2, 0.5), run('expired', 0.3, 0.0)])     # two statuses
+    recorder.after_settle_many([run('succeeded', 0.9, 0.05), run('succeeded', 0.95, 0.1)])  # ends past the second
+    assert [type(outcome).__name__ for _, outcome, _ in writer.buffer] == ['tuple'] + ['RunOutcome'] * 4
+    assert writer._flush_once()
+    series = queries.queue_stats('q', '60m', now=second + 60, store=writer.store())
+    assert len(series.buckets) == 1
+    bucket = series.buckets[0]
+    assert bucket['counts'] == {'succeeded': 8, 'expired': 1}
+    assert bucket['duration_sum'] == pytest.approx(0.15 + 0.5 + 0.05 + 0.1)
+    assert bucket['duration_max'] == pytest.approx(0.5)
+    writer.store().close()
 
 
 if sys.platform == 'win32':  # pragma: no cover

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import operator
 import os
 import threading
 import time
@@ -39,8 +40,32 @@ DROP_WARNING_SECONDS = 5.0
 EXIT_FLUSH_SECONDS = 5.0
 
 logger = logging.getLogger('fsdf.records')
-Entry = tuple['RunRecorder', 'RunOutcome', int]
-"""(the recorder that saw it, the outcome, the worker's thread id)."""
+ChunkSums = tuple[str, int, int, float, float]
+"""(status, second, runs, duration sum, duration max) of a chunk's runs: :func:`chunk_sums`."""
+Entry = tuple['RunRecorder', 'RunOutcome | ChunkSums', int]
+"""(the recorder that saw it, the outcome or a chunk's sums, the worker's thread id)."""
+_status, _started, _finished = (operator.attrgetter(name) for name in ('status', 'started', 'finished'))
+
+
+def chunk_sums(outcomes: list['RunOutcome']) -> 'ChunkSums | None':
+    """The statistics of a chunk's runs as one entry, if they all succeeded within one second; else None.
+
+    A chunk of very short calls takes about 0.5 ms, so nearly every chunk is one such entry. The sums are
+    taken in C (``map``), not per run in Python: what the writer's loop adds up per run, at a fifth of
+    its cost.
+    """
+    statuses = list(map(_status, outcomes))
+    if not statuses or statuses.count('succeeded') != len(statuses):
+        return None
+    finished = list(map(_finished, outcomes))
+    second = int(finished[0])
+    if int(finished[-1]) != second or int(min(finished)) != second:
+        return None
+    started = list(map(_started, outcomes))
+    if 0.0 in started:  # a run never started has no duration (the writer's loop counts it 0)
+        return None
+    durations = list(map(operator.sub, finished, started))
+    return 'succeeded', second, len(durations), sum(durations), max(durations)
 
 
 class RecordWriter:
@@ -194,6 +219,18 @@ class RecordWriter:
         per_second: dict[tuple[str, str, int], list[float]] = {}
         now = int(time.time())
         for recorder, outcome, thread_id in entries:  # the hot loop of the writer: inlined, ~1 us an entry
+            if isinstance(outcome, tuple):  # a chunk's sums (chunk_sums): no record, counts only
+                status, second, runs, total, longest = outcome
+                key = (recorder.queue, status, second)
+                row = per_second.get(key)
+                if row is None:
+                    per_second[key] = [runs, total, longest]
+                else:
+                    row[0] += runs
+                    row[1] += total
+                    if longest > row[2]:
+                        row[2] = longest
+                continue
             started, finished, status = outcome.started, outcome.finished, outcome.status
             duration = finished - started if started and finished else 0.0
             if status == 'dead_lettered' and outcome.exception is not None:
