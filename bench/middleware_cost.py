@@ -1,6 +1,6 @@
 """What a user middleware costs on the consume path: consume throughput with none, a no-op one, one hook.
 
-Three configurations, each consuming N trivial tasks (default 20,000) published before the clock
+Five configurations, each consuming N trivial tasks (default 20,000) published before the clock
 starts; the rate is (N - 1) / (time of the N-th finished call - time of the first), so the consumer's
 start-up (threads, connections) is outside the window and only the per-message path is measured:
 
@@ -8,6 +8,9 @@ start-up (threads, connections) is outside the window and only the per-message p
   no-op         ``class Nothing(fsdf.Middleware): pass`` -- overrides no hook, so it must cost nothing
                 per message: its ratio to ``none`` should be 1.00 within noise
   after_settle  one middleware overriding only ``after_settle``, with a trivial body: the price of one hook
+  records       ``run_records=True``: a run record per task in the run store (SQLite in a temp folder)
+  bare          ``RUN_STATISTICS = False`` and no records: no records middleware at all (statistics are on
+                by default, so ``none`` pays for them)
 
 on three set-ups: LOCAL_PYTHON_QUEUE with THREADING (50 threads) and SINGLE_THREAD, and REDIS_ACK_ABLE
 with THREADING (50 threads) on a redis-server this script starts (the tests' helper in
@@ -45,7 +48,7 @@ from benchlib import (FSDF_SOURCE_VARIABLE, Countdown, Measurements, check_fsdf_
                       fsdf_environment, load_average, machine_description, rate, temp_dir)
 
 CONCURRENCY = 50
-CONFIGS = ['none', 'no-op', 'after_settle']
+CONFIGS = ['none', 'no-op', 'after_settle', 'records', 'bare']
 # (column label, broker kind name, concurrent mode name)
 SETUPS = [
     ('LOCAL_PYTHON_QUEUE THREADING 50', 'LOCAL_PYTHON_QUEUE', 'THREADING'),
@@ -73,7 +76,7 @@ def user_middleware(config: str) -> tuple[list[Any], Any]:
         def after_settle(self, outcome: Any) -> None:
             next(self.settled)
 
-    if config == 'none':
+    if config in ('none', 'records', 'bare'):
         return [], None
     if config == 'no-op':
         return [Nothing()], None
@@ -97,6 +100,11 @@ def child_main(kind_name: str, mode_name: str, config: str, n: int) -> None:
 
     middleware, counter = user_middleware(config)
     options: dict[str, Any] = {'middleware': middleware} if middleware else {}
+    if config == 'records':
+        options['run_records'] = True
+    elif config == 'bare':
+        from fsdf.config import settings
+        settings.RUN_STATISTICS = False
     task = task_deco(f'bench_middleware_{uuid.uuid4().hex[:8]}', broker_kind=BrokerEnum[kind_name],
                      concurrent_mode=ConcurrentModeEnum[mode_name], concurrent_num=CONCURRENCY,
                      log_level=logging.WARNING, **options)(counted_add)
