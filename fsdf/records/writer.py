@@ -219,34 +219,26 @@ class RecordWriter:
         per_second: dict[tuple[str, str, int], list[float]] = {}
         now = int(time.time())
         for recorder, outcome, thread_id in entries:  # the hot loop of the writer: inlined, ~1 us an entry
-            if isinstance(outcome, tuple):  # a chunk's sums (chunk_sums): no record, counts only
+            if isinstance(outcome, tuple):  # a chunk's sums (chunk_sums): counts only, no record
                 status, second, runs, total, longest = outcome
-                key = (recorder.queue, status, second)
-                row = per_second.get(key)
-                if row is None:
-                    per_second[key] = [runs, total, longest]
-                else:
-                    row[0] += runs
-                    row[1] += total
-                    if longest > row[2]:
-                        row[2] = longest
-                continue
-            started, finished, status = outcome.started, outcome.finished, outcome.status
-            duration = finished - started if started and finished else 0.0
-            if status == 'dead_lettered' and outcome.exception is not None:
-                status = 'failed'  # record_status, inlined
-            key = (recorder.queue, status, int(finished) or now)
+            else:
+                started, finished, status = outcome.started, outcome.finished, outcome.status
+                total = longest = finished - started if started and finished else 0.0
+                if status == 'dead_lettered' and outcome.exception is not None:
+                    status = 'failed'  # record_status, inlined
+                second, runs = int(finished) or now, 1
+                if recorder.save_records:
+                    batch.rows.append(build_row(recorder.queue, recorder.function, outcome, thread_id,
+                                                recorder.save_result, recorder.expire_seconds))
+            key = (recorder.queue, status, second)
             row = per_second.get(key)
             if row is None:
-                per_second[key] = [1, duration, duration]
+                per_second[key] = [runs, total, longest]
             else:
-                row[0] += 1
-                row[1] += duration
-                if duration > row[2]:
-                    row[2] = duration
-            if recorder.save_records:
-                batch.rows.append(build_row(recorder.queue, recorder.function, outcome, thread_id,
-                                            recorder.save_result, recorder.expire_seconds))
+                row[0] += runs
+                row[1] += total
+                if longest > row[2]:
+                    row[2] = longest
         batch.rollups = rollups_of(per_second)
         return batch
 
