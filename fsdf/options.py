@@ -23,11 +23,7 @@ class FunctionResultStatusPersistanceConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class TaskOptions:
-    """The options of one task queue; ``task_deco`` and ``get_consumer`` take these as keywords.
-
-    Options marked *not built yet* are accepted so seed code runs, and a consumer that uses one
-    logs a warning saying it has no effect yet.
-    """
+    """The options of one task queue; ``task_deco`` and ``get_consumer`` take these as keywords."""
 
     broker_kind: Optional[BrokerEnum] = None
     """Broker to use; None takes ``DEFAULT_BROKER_KIND`` from the config."""
