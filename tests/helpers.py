@@ -70,8 +70,10 @@ def every_call_runs_across_a_restart(queue_name: str, kind, restart: Callable[[]
 
 
 KILLED_CONSUMER_SCRIPT = '''
-import os, sys, time
+import faulthandler, os, sys, time
 from fsdf import BrokerEnum, task_deco
+
+faulthandler.dump_traceback_later(25)  # still alive then (killed at 300 runs): its threads' stacks say why
 
 out = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)
 

@@ -196,7 +196,8 @@ def test_kill_9_of_a_consumer(queue_name: str, broker_kind, run_script, tmp_path
     work.push_many(range(total))
     child = run_script(KILLED_CONSUMER_SCRIPT, queue_name, str(done), broker_kind.name)
     try:
-        assert wait_until(lambda: len(done.read_text().split()) >= 300, 30)
+        assert wait_until(lambda: len(done.read_text().split()) >= 300, 30), \
+            f'the consumer ran {len(done.read_text().split())} of 300 calls in 30 s (its stacks: stderr)'
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(10)
