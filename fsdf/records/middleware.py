@@ -61,7 +61,7 @@ class RunRecorder(Middleware):
         Without records, a chunk whose runs all succeeded within one second goes as one entry holding its
         sums (:func:`fsdf.records.writer.chunk_sums`): the writer's loop per run was a fifth of a no-op task's
         cost, counting statistics alone (issue 19)."""
-        buffer, thread_id = self._buffer, self._thread_id()
+        buffer = self._buffer
         if not self.save_records:
             sums = chunk_sums(outcomes)
             if sums is not None:
@@ -69,6 +69,7 @@ class RunRecorder(Middleware):
                     self.writer.dropped += 1
                 buffer.append((self, sums, 0))
                 return
+        thread_id = self._thread_id()
         overflow = len(buffer) + len(outcomes) - self._capacity  # the deque drops that many of the oldest
         if overflow > 0:
             self.writer.dropped += overflow

@@ -58,8 +58,8 @@ def chunk_sums(outcomes: list['RunOutcome']) -> 'ChunkSums | None':
     if not statuses or statuses.count('succeeded') != len(statuses):
         return None
     finished = list(map(_finished, outcomes))
-    second = int(finished[0])
-    if int(finished[-1]) != second or int(min(finished)) != second:
+    second = int(min(finished))
+    if int(max(finished)) != second:
         return None
     started = list(map(_started, outcomes))
     if 0.0 in started:  # a run never started has no duration (the writer's loop counts it 0)
